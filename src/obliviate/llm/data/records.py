@@ -60,7 +60,8 @@ class QARecord:
         perturbed = data.get("perturbed_answer", data.get("perturbed_answers", ()))
         if isinstance(perturbed, str):
             perturbed = (perturbed,)
-        if not isinstance(perturbed, (list, tuple)) or not all(isinstance(p, str) for p in perturbed):
+        if not isinstance(perturbed, (list, tuple)) or not all(
+                isinstance(p, str) for p in perturbed):
             raise DataError(f"{where}: field 'perturbed_answer' must be a list of strings")
         record = cls(
             question=_string(data, "question", where),

@@ -1,0 +1,97 @@
+"""``obliviate``: fine-tune, unlearn, evaluate, attack and report — for LLMs and diffusion models.
+
+Every experiment is one YAML recipe; any key can be overridden as ``section.key=value``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from obliviate import __version__
+from obliviate.cli.common import (
+    command_line,
+    fail,
+    friendly_errors,
+    load_any_recipe,
+    set_threads,
+)
+
+app = typer.Typer(
+    name="obliviate", no_args_is_help=True, rich_markup_mode=None,
+    help="Machine unlearning for generative AI: one CLI for LLMs and diffusion models.\n\n"
+         "Start with `obliviate demo`; every command takes a YAML recipe plus key=value "
+         "overrides, e.g. `obliviate finetune recipes/demo.yaml finetune.epochs=10`.")
+eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                       help="Evaluate models of a run, or score existing TOFU logs.")
+app.add_typer(eval_app, name="eval")
+
+Overrides = Annotated[list[str] | None, typer.Argument(
+    help="recipe overrides as section.key=value (values are YAML), e.g. finetune.epochs=3")]
+Output = Annotated[str | None, typer.Option(
+    "--output", "-o", help="run directory (default: runs/<recipe name>)")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"obliviate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_version,
+                                                is_eager=True, help="print the version")] = False
+         ) -> None:
+    """Machine unlearning for generative AI."""
+    set_threads()
+
+
+@app.command()
+@friendly_errors
+def finetune(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe (or a packaged name, e.g. demo)")],
+    overrides: Overrides = None,
+    role: Annotated[str, typer.Option(help="target, oracle or both")] = "both",
+    output: Output = None,
+) -> None:
+    """Train the target model (forget ∪ retain) and the oracle (retain only).
+
+    Both use the recipe's model and finetune sections, checkpoint as they go, and resume when
+    the command is run again on the same run directory.
+    """
+    from obliviate.llm.pipeline import finetune_stage, open_run, prepare_task
+
+    if role not in ("target", "oracle", "both"):
+        fail(f"--role must be target, oracle or both, not {role!r}")
+    config = load_any_recipe(recipe, overrides or [])
+    run = open_run(config, output, command_line())
+    task = prepare_task(config, run)
+    roles = ("target", "oracle") if role == "both" else (role,)
+    done = finetune_stage(config, run, task, roles)  # type: ignore[arg-type]
+    for name, stage in done.items():
+        typer.echo(f"{name}: {stage['model_path']}  (loss {stage['final_loss']:.4f}, "
+                   f"{stage['seconds']:.1f}s)")
+    typer.echo(f"run directory: {run.root}")
+
+
+@app.command()
+def unlearn() -> None:
+    """Unlearn the forget set from a target model (the method catalogue is being built)."""
+    fail("`obliviate unlearn` is not available yet: the LLM method catalogue lands with issue 4")
+
+
+@app.command()
+def attack() -> None:
+    """Attack an unlearned model: relearning, quantization, rephrasing, probes (coming)."""
+    fail("`obliviate attack` is not available yet: attacks land with issue 6")
+
+
+@app.command()
+def report() -> None:
+    """Write the HTML + JSON report of a run directory (coming)."""
+    fail("`obliviate report` is not available yet: the HTML report lands with issue 8")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,87 @@
+"""Fine-tune the target (on forget ∪ retain) and the oracle (on retain only) with one recipe.
+
+Both start from the same base weights and see the same optimiser, schedule and seed, so the
+oracle differs from the target only by never having seen the forget set (GUIDE §1).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from obliviate.core.rundir import RunDir, Stopwatch
+from obliviate.core.task import UnlearningTask
+from obliviate.llm.data.formatting import PromptFormat, collate, encode_record, resolve_format
+from obliviate.llm.models import (
+    ModelConfig,
+    apply_lora,
+    load_pretrained,
+    merge_lora,
+    save_model,
+    tiny_llama,
+    train_tokenizer,
+)
+from obliviate.llm.task import task_texts
+from obliviate.llm.training import TrainConfig, train
+
+Role = Literal["target", "oracle"]
+TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
+
+
+def base_tokenizer(config: ModelConfig, task: UnlearningTask, run: RunDir) -> Any:
+    """The tokenizer every model of this run shares (trained once for tiny models)."""
+    from transformers import AutoTokenizer
+
+    path = run.model("tokenizer")
+    if (path / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(path)
+    if config.name_or_path == "tiny":
+        tokenizer = train_tokenizer(task_texts(task), config.tiny.vocab_size)
+    else:
+        _, tokenizer = load_pretrained(config.name_or_path, config.trust_remote_code)
+    tokenizer.save_pretrained(path)
+    return tokenizer
+
+
+def base_model(config: ModelConfig, tokenizer: Any, seed: int) -> Any:
+    """Fresh base weights: a seeded tiny Llama, or the pretrained model."""
+    if config.name_or_path == "tiny":
+        return tiny_llama(tokenizer, config.tiny, seed=seed)
+    model, _ = load_pretrained(config.name_or_path, config.trust_remote_code)
+    return model
+
+
+def prompt_format(config: ModelConfig, tokenizer: Any) -> PromptFormat:
+    return resolve_format(tokenizer, config.prompt_style, config.system_prompt)
+
+
+def finetune(role: Role, model_config: ModelConfig, train_config: TrainConfig,
+             task: UnlearningTask, run: RunDir, seed: int = 0) -> dict[str, Any]:
+    """Train the target or oracle, save it to ``models/<role>`` and record the stage."""
+    split = task.split(TRAINING_SPLIT[role])
+    tokenizer = base_tokenizer(model_config, task, run)
+    fmt = prompt_format(model_config, tokenizer)
+    model = base_model(model_config, tokenizer, seed)
+    if model_config.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model = apply_lora(model, model_config.lora)
+    examples = [encode_record(tokenizer, fmt, r, max_length=model_config.max_length)
+                for r in split.records]
+    run.record_stage(f"finetune_{role}", status="running", split=split.provenance())
+    with Stopwatch() as watch:
+        outcome = train(model, examples, lambda b: collate(b, tokenizer.pad_token_id),
+                        train_config, checkpoint_dir=run.checkpoints(role),
+                        description=f"fine-tune {role} on {split.name}")
+        model = merge_lora(model)
+        save_model(model, tokenizer, run.model(role))
+    import shutil
+
+    shutil.rmtree(run.checkpoints(role), ignore_errors=True)
+    return run.record_stage(
+        f"finetune_{role}", status="done", seconds=watch.seconds, steps=outcome.steps,
+        trainable_parameters=outcome.trainable_parameters,
+        total_parameters=outcome.total_parameters, peak_memory=outcome.peak_memory,
+        final_loss=outcome.history[-1]["loss"] if outcome.history else None,
+        history=outcome.history, resumed_from=outcome.resumed_from,
+        model_path=str(run.model(role)), prompt_style=fmt.style,
+        config={"model": model_config.model_dump(mode="json"),
+                "train": train_config.model_dump(mode="json")})
