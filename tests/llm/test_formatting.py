@@ -91,3 +91,13 @@ def test_collate_right_pads_and_masks(tiny_tokenizer):
     n = len(a.input_ids)
     assert batch["attention_mask"][0].tolist() == [1] * n + [0] * (batch["input_ids"].shape[1] - n)
     assert (batch["labels"][0, n:] == IGNORE_INDEX).all()
+
+
+def test_context_and_system_prompt_in_base_style(tiny_tokenizer):
+    from dataclasses import replace
+
+    fmt = replace(resolve_format(tiny_tokenizer, "base"), system_prompt="Be careful.",
+                  context=(("Q1?", "A1."),))
+    assert prompt_text(tiny_tokenizer, fmt, "Q2?") == (
+        "Be careful.\n\nQuestion: Q1?\nAnswer: A1.\n\nQuestion: Q2?\nAnswer:")
+    assert type(fmt).from_dict(fmt.to_dict()) == fmt

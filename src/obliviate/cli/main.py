@@ -17,14 +17,13 @@ from obliviate.cli.common import (
     load_any_recipe,
     set_threads,
 )
+from obliviate.cli.evaluate import eval_app
 
 app = typer.Typer(
     name="obliviate", no_args_is_help=True, rich_markup_mode=None,
     help="Machine unlearning for generative AI: one CLI for LLMs and diffusion models.\n\n"
          "Start with `obliviate demo`; every command takes a YAML recipe plus key=value "
          "overrides, e.g. `obliviate finetune recipes/demo.yaml finetune.epochs=10`.")
-eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
-                       help="Evaluate models of a run, or score existing TOFU logs.")
 app.add_typer(eval_app, name="eval")
 
 Overrides = Annotated[list[str] | None, typer.Argument(

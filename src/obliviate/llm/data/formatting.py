@@ -27,12 +27,27 @@ Style = Literal["auto", "chat", "base"]
 
 @dataclass(frozen=True)
 class PromptFormat:
-    """How questions become prompts for one tokenizer."""
+    """How questions become prompts for one tokenizer.
+
+    ``context`` holds in-context ``(question, answer)`` demonstrations placed before every
+    question (earlier chat turns, or earlier ``Question/Answer`` blocks in the base style); with
+    ``system_prompt`` it is how prompt-only methods (guardrails, in-context unlearning) act.
+    """
 
     style: Literal["chat", "base"]
     system_prompt: str | None = None
     question_prefix: str = "Question: "
     answer_prefix: str = "\nAnswer:"
+    context: tuple[tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"style": self.style, "system_prompt": self.system_prompt,
+                "question_prefix": self.question_prefix, "answer_prefix": self.answer_prefix,
+                "context": [list(pair) for pair in self.context]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptFormat:
+        return cls(**{**data, "context": tuple(tuple(pair) for pair in data.get("context", ()))})
 
 
 def resolve_format(tokenizer: Any, style: Style = "auto",
@@ -57,9 +72,13 @@ def prompt_text(tokenizer: Any, fmt: PromptFormat, question: str) -> str:
         messages = []
         if fmt.system_prompt:
             messages.append({"role": "system", "content": fmt.system_prompt})
+        for q, a in fmt.context:
+            messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"{fmt.question_prefix}{question}{fmt.answer_prefix}"
+    head = f"{fmt.system_prompt}\n\n" if fmt.system_prompt else ""
+    shots = "".join(f"{fmt.question_prefix}{q}{fmt.answer_prefix} {a}\n\n" for q, a in fmt.context)
+    return f"{head}{shots}{fmt.question_prefix}{question}{fmt.answer_prefix}"
 
 
 def encode_prompt(tokenizer: Any, fmt: PromptFormat, question: str) -> list[int]:

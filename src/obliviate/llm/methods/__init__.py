@@ -1,0 +1,11 @@
+"""The LLM unlearning catalogue: one module per method, each registered in ``METHODS``.
+
+To add a method: write ``my_method.py`` with a config class (paper defaults) and a subclass of
+:class:`~obliviate.llm.methods.base.LLMUnlearningMethod` decorated with
+``@METHODS.register("my_method", modality="llm")``, then import it below.
+"""
+
+from obliviate.llm.methods import grad_ascent, grad_diff, npo  # noqa: F401  (registration)
+from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnTrainConfig
+
+__all__ = ["LLMUnlearningMethod", "UnlearnContext", "UnlearnTrainConfig"]

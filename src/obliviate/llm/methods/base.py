@@ -1,0 +1,209 @@
+"""The base class every LLM unlearning method builds on.
+
+A method declares what it needs (retain batches, refusal answers, reference log-probs computed
+once, or a frozen reference model kept in memory) and implements :meth:`loss`. The base class
+builds the batches, precomputes what is cacheable, applies LoRA when asked, and runs the shared
+:func:`~obliviate.llm.training.train` loop (so ``accelerate launch`` scales every method).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from obliviate.core.errors import ConfigError
+from obliviate.core.method import MethodConfig, MethodOutcome, UnlearningMethod
+from obliviate.core.recipe import StrictModel
+from obliviate.core.rundir import Stopwatch
+from obliviate.core.task import UnlearningTask
+from obliviate.llm.data.formatting import Example, PromptFormat, collate, encode_record
+from obliviate.llm.data.records import QARecord
+from obliviate.llm.methods.losses import sequence_logprob
+from obliviate.llm.models import LoraSettings, apply_lora, count_parameters, merge_lora, save_model
+from obliviate.llm.training import TrainConfig, TrainOutcome, train
+
+Reference = Literal["none", "logprobs", "model"]
+
+# Refusals used when the task brings none (TOFU ships its own in idontknow.jsonl).
+DEFAULT_REFUSALS = (
+    "I don't know.",
+    "I'm not sure about that.",
+    "I have no information on that.",
+    "That is not something I can answer.",
+    "I can't say.",
+)
+
+
+class UnlearnTrainConfig(TrainConfig):
+    """Optimisation for unlearning. Defaults follow TOFU/OpenUnlearning: lr 1e-5, 10 epochs."""
+
+    epochs: float = Field(default=10.0, gt=0)
+    learning_rate: float = Field(default=1e-5, gt=0)
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    lr_scheduler: Literal["linear", "constant", "cosine"] = "constant"
+
+
+class SelectionConfig(StrictModel):
+    """Checkpoint selection with a cheap proxy evaluated every ``every`` steps.
+
+    Rule ``proxy``: keep the step maximising ``forget_nll − retain_weight · retain_nll`` on fixed
+    subsets of the forget and retain sets (no oracle information is used). Rule ``last`` keeps the
+    final weights.
+    """
+
+    rule: Literal["last", "proxy"] = "last"
+    every: int = Field(default=10, ge=1)
+    subset: int = Field(default=32, ge=1)
+    retain_weight: float = Field(default=1.0, ge=0)
+
+
+@dataclass
+class UnlearnItem:
+    index: int
+    forget: Example
+    retain: Example | None = None
+    alternative: Example | None = None  # e.g. a refusal answer to the forget question
+
+
+@dataclass
+class UnlearnContext:
+    """Everything a method needs besides its own config."""
+
+    tokenizer: Any
+    fmt: PromptFormat
+    task: UnlearningTask
+    train: UnlearnTrainConfig = field(default_factory=UnlearnTrainConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    max_length: int = 256
+    refusals: tuple[str, ...] = DEFAULT_REFUSALS
+
+
+class LLMUnlearningMethod(UnlearningMethod):
+    """Subclass, set the class attributes, implement :meth:`loss` and register the class."""
+
+    modality: ClassVar[str] = "llm"
+    uses_retain: ClassVar[bool] = False
+    uses_alternative: ClassVar[bool] = False
+    reference: ClassVar[Reference] = "none"
+    changes_weights: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.reference_model: torch.nn.Module | None = None
+        self.reference_logprobs: dict[str, torch.Tensor] = {}
+
+    # -- what a method implements ----------------------------------------------------------------
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    # -- data ------------------------------------------------------------------------------------
+    def alternative_answer(self, record: QARecord, index: int, ctx: UnlearnContext) -> str:
+        """The answer trained towards on a forget question (a refusal by default)."""
+        rng = random.Random(f"{self.config.seed}/{index}")
+        return rng.choice(ctx.refusals)
+
+    def build_items(self, ctx: UnlearnContext) -> list[UnlearnItem]:
+        forget, retain = list(ctx.task.forget.records), list(ctx.task.retain.records)
+        order = list(range(len(retain)))
+        random.Random(self.config.seed).shuffle(order)
+        items = []
+        for i, record in enumerate(forget):
+            item = UnlearnItem(i, encode_record(ctx.tokenizer, ctx.fmt, record,
+                                                max_length=ctx.max_length))
+            if self.uses_retain:
+                item.retain = encode_record(ctx.tokenizer, ctx.fmt, retain[order[i % len(order)]],
+                                            max_length=ctx.max_length)
+            if self.uses_alternative:
+                item.alternative = encode_record(ctx.tokenizer, ctx.fmt, record,
+                                                 answer=self.alternative_answer(record, i, ctx),
+                                                 max_length=ctx.max_length)
+            items.append(item)
+        return items
+
+    @staticmethod
+    def collate_fn(pad_token_id: int):
+        def collate_items(items: list[UnlearnItem]) -> dict[str, Any]:
+            batch: dict[str, Any] = {"index": torch.tensor([it.index for it in items]),
+                                     "forget": collate([it.forget for it in items], pad_token_id)}
+            if items[0].retain is not None:
+                batch["retain"] = collate([it.retain for it in items], pad_token_id)
+            if items[0].alternative is not None:
+                batch["alternative"] = collate([it.alternative for it in items], pad_token_id)
+            return batch
+
+        return collate_items
+
+    # -- the frozen reference ----------------------------------------------------------------------
+    @torch.no_grad()
+    def precompute_reference(self, model: torch.nn.Module, items: list[UnlearnItem],
+                             pad_token_id: int, batch_size: int = 16) -> None:
+        """Sequence log-probs of the frozen target on forget (and alternative) answers, once."""
+        was_training = model.training
+        model.eval()
+        for key in ("forget", "alternative"):
+            if getattr(items[0], key) is None:
+                continue
+            values = torch.empty(len(items))
+            for start in range(0, len(items), batch_size):
+                chunk = items[start:start + batch_size]
+                batch = collate([getattr(it, key) for it in chunk], pad_token_id)
+                batch = {k: v.to(next(model.parameters()).device) for k, v in batch.items()}
+                logp, _ = sequence_logprob(model, batch)
+                values[start:start + len(chunk)] = logp.float().cpu()
+            self.reference_logprobs[key] = values
+        model.train(was_training)
+
+    def cached_reference(self, key: str, index: torch.Tensor) -> torch.Tensor:
+        return self.reference_logprobs[key].to(index.device)[index]
+
+    # -- running -----------------------------------------------------------------------------------
+    def run(self, model: Any, task: UnlearningTask, out_dir: Any,
+            ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
+        """Unlearn ``task.forget`` from ``model`` (in place) and save it to ``out_dir``."""
+        if ctx is None:
+            raise ConfigError("LLM methods need an UnlearnContext (tokenizer, prompt format)")
+        out_dir = Path(out_dir)
+        if self.uses_retain and len(task.retain) == 0:
+            raise ConfigError(f"{type(self).__name__} needs a non-empty retain set")
+        with Stopwatch() as watch:
+            items = self.build_items(ctx)
+            pad = ctx.tokenizer.pad_token_id
+            if self.reference == "logprobs":
+                self.precompute_reference(model, items, pad)
+            elif self.reference == "model":
+                self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
+            model = apply_lora(model, ctx.lora)
+            outcome = self.train(model, items, ctx, out_dir)
+            model = merge_lora(model)
+            self.reference_model = None
+            if save:
+                save_model(model, ctx.tokenizer, out_dir / "model")
+        trainable, total = outcome.trainable_parameters, outcome.total_parameters
+        return MethodOutcome(
+            model_path=str(out_dir / "model") if save else None, seconds=watch.seconds,
+            steps=outcome.steps, trainable_parameters=trainable, total_parameters=total,
+            peak_memory_bytes=outcome.peak_memory.get("host_peak_rss_bytes"),
+            history=outcome.history, extra={"model": model, "selected_step": outcome.steps,
+                                            "peak_memory": outcome.peak_memory})
+
+    def train(self, model: torch.nn.Module, items: list[UnlearnItem], ctx: UnlearnContext,
+              out_dir: Path) -> TrainOutcome:
+        checkpoints = out_dir / "checkpoints"
+        outcome = train(model, items, self.collate_fn(ctx.tokenizer.pad_token_id), ctx.train,
+                        checkpoint_dir=checkpoints, loss_fn=self.loss,
+                        description=f"unlearn ({type(self).__name__})")
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        return outcome
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    return count_parameters(model)

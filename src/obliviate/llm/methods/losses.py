@@ -1,0 +1,75 @@
+"""Loss building blocks shared by the LLM unlearning methods.
+
+Pure functions of log-probabilities are separated from the functions that run a model, so each
+formula can be checked by hand on fixed numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from obliviate.llm.data.formatting import IGNORE_INDEX
+
+
+# -- running a model --------------------------------------------------------------------------------
+def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labels (shifted) and the answer-token mask, both ``[B, T-1]``."""
+    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = shift_labels != IGNORE_INDEX
+    logp = torch.log_softmax(shift_logits, dim=-1)
+    picked = logp.gather(-1, shift_labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return picked * mask, mask
+
+
+def sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed answer log-prob ``log π(y|x)`` and answer length per sequence, shape ``[B]``."""
+    logits = forward(model, batch).logits
+    picked, mask = token_logprobs(logits, batch["labels"])
+    return picked.sum(-1), mask.sum(-1)
+
+
+def nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token-mean answer cross-entropy over the batch (the HF causal-LM loss)."""
+    return forward(model, batch, labels=batch["labels"]).loss
+
+
+def retain_kl(model: torch.nn.Module, reference: torch.nn.Module,
+              batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens (TOFU's KL retain term)."""
+    with torch.no_grad():
+        ref_logp = torch.log_softmax(forward(reference, batch).logits[:, :-1].float(), -1)
+    logp = torch.log_softmax(forward(model, batch).logits[:, :-1].float(), -1)
+    mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+    kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
+    return (kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+# -- formulas on log-probabilities ---------------------------------------------------------------
+def npo_loss(logp: torch.Tensor, ref_logp: torch.Tensor, beta: float) -> torch.Tensor:
+    """NPO: ``(2/β)·mean log(1 + (π_θ/π_ref)^β) = -(2/β)·mean log σ(-β·(log π_θ − log π_ref))``."""
+    return -(2.0 / beta) * F.logsigmoid(-beta * (logp - ref_logp)).mean()
+
+
+def simnpo_loss(logp: torch.Tensor, length: torch.Tensor, beta: float, delta: float
+                ) -> torch.Tensor:
+    """SimNPO: ``-(2/β)·mean log σ(-(β/|y|)·log π_θ(y|x) − δ)`` (no reference model)."""
+    return -(2.0 / beta) * F.logsigmoid(-(beta / length.clamp_min(1)) * logp - delta).mean()
+
+
+def dpo_loss(logp_win: torch.Tensor, ref_win: torch.Tensor, logp_lose: torch.Tensor,
+             ref_lose: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO: ``-(2/β)·mean log σ(β·[(log π_w − log π_ref,w) − (log π_l − log π_ref,l)])``.
+
+    The 2/β scale follows the unlearning literature (Zhang et al. 2024; TOFU's IdkDPO), so that
+    NPO is exactly DPO without a preferred answer.
+    """
+    margin = (logp_win - ref_win) - (logp_lose - ref_lose)
+    return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()

@@ -1,0 +1,78 @@
+"""GradAscent, GradDiff and NPO: forgetting happens on a memorised tiny model, utility holds."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from obliviate.core.registry import METHODS
+from obliviate.llm.methods.losses import dpo_loss, npo_loss, simnpo_loss
+
+
+def test_memorised_fixture_knows_its_facts(memorised):
+    model = memorised.model()
+    assert memorised.mean_nll(model, "forget") < 0.1
+    assert memorised.mean_nll(model, "retain") < 0.1
+
+
+# The tiny model shares sentence templates between people, so forgetting one person costs some
+# retain likelihood; the bounds below state what "forgetting happened, utility held" means here:
+# forget NLL up by >= 1.5 nats, retain NLL below 1.0 and rising less than half as much.
+@pytest.mark.parametrize("name, steps, lr", [
+    ("grad_ascent", 12, 3e-4),
+    ("grad_diff", 6, 1e-3),
+    ("npo", 6, 1e-3),
+])
+def test_method_forgets_and_keeps_utility(memorised, tmp_path, name, steps, lr):
+    method = METHODS.get(name, "llm")()
+    model = memorised.model()
+    forget_before = memorised.mean_nll(model, "forget")
+    retain_before = memorised.mean_nll(model, "retain")
+    ctx = memorised.context(max_steps=steps, learning_rate=lr)
+    outcome = method.run(model, memorised.task, tmp_path, ctx=ctx)
+    unlearned = outcome.extra["model"].eval()
+    forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
+    retain_after = memorised.mean_nll(unlearned, "retain")
+    assert forget_rise >= 1.5, (name, forget_rise)
+    assert retain_after < 1.0, (name, retain_after)
+    assert forget_rise > 2 * (retain_after - retain_before), (name, forget_rise, retain_after)
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert outcome.steps == steps and outcome.trainable_parameters > 0
+
+
+def test_npo_uses_the_cached_reference_and_no_model_copy(memorised, tmp_path):
+    method = METHODS.get("npo", "llm")()
+    model = memorised.model()
+    method.run(model, memorised.task, tmp_path, ctx=memorised.context(max_steps=1), save=False)
+    assert method.reference_model is None
+    ref = method.reference_logprobs["forget"]
+    assert ref.shape == (len(memorised.task.forget),) and torch.all(ref < 0)
+
+
+def test_npo_loss_equals_two_over_beta_log_two_at_the_reference():
+    logp = torch.tensor([-3.0, -7.5])
+    for beta in (0.1, 1.0, 2.5):
+        assert float(npo_loss(logp, logp.clone(), beta)) == pytest.approx(2 / beta * math.log(2))
+
+
+def test_npo_loss_hand_value():
+    # one sample, log π_θ − log π_ref = 2, β = 0.5: (2/β)·log(1 + e^{β·2}) = 4·log(1 + e)
+    value = npo_loss(torch.tensor([-1.0]), torch.tensor([-3.0]), 0.5)
+    assert float(value) == pytest.approx(4 * math.log(1 + math.e))
+
+
+def test_simnpo_loss_hand_value():
+    # log π = -6 over 3 tokens, β = 2, δ = 0.5: -(2/2)·log σ(-(2/3)·(-6) - 0.5) = -log σ(3.5)
+    value = simnpo_loss(torch.tensor([-6.0]), torch.tensor([3]), beta=2.0, delta=0.5)
+    assert float(value) == pytest.approx(-math.log(1 / (1 + math.exp(-3.5))))
+
+
+def test_dpo_loss_at_reference_and_hand_value():
+    zero = torch.zeros(2)
+    assert float(dpo_loss(zero, zero, zero, zero, 0.1)) == pytest.approx(20 * math.log(2))
+    # margin = (−1 − −2) − (−5 − −3) = 3, β = 1: −2·log σ(3)
+    value = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-5.0]),
+                     torch.tensor([-3.0]), beta=1.0)
+    assert float(value) == pytest.approx(-2 * math.log(1 / (1 + math.exp(-3))))
