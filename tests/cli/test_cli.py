@@ -115,3 +115,39 @@ def test_not_a_model_path(tmp_path):
     result = invoke("finetune", recipe, "-o", str(tmp_path / "run"),
                     f"model.name_or_path={tmp_path / 'empty'}")
     assert_one_line_error(result, "not a model folder")
+
+
+def test_unlearn_after_finetune_writes_models_and_records(tmp_path):
+    recipe = jsonl_recipe(tmp_path, GOOD, RETAIN)
+    run = tmp_path / "run"
+    assert invoke("finetune", recipe, "-o", str(run), "--role", "target").exit_code == 0
+    result = invoke("unlearn", recipe, "-o", str(run), "-m", "npo", "-m", "guardrail",
+                    "unlearn.train.max_steps=2", "unlearn.train.batch_size=1",
+                    "unlearn.method_args.npo.beta=0.5")
+    assert result.exit_code == 0, result.stderr
+    npo_dir = run / "models" / "unlearned" / "npo"
+    assert (npo_dir / "model" / "model.safetensors").is_file()
+    manifest = json.loads((npo_dir / "unlearned.json").read_text())
+    assert manifest["config"]["beta"] == 0.5 and manifest["changes_weights"]
+    guard = json.loads((run / "models" / "unlearned" / "guardrail" / "unlearned.json").read_text())
+    assert "Where was Ana born?" in guard["prompt_format"]["system_prompt"]
+    stage = json.loads((run / "run.json").read_text())["stages"]["unlearn_npo"]
+    assert stage["steps"] == 2 and stage["trainable_parameters"] > 0 and stage["seconds"] > 0
+    assert stage["data"]["forget"]["sha256"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["-m", "nonexistent"], ["unknown method 'nonexistent'", "known:"]),
+    (["-m", "npo", "unlearn.method_args.npo.beta=0"], ["unlearn.method_args.npo", "beta"]),
+    (["-m", "npo", "unlearn.train.learning_rate=-1e-5"], ["unlearn.train.learning_rate"]),
+])
+def test_bad_unlearn_arguments(tmp_path, args, fragments):
+    recipe = jsonl_recipe(tmp_path, GOOD, RETAIN)
+    assert_one_line_error(invoke("unlearn", recipe, "-o", str(tmp_path / "run"), *args),
+                          *fragments)
+
+
+def test_unlearn_without_a_target_says_so(tmp_path):
+    recipe = jsonl_recipe(tmp_path, GOOD, RETAIN)
+    result = invoke("unlearn", recipe, "-o", str(tmp_path / "run"), "-m", "npo")
+    assert_one_line_error(result, "obliviate finetune")

@@ -75,9 +75,42 @@ def finetune(
 
 
 @app.command()
-def unlearn() -> None:
-    """Unlearn the forget set from a target model (the method catalogue is being built)."""
-    fail("`obliviate unlearn` is not available yet: the LLM method catalogue lands with issue 4")
+@friendly_errors
+def unlearn(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe (or a packaged name, e.g. demo)")],
+    overrides: Overrides = None,
+    method: Annotated[list[str] | None, typer.Option(
+        "--method", "-m", help="method to run (repeatable); default: the recipe's list")] = None,
+    output: Output = None,
+) -> None:
+    """Unlearn the forget set from the target with one or more methods.
+
+    The target is the run's fine-tuned target (run `obliviate finetune` first) or
+    unlearn.target=PATH. Each method writes models/unlearned/<method>/ (safetensors, or a prompt
+    for prompt-only baselines) and a record of its config, data hashes, steps, wall time, peak
+    memory and trainable parameters in run.json. Hyperparameters: unlearn.method_args.npo.beta=0.2;
+    optimiser: unlearn.train.learning_rate=1e-5; LoRA: unlearn.lora.enabled=true.
+    """
+    from obliviate.llm.pipeline import open_run, prepare_task, unlearn_stage
+
+    config = load_any_recipe(recipe, overrides or [])
+    run = open_run(config, output, command_line())
+    task = prepare_task(config, run)
+    done = unlearn_stage(config, run, task, method or None)
+    for name, stage in done.items():
+        typer.echo(f"{name}: {stage['output']}  ({stage['steps']} steps, {stage['seconds']:.1f}s)")
+    typer.echo(f"run directory: {run.root}")
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List the registered unlearning methods with their papers."""
+    import obliviate.llm.methods  # noqa: F401
+    from obliviate.core.registry import METHODS
+
+    for entry in METHODS.entries():
+        paper = getattr(entry.obj, "paper", "")
+        typer.echo(f"{entry.modality:<10}{entry.name:<18}{entry.summary}  [{paper}]")
 
 
 @app.command()

@@ -21,7 +21,7 @@ from obliviate.llm.models import (
     train_tokenizer,
 )
 from obliviate.llm.task import task_texts
-from obliviate.llm.training import TrainConfig, train
+from obliviate.llm.training import TrainConfig, is_main_process, remove_checkpoints, train
 
 Role = Literal["target", "oracle"]
 TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
@@ -72,10 +72,9 @@ def finetune(role: Role, model_config: ModelConfig, train_config: TrainConfig,
                         train_config, checkpoint_dir=run.checkpoints(role),
                         description=f"fine-tune {role} on {split.name}")
         model = merge_lora(model)
-        save_model(model, tokenizer, run.model(role))
-    import shutil
-
-    shutil.rmtree(run.checkpoints(role), ignore_errors=True)
+        if is_main_process():
+            save_model(model, tokenizer, run.model(role))
+    remove_checkpoints(run.checkpoints(role))
     return run.record_stage(
         f"finetune_{role}", status="done", seconds=watch.seconds, steps=outcome.steps,
         trainable_parameters=outcome.trainable_parameters,

@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import Field
 
 from obliviate.core.recipe import StrictModel
-from obliviate.llm.models import ModelConfig
+from obliviate.llm.methods.base import SelectionConfig, UnlearnTrainConfig
+from obliviate.llm.models import LoraSettings, ModelConfig
 from obliviate.llm.task import TaskConfig
 from obliviate.llm.training import TrainConfig
 
@@ -17,6 +18,22 @@ class EvaluationConfig(StrictModel):
 
     suites: list[str] = Field(default_factory=lambda: ["tofu", "mia", "memorization"])
     options: dict[str, Any] = Field(default_factory=dict)
+
+
+class UnlearnConfig(StrictModel):
+    """Which methods to run and how to optimise them.
+
+    ``method_args`` maps a method name to its hyperparameters (validated by that method's
+    config class, whose defaults are the paper's); ``train`` is shared by every method.
+    ``target`` is the model to unlearn: a path, or ``None`` for this run's fine-tuned target.
+    """
+
+    methods: list[str] = Field(default_factory=lambda: ["grad_ascent", "grad_diff", "npo"])
+    method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    train: UnlearnTrainConfig = UnlearnTrainConfig()
+    lora: LoraSettings = LoraSettings()
+    selection: SelectionConfig = SelectionConfig()
+    target: str | None = None
 
 
 class LLMRecipe(StrictModel):
@@ -29,4 +46,5 @@ class LLMRecipe(StrictModel):
     task: TaskConfig = TaskConfig()
     model: ModelConfig = ModelConfig()
     finetune: TrainConfig = TrainConfig()
+    unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()

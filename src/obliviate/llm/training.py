@@ -69,6 +69,7 @@ class TrainOutcome:
     peak_memory: dict[str, int]
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from: int | None = None
+    selection: dict[str, Any] | None = None
 
 
 class EpochSampler(torch.utils.data.Sampler[int]):
@@ -86,6 +87,45 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return self.n
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU-like device (CUDA, ROCm, XPU, MPS, ...)."""
+    return bool(getattr(torch, "accelerator", None) and torch.accelerator.is_available())
+
+
+def make_accelerator(**kwargs: Any) -> Any:
+    """An ``Accelerator`` that also forms a multi-process (gloo) group on CPU-only machines.
+
+    accelerate only recognises ``torchrun``/``accelerate launch`` workers on a machine without a
+    GPU when told ``cpu=True``; without it each worker would silently train alone.
+    """
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not has_accelerator(), **kwargs)
+
+
+def remove_checkpoints(path: str | Path) -> None:
+    """Delete a finished stage's checkpoints once every process is done with them."""
+    barrier()
+    if is_main_process():
+        shutil.rmtree(path, ignore_errors=True)
+    barrier()
+
+
+def _state() -> Any:
+    from accelerate import PartialState
+
+    return PartialState(cpu=not has_accelerator())
+
+
+def is_main_process() -> bool:
+    return _state().is_main_process
+
+
+def barrier() -> None:
+    """Wait for every process (a no-op in a single process)."""
+    _state().wait_for_everyone()
 
 
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int) -> Any:
@@ -163,13 +203,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[list[Any]], dict],
           config: TrainConfig, checkpoint_dir: str | Path | None = None,
           loss_fn: LossFn = lm_loss, description: str = "training",
-          accelerator: Any = None) -> TrainOutcome:
-    """Train ``model`` in place; resume from ``checkpoint_dir`` if it holds a checkpoint."""
-    from accelerate import Accelerator
+          accelerator: Any = None,
+          on_step: Callable[[int, torch.nn.Module], None] | None = None) -> TrainOutcome:
+    """Train ``model`` in place; resume from ``checkpoint_dir`` if it holds a checkpoint.
 
+    ``on_step(step, model)`` runs after every optimiser update (checkpoint selection uses it).
+    """
     if len(dataset) == 0:
         raise ConfigError(f"{description}: nothing to train on (empty dataset)")
-    accelerator = accelerator or Accelerator(
+    accelerator = accelerator or make_accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps)
     torch.manual_seed(config.seed)
     sampler = EpochSampler(len(dataset), config.seed)
@@ -226,6 +268,8 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
                 continue
             step += 1
             bar.update(1)
+            if on_step is not None:
+                on_step(step, accelerator.unwrap_model(model))
             if step % config.log_every == 0 or step == total:
                 entry = {"step": step, "loss": sum(running) / len(running),
                          "lr": scheduler.get_last_lr()[0],

@@ -5,7 +5,12 @@ To add a method: write ``my_method.py`` with a config class (paper defaults) and
 ``@METHODS.register("my_method", modality="llm")``, then import it below.
 """
 
-from obliviate.llm.methods import grad_ascent, grad_diff, npo  # noqa: F401  (registration)
+from obliviate.llm.methods import (  # noqa: F401  (importing registers the methods)
+    grad_ascent,
+    grad_diff,
+    npo,
+    prompt_baselines,
+)
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnTrainConfig
 
 __all__ = ["LLMUnlearningMethod", "UnlearnContext", "UnlearnTrainConfig"]

@@ -17,17 +17,32 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
+from safetensors.torch import load_file, save_file
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.io import atomic_write_json, read_json
 from obliviate.core.method import MethodConfig, MethodOutcome, UnlearningMethod
 from obliviate.core.recipe import StrictModel
 from obliviate.core.rundir import Stopwatch
 from obliviate.core.task import UnlearningTask
-from obliviate.llm.data.formatting import Example, PromptFormat, collate, encode_record
+from obliviate.llm.data.formatting import (
+    Example,
+    PromptFormat,
+    answer_nll,
+    collate,
+    encode_record,
+)
 from obliviate.llm.data.records import QARecord
 from obliviate.llm.methods.losses import sequence_logprob
 from obliviate.llm.models import LoraSettings, apply_lora, count_parameters, merge_lora, save_model
-from obliviate.llm.training import TrainConfig, TrainOutcome, train
+from obliviate.llm.training import (
+    TrainConfig,
+    TrainOutcome,
+    barrier,
+    is_main_process,
+    remove_checkpoints,
+    train,
+)
 
 Reference = Literal["none", "logprobs", "model"]
 
@@ -185,24 +200,96 @@ class LLMUnlearningMethod(UnlearningMethod):
             outcome = self.train(model, items, ctx, out_dir)
             model = merge_lora(model)
             self.reference_model = None
-            if save:
+            if save and is_main_process():
                 save_model(model, ctx.tokenizer, out_dir / "model")
         trainable, total = outcome.trainable_parameters, outcome.total_parameters
         return MethodOutcome(
             model_path=str(out_dir / "model") if save else None, seconds=watch.seconds,
             steps=outcome.steps, trainable_parameters=trainable, total_parameters=total,
             peak_memory_bytes=outcome.peak_memory.get("host_peak_rss_bytes"),
-            history=outcome.history, extra={"model": model, "selected_step": outcome.steps,
-                                            "peak_memory": outcome.peak_memory})
+            history=outcome.history,
+            extra={"model": model, "peak_memory": outcome.peak_memory,
+                   "selection": outcome.selection or {"rule": "last", "step": outcome.steps}})
 
     def train(self, model: torch.nn.Module, items: list[UnlearnItem], ctx: UnlearnContext,
               out_dir: Path) -> TrainOutcome:
         checkpoints = out_dir / "checkpoints"
+        selector = ProxySelector(ctx, checkpoints / "best") if ctx.selection.rule == "proxy" \
+            else None
         outcome = train(model, items, self.collate_fn(ctx.tokenizer.pad_token_id), ctx.train,
                         checkpoint_dir=checkpoints, loss_fn=self.loss,
-                        description=f"unlearn ({type(self).__name__})")
-        shutil.rmtree(checkpoints, ignore_errors=True)
+                        description=f"unlearn ({type(self).__name__})",
+                        on_step=selector.observe if selector else None)
+        if selector is not None:
+            outcome.selection = selector.restore_best(model)
+        remove_checkpoints(checkpoints)
         return outcome
+
+
+class ProxySelector:
+    """Tracks ``forget_nll − w·retain_nll`` every N steps and keeps the best trainable weights.
+
+    The best weights live on disk (``best/``) so that a resumed run keeps its earlier choice.
+    """
+
+    def __init__(self, ctx: UnlearnContext, path: Path) -> None:
+        self.ctx, self.path = ctx, path
+        n = ctx.selection.subset
+        pad = ctx.tokenizer.pad_token_id
+        self.batches = {
+            name: collate([encode_record(ctx.tokenizer, ctx.fmt, r, max_length=ctx.max_length)
+                           for r in list(split.records)[:n]], pad)
+            for name, split in (("forget", ctx.task.forget), ("retain", ctx.task.retain))}
+        self.history: list[dict[str, float]] = []
+        info = path / "best.json"
+        self.best = read_json(info) if info.is_file() else None
+
+    @torch.no_grad()
+    def proxy(self, model: torch.nn.Module) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        device = next(model.parameters()).device
+        out = {}
+        for name, batch in self.batches.items():
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"],
+                           attention_mask=batch["attention_mask"]).logits
+            out[f"{name}_nll"] = float(answer_nll(logits, batch["labels"]).mean())
+        model.train(was_training)
+        out["score"] = out["forget_nll"] - self.ctx.selection.retain_weight * out["retain_nll"]
+        return out
+
+    def observe(self, step: int, model: torch.nn.Module) -> None:
+        if step % self.ctx.selection.every:
+            return
+        entry = {"step": step, **self.proxy(model)}
+        self.history.append(entry)
+        if self.best is not None and entry["score"] <= self.best["score"]:
+            return
+        self.best = entry  # every process decides alike: same weights, same proxy data
+        if is_main_process():
+            tmp = self.path.with_name(".best-tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+            save_file({n: p.detach().contiguous() for n, p in model.named_parameters()
+                       if p.requires_grad}, str(tmp / "trainable.safetensors"))
+            atomic_write_json(tmp / "best.json", entry)
+            shutil.rmtree(self.path, ignore_errors=True)
+            tmp.rename(self.path)
+
+    def restore_best(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Load the best weights into ``model``; return the rule, the choice and the history."""
+        barrier()
+        if self.best is not None:
+            state = load_file(str(self.path / "trainable.safetensors"))
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, tensor in state.items():
+                    params[name].copy_(tensor)
+        return {"rule": "proxy: max forget_nll - retain_weight * retain_nll",
+                "retain_weight": self.ctx.selection.retain_weight,
+                "every": self.ctx.selection.every, "selected": self.best,
+                "history": self.history}
 
 
 def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
