@@ -20,8 +20,7 @@ from obliviate.core.recipe import StrictModel
 class MethodConfig(StrictModel):
     """Fields every method shares; subclasses add theirs with the paper's defaults."""
 
-    seed: int = 0
-    max_steps: int | None = Field(default=None, ge=1, description="overrides epochs when set")
+    seed: int = Field(default=0, description="seeds the method's own random choices")
 
 
 @dataclass

@@ -123,6 +123,11 @@ def is_main_process() -> bool:
     return _state().is_main_process
 
 
+def default_device() -> Any:
+    """The device accelerate assigns to this process (a GPU when there is one, else CPU)."""
+    return _state().device
+
+
 def barrier() -> None:
     """Wait for every process (a no-op in a single process)."""
     _state().wait_for_everyone()

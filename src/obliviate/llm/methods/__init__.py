@@ -6,10 +6,20 @@ To add a method: write ``my_method.py`` with a config class (paper defaults) and
 """
 
 from obliviate.llm.methods import (  # noqa: F401  (importing registers the methods)
+    finetune_retain,
     grad_ascent,
     grad_diff,
+    idk_dpo,
+    idk_nll,
+    kl,
     npo,
     prompt_baselines,
+    retrain,
+    rmu,
+    simnpo,
+    task_vector,
+    undial,
+    wga,
 )
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnTrainConfig
 

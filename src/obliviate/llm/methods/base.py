@@ -39,6 +39,7 @@ from obliviate.llm.training import (
     TrainConfig,
     TrainOutcome,
     barrier,
+    default_device,
     is_main_process,
     remove_checkpoints,
     train,
@@ -190,6 +191,7 @@ class LLMUnlearningMethod(UnlearningMethod):
         if self.uses_retain and len(task.retain) == 0:
             raise ConfigError(f"{type(self).__name__} needs a non-empty retain set")
         with Stopwatch() as watch:
+            model.to(default_device())  # precompute and copy the reference where training runs
             items = self.build_items(ctx)
             pad = ctx.tokenizer.pad_token_id
             if self.reference == "logprobs":
@@ -239,7 +241,8 @@ class ProxySelector:
         self.batches = {
             name: collate([encode_record(ctx.tokenizer, ctx.fmt, r, max_length=ctx.max_length)
                            for r in list(split.records)[:n]], pad)
-            for name, split in (("forget", ctx.task.forget), ("retain", ctx.task.retain))}
+            for name, split in (("forget", ctx.task.forget), ("retain", ctx.task.retain))
+            if len(split)}
         self.history: list[dict[str, float]] = []
         info = path / "best.json"
         self.best = read_json(info) if info.is_file() else None
@@ -256,7 +259,8 @@ class ProxySelector:
                            attention_mask=batch["attention_mask"]).logits
             out[f"{name}_nll"] = float(answer_nll(logits, batch["labels"]).mean())
         model.train(was_training)
-        out["score"] = out["forget_nll"] - self.ctx.selection.retain_weight * out["retain_nll"]
+        retain = out.get("retain_nll", 0.0)
+        out["score"] = out["forget_nll"] - self.ctx.selection.retain_weight * retain
         return out
 
     def observe(self, step: int, model: torch.nn.Module) -> None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from obliviate.llm.data.formatting import IGNORE_INDEX
 
 
-# -- running a model --------------------------------------------------------------------------------
+# -- running a model -----------------------------------------------------------------------------
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
 
@@ -73,3 +73,62 @@ def dpo_loss(logp_win: torch.Tensor, ref_win: torch.Tensor, logp_lose: torch.Ten
     """
     margin = (logp_win - ref_win) - (logp_lose - ref_lose)
     return -(2.0 / beta) * F.logsigmoid(beta * margin).mean()
+
+
+# -- representation losses (RMU) ---------------------------------------------------------------
+def activation_mse(activations: torch.Tensor, target: torch.Tensor, mask: torch.Tensor
+                   ) -> torch.Tensor:
+    """Squared error averaged over hidden units, then over the tokens where ``mask`` is set.
+
+    ``activations`` is ``[B, T, D]``; ``target`` broadcasts to it (a ``[D]`` control vector, or
+    ``[B, T, D]`` reference activations); ``mask`` is ``[B, T]``. Without padding this equals
+    ``F.mse_loss(activations, target)``, the mean over every ``B·T·D`` entry that the WMDP
+    reference code takes; padded positions are left out instead of being averaged in.
+    """
+    per_token = (activations.float() - target.float()).pow(2).mean(-1)
+    weight = mask.to(per_token.dtype)
+    return (per_token * weight).sum() / weight.sum().clamp_min(1)
+
+
+def rmu_loss(forget_activations: torch.Tensor, control: torch.Tensor, forget_mask: torch.Tensor,
+             retain_activations: torch.Tensor, reference_activations: torch.Tensor,
+             retain_mask: torch.Tensor, alpha: float
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RMU (Li et al. 2024): ``mse(h_l(F), c·u) + α·mse(h_l(R), h_l^ref(R))``.
+
+    ``control`` is the already scaled ``c·u``. Returns ``(total, forget_term, retain_term)``,
+    the retain term before its weight α.
+    """
+    forget_term = activation_mse(forget_activations, control, forget_mask)
+    retain_term = activation_mse(retain_activations, reference_activations.detach(), retain_mask)
+    return forget_term + alpha * retain_term, forget_term, retain_term
+
+
+def wga_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA ascent term: ``mean_t w_t·log p(y_t)`` over answer tokens, ``w_t = p(y_t)^β`` detached.
+
+    Minimising it lowers the answer log-probs, each token's gradient scaled by its (constant)
+    weight. It is OpenUnlearning's ``-(w·CE)[mask].mean()``: one mean over all answer tokens of the
+    batch, no renormalisation of the weights. β = 0 gives plain gradient ascent, ``−NLL``.
+    """
+    weights = torch.exp(beta * token_logprobs).detach()
+    maskf = mask.to(token_logprobs.dtype)
+    return (weights * token_logprobs * maskf).sum() / maskf.sum().clamp_min(1)
+
+
+def undial_targets(ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
+    """UNDIAL's adjusted teacher: ``softmax(ref_logits − β·onehot(y))`` per token, ``[N, V]``.
+
+    ``ref_logits`` may be any per-row shift of the logits (e.g. log-softmax): softmax ignores it.
+    """
+    penalty = torch.full((*labels.shape, 1), -float(beta), device=ref_logits.device)
+    adjusted = ref_logits.float().scatter_add(-1, labels.unsqueeze(-1), penalty)
+    return torch.softmax(adjusted, dim=-1)
+
+
+def undial_loss(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor,
+                beta: float) -> torch.Tensor:
+    """UNDIAL: cross-entropy of the student's ``[N, V]`` logits against :func:`undial_targets`,
+    averaged over the N tokens (answer tokens only, rows already selected)."""
+    targets = undial_targets(ref_logits, labels, beta)
+    return -(targets * torch.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
