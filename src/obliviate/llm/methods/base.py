@@ -33,7 +33,7 @@ from obliviate.llm.data.formatting import (
     encode_record,
 )
 from obliviate.llm.data.records import QARecord
-from obliviate.llm.methods.losses import sequence_logprob
+from obliviate.llm.methods.losses import nll, sequence_logprob
 from obliviate.llm.models import LoraSettings, apply_lora, count_parameters, merge_lora, save_model
 from obliviate.llm.training import (
     TrainConfig,
@@ -120,6 +120,16 @@ class LLMUnlearningMethod(UnlearningMethod):
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]
              ) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
+
+    def add_retain_nll(self, model: torch.nn.Module, batch: dict[str, Any], loss: torch.Tensor,
+                       logs: dict[str, float]) -> torch.Tensor:
+        """``loss + α·NLL(R)`` with ``α = config.alpha`` (skipped, and R not run, when α = 0)."""
+        alpha = getattr(self.config, "alpha", 0.0)
+        if not alpha:
+            return loss
+        retain_nll = nll(model, batch["retain"])
+        logs["retain_nll"] = float(retain_nll.detach())
+        return loss + alpha * retain_nll
 
     # -- data ------------------------------------------------------------------------------------
     def alternative_answer(self, record: QARecord, index: int, ctx: UnlearnContext) -> str:

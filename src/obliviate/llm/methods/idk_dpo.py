@@ -23,7 +23,7 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import dpo_loss, nll, sequence_logprob
+from obliviate.llm.methods.losses import dpo_loss, sequence_logprob
 
 
 class IdkDPOConfig(MethodConfig):
@@ -54,8 +54,5 @@ class IdkDPO(LLMUnlearningMethod):
         forget_loss = dpo_loss(logp_win, ref_win, logp_lose, ref_lose, cfg.beta)
         loss = cfg.gamma * forget_loss
         logs = {"forget_dpo": float(forget_loss.detach())}
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs

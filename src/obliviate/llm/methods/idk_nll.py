@@ -41,11 +41,7 @@ class IdkNLL(LLMUnlearningMethod):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]
              ) -> tuple[torch.Tensor, dict[str, float]]:
-        cfg = self.config
         idk_nll = nll(model, batch["alternative"])
         loss, logs = idk_nll, {"idk_nll": float(idk_nll.detach())}
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs

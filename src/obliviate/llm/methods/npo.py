@@ -15,7 +15,7 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import nll, npo_loss, sequence_logprob
+from obliviate.llm.methods.losses import npo_loss, sequence_logprob
 
 
 class NPOConfig(MethodConfig):
@@ -43,8 +43,5 @@ class NPO(LLMUnlearningMethod):
         forget_loss = npo_loss(logp, ref, cfg.beta)
         logs = {"forget_npo": float(forget_loss.detach())}
         loss = cfg.gamma * forget_loss
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs

@@ -23,7 +23,7 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import nll, sequence_logprob, simnpo_loss
+from obliviate.llm.methods.losses import sequence_logprob, simnpo_loss
 
 
 class SimNPOConfig(MethodConfig):
@@ -50,8 +50,5 @@ class SimNPO(LLMUnlearningMethod):
         forget_loss = simnpo_loss(logp, length, cfg.beta, cfg.delta)
         loss = cfg.gamma * forget_loss
         logs = {"forget_simnpo": float(forget_loss.detach())}
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs

@@ -43,7 +43,7 @@ from obliviate.core.task import UnlearningTask
 from obliviate.llm.data.formatting import IGNORE_INDEX, collate
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnItem
 from obliviate.llm.methods.kl import reference_on_device
-from obliviate.llm.methods.losses import forward, nll, undial_loss
+from obliviate.llm.methods.losses import forward, undial_loss
 
 
 class UNDIALConfig(MethodConfig):
@@ -116,10 +116,7 @@ class UNDIAL(LLMUnlearningMethod):
         forget_loss = undial_loss(logits[mask], teacher, labels[mask], cfg.beta)
         loss = cfg.gamma * forget_loss
         logs = {"forget_undial": float(forget_loss.detach())}
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs
 
     def run(self, model: Any, task: UnlearningTask, out_dir: Any,

@@ -23,7 +23,7 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import forward, nll, token_logprobs, wga_loss
+from obliviate.llm.methods.losses import forward, token_logprobs, wga_loss
 
 
 class WGAConfig(MethodConfig):
@@ -51,8 +51,5 @@ class WGA(LLMUnlearningMethod):
         loss = cfg.gamma * forget_loss
         logs = {"forget_wga": float(forget_loss.detach()),
                 "forget_nll": float(-(picked.detach().sum() / mask.sum().clamp_min(1)))}
-        if cfg.alpha:
-            retain_nll = nll(model, batch["retain"])
-            loss = loss + cfg.alpha * retain_nll
-            logs["retain_nll"] = float(retain_nll.detach())
+        loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs
