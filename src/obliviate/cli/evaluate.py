@@ -40,3 +40,55 @@ def score(
         typer.echo(json.dumps(result.to_flat_dict(), indent=2))
     else:
         typer.echo(result.format_table())
+
+
+@eval_app.command("run")
+@friendly_errors
+def run_eval(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe (or a packaged name, e.g. demo)")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="recipe overrides as section.key=value")] = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="target, oracle or unlearned/<method> (repeatable); default: all")
+    ] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="run directory")] = None,
+    force: Annotated[bool, typer.Option(help="re-evaluate models already evaluated")] = False,
+) -> None:
+    """Evaluate the run's models with the recipe's suites (TOFU, MIA, memorisation).
+
+    The oracle is evaluated first; its TOFU and MIA results give every other model's Forget
+    Quality and PrivLeak. Results: RUN_DIR/eval/<model>/<suite>.json.
+    """
+    from obliviate.cli.common import command_line, load_any_recipe
+    from obliviate.llm.pipeline import evaluate_stage, open_run, prepare_task
+
+    config = load_any_recipe(recipe, overrides or [])
+    run = open_run(config, output, command_line())
+    task = prepare_task(config, run)
+    summaries = evaluate_stage(config, run, task, model or None, force=force)
+    typer.echo(format_summary(summaries))
+    typer.echo(f"results: {run.root / 'eval'}")
+
+
+HEADLINE = [
+    ("forget Prob", "tofu/forget/prob"), ("forget ROUGE", "tofu/forget/rouge"),
+    ("retain Prob", "tofu/retain/prob"), ("retain ROUGE", "tofu/retain/rouge"),
+    ("Utility", "tofu/model_utility"), ("Forget Q.", "tofu/forget_quality"),
+    ("MIA AUC", "mia/forget/mia_min_k"), ("PrivLeak", "mia/forget/privleak_min_k"),
+    ("Extraction", "memorization/forget/extraction_strength"),
+]
+
+
+def format_summary(summaries: dict[str, dict[str, float]]) -> str:
+    """A fixed-width table of the headline numbers of each evaluated model."""
+    present = [(label, key) for label, key in HEADLINE
+               if any(key in s for s in summaries.values())]
+    width = max([len(n) for n in summaries] + [5]) + 2
+    lines = ["model".ljust(width) + "".join(f"{label:>14}" for label, _ in present)]
+    for name, summary in summaries.items():
+        cells = []
+        for _, key in present:
+            value = summary.get(key)
+            cells.append(f"{value:>14.4g}" if isinstance(value, (int, float)) else f"{'-':>14}")
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)

@@ -114,15 +114,77 @@ def list_methods() -> None:
 
 
 @app.command()
-def attack() -> None:
-    """Attack an unlearned model: relearning, quantization, rephrasing, probes (coming)."""
-    fail("`obliviate attack` is not available yet: attacks land with issue 6")
+@friendly_errors
+def attack(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe (or a packaged name, e.g. demo)")],
+    overrides: Overrides = None,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", "-m", help="target or unlearned/<method> (repeatable); default: all")] = None,
+    name: Annotated[list[str] | None, typer.Option(
+        "--attack", "-a", help="attack to run (repeatable); default: the recipe's list")] = None,
+    output: Output = None,
+    force: Annotated[bool, typer.Option(help="re-run attacks already done")] = False,
+) -> None:
+    """Attack the run's models: does the forgetting survive relearning, quantization,
+    rephrasing and white-box probes?
+
+    Every attack measures the same forget probe on the model and on the oracle, so "recovered"
+    means "above what a model that never saw the data shows". Results:
+    RUN_DIR/attacks/<model>/<attack>.json.
+    """
+    from obliviate.llm.pipeline import attack_stage, open_run, prepare_task
+
+    config = load_any_recipe(recipe, overrides or [])
+    run = open_run(config, output, command_line())
+    task = prepare_task(config, run)
+    results = attack_stage(config, run, task, model or None, name or None, force=force)
+    typer.echo(f"{'model':<26}{'attack':<16}{'metric':<10}{'plain':>8}{'attacked':>10}"
+               f"{'oracle':>8}{'recovery':>10}")
+    for model_name, by_attack in results.items():
+        for attack_name, r in by_attack.items():
+            recovery = r.get("recovery")
+            cells = [r.get("plain"), r.get("attacked"), r.get("oracle_attacked")]
+            shown = "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in cells)
+            typer.echo(f"{model_name:<26}{attack_name:<16}{r.get('metric', ''):<10}{shown}"
+                       + (f"{recovery:>+10.3f}" if recovery is not None else ""))
+    typer.echo(f"results: {run.root / 'attacks'}")
 
 
 @app.command()
 def report() -> None:
     """Write the HTML + JSON report of a run directory (coming)."""
     fail("`obliviate report` is not available yet: the HTML report lands with issue 8")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    overrides: Overrides = None,
+    output: Output = None,
+) -> None:
+    """The embedded-default demo: synthetic facts → target and oracle → unlearn → evaluate.
+
+    Nothing is downloaded. Runs the packaged recipe `demo` (see `obliviate/recipes/demo.yaml`);
+    any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
+    """
+    from obliviate.cli.evaluate import format_summary
+    from obliviate.llm.pipeline import (
+        evaluate_stage,
+        finetune_stage,
+        open_run,
+        prepare_task,
+        unlearn_stage,
+    )
+
+    config = load_any_recipe("demo", overrides or [])
+    run = open_run(config, output, command_line())
+    task = prepare_task(config, run)
+    typer.echo(f"task {task.name}: forget {len(task.forget)} facts, retain {len(task.retain)}")
+    finetune_stage(config, run, task)
+    unlearn_stage(config, run, task)
+    summaries = evaluate_stage(config, run, task)
+    typer.echo(format_summary(summaries))
+    typer.echo(f"run directory: {run.root}")
 
 
 if __name__ == "__main__":  # pragma: no cover

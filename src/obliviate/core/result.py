@@ -62,3 +62,48 @@ class EvalResult:
     @classmethod
     def load(cls, path: str | Path) -> EvalResult:
         return cls.from_dict(read_json(path))
+
+
+@dataclass
+class AttackResult:
+    """Forgetting under attack: the probe on the unlearned model and on the oracle, before and
+    after the attack, so "recovered" always means "above what a model that never saw the data
+    shows" (``recovery = attacked − oracle_attacked``).
+
+    ``curve`` holds points of an attack strength (e.g. relearning steps ``k``) and ``variants``
+    the values of each variant (e.g. each rephrasing); ``attacked`` is the strongest of them.
+    """
+
+    attack: str
+    model: str
+    metric: str
+    plain: float
+    attacked: float
+    oracle_plain: float | None = None
+    oracle_attacked: float | None = None
+    higher_is_recovered: bool = True
+    curve: list[dict[str, Any]] = field(default_factory=list)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float | None = None
+
+    @property
+    def recovery(self) -> float | None:
+        """How far the attack lifts the probe above the oracle under the same attack."""
+        if self.oracle_attacked is None:
+            return None
+        sign = 1.0 if self.higher_is_recovered else -1.0
+        return sign * (self.attacked - self.oracle_attacked)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "recovery": self.recovery}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> AttackResult:
+        data = read_json(path)
+        data.pop("recovery", None)
+        return cls(**data)

@@ -127,7 +127,7 @@ def smollm2_path() -> Path:
     gguf = smollm2_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 torch_dtype=torch.float32)
+                                                 dtype=torch.float32)
     # transformers marks GGUF-loaded models as quantized, which blocks saving and training; the
     # weights are already de-quantised to fp32, so clear the marks.
     model.hf_quantizer = None
@@ -156,7 +156,7 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=True,
-            torch_dtype=torch.float32)
+            dtype=torch.float32)
     except (OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise ModelLoadError(f"cannot load model {path!r}: {first}") from None

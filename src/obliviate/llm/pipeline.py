@@ -111,3 +111,121 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             selection=outcome.extra.get("selection"), history=outcome.history,
             target=str(target), output=str(out_dir), data=task.provenance()["splits"])
     return out
+
+
+def evaluation_splits(task: UnlearningTask) -> dict[str, Any]:
+    """The splits the LLM suites read, keyed by the names their options expect."""
+    return {"forget": task.forget, "retain": task.retain, **task.eval_splits}
+
+
+def available_models(run: RunDir) -> list[str]:
+    """Models of a run in evaluation order: oracle first (its logs feed Forget Quality)."""
+    names = [n for n in ("oracle", "target") if (run.model(n) / "config.json").is_file()]
+    unlearned = run.root / "models" / "unlearned"
+    if unlearned.is_dir():
+        names += [f"unlearned/{p.name}" for p in sorted(unlearned.iterdir())
+                  if (p / "unlearned.json").is_file()]
+    return names
+
+
+def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
+                   models: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Evaluate each model with the recipe's suites; the oracle's results are the yardstick.
+
+    Results go to ``eval/<model>/<suite>.json`` (plus TOFU's legacy log); a model whose
+    evaluation is recorded as done is skipped unless ``force``.
+    """
+    import torch
+
+    from obliviate.core.result import EvalResult
+    from obliviate.llm.artifacts import load_model_for_eval
+    from obliviate.llm.evaluation.suites import evaluate
+
+    names = models or available_models(run)
+    if not names:
+        from obliviate.core.errors import ObliviateError
+
+        raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
+    if "oracle" in names:
+        names = ["oracle", *[n for n in names if n != "oracle"]]
+    cfg = recipe.evaluation
+    splits = evaluation_splits(task)
+    oracle_dir = run.root / "eval" / "oracle"
+    summaries = {}
+    for name in names:
+        stage = f"eval_{name}"
+        out_dir = run.root / "eval" / name
+        if not force and run.stage_done(stage):
+            summaries[name] = run.read_record()["stages"][stage]["summary"]
+            continue
+        inputs: dict[str, Any] = {}
+        if name != "oracle" and (oracle_dir / "tofu.json").is_file():
+            inputs["oracle"] = EvalResult.load(oracle_dir / "tofu.json")
+        if name != "oracle" and (oracle_dir / "mia.json").is_file():
+            inputs["oracle_mia"] = EvalResult.load(oracle_dir / "mia.json")
+        path = run.model(name)
+        model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
+        torch.manual_seed(recipe.seed)
+        run.record_stage(stage, status="running", model=str(path))
+        outputs = evaluate(model, tokenizer, fmt, splits, suites=cfg.suites,
+                           options=cfg.options, model_name=name, **inputs)
+        summary: dict[str, float] = {}
+        for suite, output in outputs.items():
+            output.save(out_dir)
+            summary.update({f"{suite}/{k}": v for k, v in output.result.summary().items()})
+        seconds = sum(o.result.seconds or 0.0 for o in outputs.values())
+        summaries[name] = summary
+        run.record_stage(stage, status="done", model=str(path), summary=summary,
+                         seconds=seconds, suites=list(outputs), output=str(out_dir))
+    return summaries
+
+
+def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
+                 models: list[str] | None = None, attacks: list[str] | None = None,
+                 force: bool = False) -> dict[str, dict[str, Any]]:
+    """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``."""
+    import torch
+
+    import obliviate.llm.attacks  # noqa: F401  (registers the attacks)
+    from obliviate.core.errors import ObliviateError
+    from obliviate.core.recipe import validate
+    from obliviate.core.registry import ATTACKS
+    from obliviate.llm.artifacts import load_model_for_eval
+    from obliviate.llm.attacks.base import AttackContext, AttackTarget
+
+    cfg = recipe.attack
+    names = attacks or cfg.attacks
+    classes = {name: ATTACKS.get(name, "llm") for name in names}
+    configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
+                              source=f"attack.options.{name}") for name, cls in classes.items()}
+    targets = models or [m for m in available_models(run) if m != "oracle"]
+    if not (run.model("oracle") / "config.json").is_file():
+        raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
+                             "`obliviate finetune --role oracle` first")
+
+    def target(name: str) -> AttackTarget:
+        model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
+        return AttackTarget(name, model, tokenizer, fmt)
+
+    oracle = target("oracle")
+    out: dict[str, dict[str, Any]] = {}
+    for name in targets:
+        unlearned = None
+        for attack_name, cls in classes.items():
+            stage = f"attack_{name}_{attack_name}"
+            path = run.root / "attacks" / name / f"{attack_name}.json"
+            if not force and run.stage_done(stage) and path.is_file():
+                out.setdefault(name, {})[attack_name] = run.read_record()["stages"][stage]
+                continue
+            unlearned = unlearned or target(name)
+            torch.manual_seed(recipe.seed)
+            ctx = AttackContext(task=task, target=unlearned, oracle=oracle, probe=cfg.probe,
+                                seed=recipe.seed)
+            result = cls(configs[attack_name]).run(ctx)
+            result.save(path)
+            out.setdefault(name, {})[attack_name] = run.record_stage(
+                stage, status="done", model=name, attack=attack_name, metric=result.metric,
+                plain=result.plain, attacked=result.attacked, oracle_plain=result.oracle_plain,
+                oracle_attacked=result.oracle_attacked, recovery=result.recovery,
+                seconds=result.seconds, output=str(path))
+    return out

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from obliviate.core.recipe import StrictModel
+from obliviate.llm.attacks.base import ProbeOptions
 from obliviate.llm.methods.base import SelectionConfig, UnlearnTrainConfig
 from obliviate.llm.models import LoraSettings, ModelConfig
 from obliviate.llm.task import TaskConfig
@@ -36,6 +37,15 @@ class UnlearnConfig(StrictModel):
     target: str | None = None
 
 
+class AttackSettings(StrictModel):
+    """Which attacks run against each unlearned model (and the oracle), and their options."""
+
+    attacks: list[str] = Field(default_factory=lambda: [
+        "relearning", "quantization", "rephrasing", "logit_lens", "linear_probe"])
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    probe: ProbeOptions = ProbeOptions()
+
+
 class LLMRecipe(StrictModel):
     """An LLM unlearning experiment: task, model, fine-tuning, unlearning and evaluation."""
 
@@ -48,3 +58,4 @@ class LLMRecipe(StrictModel):
     finetune: TrainConfig = TrainConfig()
     unlearn: UnlearnConfig = UnlearnConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    attack: AttackSettings = AttackSettings()

@@ -1,0 +1,104 @@
+"""The contract of an LLM attack and the forget probe every attack measures.
+
+An attack receives the unlearned model and the oracle (each an :class:`AttackTarget`) and
+returns an :class:`~obliviate.core.result.AttackResult` holding the probe on both, before and
+after the attack. Attacks that change weights (relearning, quantization) work on copies; the
+models passed in are never modified.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from obliviate.core.recipe import StrictModel
+from obliviate.core.result import AttackResult
+from obliviate.core.task import UnlearningTask
+from obliviate.llm.data.formatting import PromptFormat
+from obliviate.llm.data.records import QARecord
+
+PROBE_METRICS = ("rouge", "prob")
+
+
+@dataclass
+class AttackTarget:
+    """A model under attack with the tokenizer and prompt format it is used with."""
+
+    name: str
+    model: torch.nn.Module
+    tokenizer: Any
+    fmt: PromptFormat
+
+    def copy(self) -> AttackTarget:
+        """A deep copy of the model (for attacks that change weights)."""
+        return replace(self, model=copy.deepcopy(self.model))
+
+
+class ProbeOptions(StrictModel):
+    """The forget probe: ROUGE-L recall of greedy answers (the headline) and answer Prob."""
+
+    max_new_tokens: int = 48
+    batch_size: int = 16
+    metric: str = "rouge"
+
+
+@dataclass
+class AttackContext:
+    task: UnlearningTask
+    target: AttackTarget
+    oracle: AttackTarget | None = None
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+    seed: int = 0
+
+
+def forget_probe(target: AttackTarget, records: Sequence[QARecord],
+                 options: ProbeOptions | None = None, fmt: PromptFormat | None = None,
+                 questions: Sequence[str] | None = None) -> dict[str, list[float]]:
+    """Per-record ``rouge`` (ROUGE-L recall of the greedy answer to ``questions`` — the
+    records' own questions by default — against the record's answer, stemmer on as in TOFU) and
+    ``prob`` (exp of minus the mean answer NLL given the question)."""
+    from rouge_score import rouge_scorer
+
+    from obliviate.llm.evaluation.generation import greedy_generate
+    from obliviate.llm.evaluation.scorer import AnswerScorer
+
+    options = options or ProbeOptions()
+    fmt = fmt or target.fmt
+    asked = list(questions) if questions is not None else [r.question for r in records]
+    texts = greedy_generate(target.model, target.tokenizer, fmt, asked,
+                            options.max_new_tokens, batch_size=options.batch_size)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    rouge = [float(scorer.score(r.answer, t)["rougeL"].recall)
+             for r, t in zip(records, texts, strict=True)]
+    probe_records = [replace(r, question=q) for r, q in zip(records, asked, strict=True)]
+    scores = AnswerScorer(target.model, target.tokenizer, fmt,
+                          batch_size=options.batch_size).score(probe_records)
+    prob = [float(np.exp(-row[0].mean_nll)) for row in scores]
+    return {"rouge": rouge, "prob": prob, "generations": texts}  # type: ignore[dict-item]
+
+
+def probe_mean(values: dict[str, list[float]], metric: str) -> float:
+    return float(np.mean(values[metric])) if values[metric] else float("nan")
+
+
+class LLMAttack:
+    """Subclass with a config class and :meth:`run`; register with ``@ATTACKS.register``."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[StrictModel]] = StrictModel
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: StrictModel | None = None, **overrides: Any) -> None:
+        from obliviate.core.recipe import validate
+
+        base = config.model_dump() if config is not None else {}
+        self.config = validate(self.config_class, {**base, **overrides},
+                               source=f"attack {self.name}")
+
+    def run(self, ctx: AttackContext) -> AttackResult:
+        raise NotImplementedError

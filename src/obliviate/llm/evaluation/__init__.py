@@ -1,0 +1,35 @@
+"""LLM evaluation: a shared answer scorer, batched greedy generation and registered suites.
+
+Importing this package registers the ``tofu``, ``mia`` and ``memorization`` suites in
+:data:`obliviate.core.registry.SUITES` (modality ``llm``).
+"""
+
+from obliviate.llm.evaluation.generation import greedy_generate
+from obliviate.llm.evaluation.scorer import AnswerScore, AnswerScorer, RecordScores
+from obliviate.llm.evaluation.suites import (
+    EngineOptions,
+    EvalSession,
+    MemorizationOptions,
+    MiaOptions,
+    SuiteOutput,
+    TofuOptions,
+    evaluate,
+    get_suite,
+    task_splits,
+)
+
+__all__ = [
+    "AnswerScore",
+    "AnswerScorer",
+    "EngineOptions",
+    "EvalSession",
+    "MemorizationOptions",
+    "MiaOptions",
+    "RecordScores",
+    "SuiteOutput",
+    "TofuOptions",
+    "evaluate",
+    "get_suite",
+    "greedy_generate",
+    "task_splits",
+]

@@ -1,0 +1,747 @@
+"""The shared answer log-likelihood engine: every answer scored once, its prompt computed once.
+
+TOFU (Maini et al. 2024) scores, per question, the ground-truth answer, the paraphrased answer and
+five perturbed answers, each after the *original* question (``evaluate_util.py``:
+``question_key`` is ``question`` for all three data loaders). A naive implementation runs seven
+sequences that repeat the same prompt. :class:`AnswerScorer` computes each prompt once, in one of
+two ways (:data:`ScoreMode`):
+
+``prefix`` (default)
+    The prompts of a chunk of questions run once into a KV cache (the prefix they all share, such
+    as a chat template's system prompt, runs once per chunk); then all answers, sorted by length
+    into batches, attend to their own prompt's cached keys and values. Attention costs only
+    answer x (prompt + answer).
+``packed``
+    One question's prompt and all of its answers form **one** sequence; a 4-D additive mask lets
+    every answer attend to the prompt and causally to itself, never to the other answers, and
+    position ids restart at ``len(prompt)`` for every answer. Short questions share a row
+    (first-fit decreasing). One forward pass, no cache, but the masked attention is dense.
+
+In both, batches are cut from length-sorted rows by a small dynamic programme under a token
+budget (padding is a few percent), and the language-model head (for SmolLM2 a fifth of the
+parameters) runs only on positions that predict answer tokens. Results equal scoring each answer
+in its own sequence up to float rounding: the tests check every mode against ``naive`` and
+against the training loss. Scores are cached per ``(prompt ids, answer ids)``, so metrics that
+need the same answer (Prob., truth ratio, MIA, memorisation) share one computation. The cache
+belongs to one model state: call :meth:`AnswerScorer.clear_cache` after the weights change.
+
+Models whose attention takes no custom 4-D mask (flash-attention-2, flex) or that use a sliding
+window shorter than ``max_length`` are scored in ``batched`` mode; models whose logits are not a
+plain linear head of the last hidden state (soft-capping, scaling) get full logits.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from obliviate.core.errors import ConfigError
+from obliviate.llm.data.formatting import (
+    IGNORE_INDEX,
+    PromptFormat,
+    build_example,
+    encode_answer,
+    encode_prompt,
+)
+from obliviate.llm.data.records import QARecord
+
+if TYPE_CHECKING:
+    from obliviate.llm.evaluation.mia import TokenStats
+
+ScoreMode = Literal["prefix", "packed", "batched", "naive"]
+"""``prefix``: prompts once into a KV cache, then batches of answers attending to it (default).
+``packed``: prompt once, all answers of a question in one masked sequence.
+``batched``: one sequence per answer (prompt repeated), sorted by length, right-padded.
+``naive``: one sequence per answer, one at a time (the reference and benchmark baseline)."""
+
+MODES: tuple[str, ...] = ("prefix", "packed", "batched", "naive")
+_MASK_ATTENTION = ("eager", "sdpa")
+_MIN_SHARED_PREFIX = 4
+_KV_BUDGET_FACTOR = 4
+"""``prefix`` mode: the cache copies of one answer batch hold at most 4 x batch_tokens tokens."""
+_LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
+
+Key = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class AnswerScore:
+    """The log-likelihood of one answer after its prompt.
+
+    ``nll_sum`` is the summed negative log-likelihood of the scored answer tokens (TOFU's
+    ``gt_loss``), ``num_tokens`` their number (``num_token_gt``; the eos token counts, as in
+    TOFU). ``token_stats`` holds per-token values for MIA and memorisation when requested.
+    """
+
+    nll_sum: float
+    num_tokens: int
+    token_stats: TokenStats | None = None
+
+    @property
+    def mean_nll(self) -> float:
+        """Length-normalised loss (TOFU's ``avg_gt_loss``); NaN with no scored token."""
+        return self.nll_sum / self.num_tokens if self.num_tokens else float("nan")
+
+    @property
+    def prob(self) -> float:
+        """``exp(-mean_nll)``, TOFU's per-question probability."""
+        return math.exp(-self.mean_nll) if self.num_tokens else float("nan")
+
+
+@dataclass(frozen=True)
+class RecordScores:
+    """The TOFU answers of one record: ground truth, paraphrased (if any), perturbed (if any)."""
+
+    gt: AnswerScore
+    paraphrased: AnswerScore | None
+    perturbed: tuple[AnswerScore, ...]
+
+
+@dataclass
+class ScorerStats:
+    """What the scorer computed: for throughput and FLOP accounting."""
+
+    forward_tokens: int = 0
+    """Tokens that went through the transformer body, padding included."""
+    padding_tokens: int = 0
+    head_tokens: int = 0
+    """Positions that went through the language-model head."""
+    answers_computed: int = 0
+    cache_hits: int = 0
+    forward_calls: int = 0
+    sequences: int = 0
+    """Rows run through the model (a packed row may hold several questions)."""
+    seconds: float = 0.0
+
+    @property
+    def real_tokens(self) -> int:
+        return self.forward_tokens - self.padding_tokens
+
+
+@dataclass
+class _Request:
+    key: Key
+    text: str
+    prompt: tuple[int, ...]
+    answer: tuple[int, ...]
+    scored: list[int] = field(default_factory=list)
+    """Answer tokens that are predicted (all but the first when the prompt is empty)."""
+
+
+def _scored_labels(prompt: Sequence[int], answer: Sequence[int]) -> list[int]:
+    return list(answer) if prompt else list(answer[1:])
+
+
+class AnswerScorer:
+    """Log-likelihood of candidate answers to questions, batched, prefix-shared and cached.
+
+    Args:
+        model: a causal LM (``transformers`` model, optionally peft-wrapped). Its device and
+            dtype are used as they are; it is put in eval mode while scoring.
+        tokenizer: its tokenizer.
+        fmt: the prompt format (:func:`obliviate.llm.data.formatting.resolve_format`).
+        batch_size: most rows (packed questions, or sequences) per forward pass; ``prefix``
+            mode is bounded by ``batch_tokens`` only.
+        max_length: most tokens of prompt + one answer, truncated as in training
+            (:func:`~obliviate.llm.data.formatting.build_example`).
+        batch_tokens: most tokens (rows x longest row, padding included) per forward pass.
+        row_tokens: most tokens in one packed row; a question whose answers exceed it is split
+            over several rows, each with its own copy of the prompt.
+        mode: ``prefix`` (default), ``packed``, ``batched`` or ``naive``; see :data:`ScoreMode`.
+            Models whose attention takes no custom 4-D mask (e.g. flash-attention-2) fall back
+            to ``batched``.
+        head_chunk: most positions whose full-vocabulary logits exist at once.
+        progress: show a tqdm progress bar.
+        cache: keep scores per ``(prompt, answer)`` for later calls.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: PromptFormat, batch_size: int = 16,
+                 max_length: int = 512, batch_tokens: int = 4096, row_tokens: int = 1024,
+                 mode: ScoreMode = "prefix", head_chunk: int = 1024, progress: bool = False,
+                 cache: bool = True) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"unknown scorer mode {mode!r}; use one of {', '.join(MODES)}")
+        for name, value in (("batch_size", batch_size), ("max_length", max_length),
+                            ("batch_tokens", batch_tokens), ("row_tokens", row_tokens),
+                            ("head_chunk", head_chunk)):
+            if value < 1:
+                raise ConfigError(f"scorer {name} must be positive, got {value}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.fmt = fmt
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.batch_tokens = batch_tokens
+        self.row_tokens = max(row_tokens, max_length)
+        self.head_chunk = head_chunk
+        self.progress = progress
+        self.use_cache = cache
+        config = getattr(model, "config", None)
+        attn = getattr(config, "_attn_implementation", "eager")
+        window = getattr(config, "sliding_window", None)
+        windowed = bool(window) and getattr(config, "use_sliding_window", True) is not False and (
+            window < max_length)
+        # custom 4-D masks need eager or sdpa attention, and they replace a sliding window:
+        # otherwise fall back to plain batching
+        packable = attn in _MASK_ATTENTION and not windowed
+        self.mode: ScoreMode = ("batched" if mode in ("packed", "prefix") and not packable
+                                else mode)
+        self.stats = ScorerStats()
+        self._cache: dict[Key, AnswerScore] = {}
+        self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
+            tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
+
+    # -- public API ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def clear_cache(self) -> None:
+        """Forget cached scores (call after the model's weights change)."""
+        self._cache.clear()
+
+    def encode(self, question: str, answer: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(prompt ids, answer ids)`` after truncation to ``max_length``."""
+        return self._encode_cached({}, question, answer)
+
+    def score(self, records: Sequence[QARecord], answers: Sequence[Sequence[str]] | None = None,
+              token_stats: bool = False, desc: str = "scoring") -> list[list[AnswerScore]]:
+        """Score, for each record, each of its candidate answers after the record's question.
+
+        ``answers[i]`` lists the answers for ``records[i]`` (default: ``[records[i].answer]``).
+        With ``token_stats`` every score carries per-token :class:`TokenStats`.
+        Returns one list of :class:`AnswerScore` per record, in the order given.
+        """
+        if answers is None:
+            answers = [[r.answer] for r in records]
+        if len(answers) != len(records):
+            raise ConfigError(f"score: {len(records)} records but {len(answers)} answer lists")
+        prompts: dict[str, tuple[int, ...]] = {}
+        keys: list[list[Key]] = []
+        todo: dict[Key, _Request] = {}
+        for record, candidates in zip(records, answers, strict=True):
+            row = []
+            for text in candidates:
+                prompt, answer = self._encode_cached(prompts, record.question, text)
+                key = (prompt, answer)
+                row.append(key)
+                if key in todo:
+                    continue
+                cached = self._cache.get(key)
+                if cached is not None and (cached.token_stats is not None or not token_stats):
+                    self.stats.cache_hits += 1
+                    continue
+                todo[key] = _Request(key, text, prompt, answer, _scored_labels(prompt, answer))
+            keys.append(row)
+        results: dict[Key, AnswerScore] = {}
+        if todo:
+            start = time.perf_counter()
+            results = self._compute(list(todo.values()), token_stats, desc)
+            self.stats.seconds += time.perf_counter() - start
+            self.stats.answers_computed += len(results)
+            if self.use_cache:
+                self._cache.update(results)
+        lookup = {**self._cache, **results} if not self.use_cache else self._cache
+        return [[lookup[key] for key in row] for row in keys]
+
+    def score_records(self, records: Sequence[QARecord], token_stats: bool = False,
+                      desc: str = "scoring") -> list[RecordScores]:
+        """Score each record's answer, paraphrased answer and perturbed answers in one pass.
+
+        All three are scored after the original question, as TOFU does.
+        """
+        scores = self.score(records, answer_lists(records), token_stats=token_stats, desc=desc)
+        out = []
+        for record, row in zip(records, scores, strict=True):
+            has_para = record.paraphrased_answer is not None
+            out.append(RecordScores(gt=row[0], paraphrased=row[1] if has_para else None,
+                                    perturbed=tuple(row[2 if has_para else 1:])))
+        return out
+
+    # -- internals -----------------------------------------------------------------------------
+    def _encode_cached(self, prompts: dict[str, tuple[int, ...]], question: str, answer: str
+                       ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        if question not in prompts:
+            prompts[question] = tuple(encode_prompt(self.tokenizer, self.fmt, question))
+        prompt = prompts[question]
+        answer_ids = encode_answer(self.tokenizer, self.fmt, answer, question)
+        example = build_example(list(prompt), answer_ids, self.max_length)
+        n_prompt = len(example.input_ids) - sum(lb != IGNORE_INDEX for lb in example.labels)
+        return tuple(example.input_ids[:n_prompt]), tuple(example.input_ids[n_prompt:])
+
+    def _compute(self, requests: list[_Request], token_stats: bool, desc: str
+                 ) -> dict[Key, AnswerScore]:
+        model = self.model
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                if self.mode == "packed":
+                    return self._run_packed(requests, token_stats, desc)
+                if self.mode == "prefix":
+                    return self._run_prefix(requests, token_stats, desc)
+                if self.mode == "batched":
+                    return self._run_batched(requests, token_stats, desc)
+                return self._run_naive(requests, token_stats, desc)
+        finally:
+            model.train(was_training)
+
+    def _blocks(self, requests: list[_Request]) -> list[tuple[tuple[int, ...], list[_Request]]]:
+        """One block per prompt: the prompt and its answers (split when over ``row_tokens``)."""
+        by_prompt: dict[tuple[int, ...], list[_Request]] = {}
+        for req in requests:
+            by_prompt.setdefault(req.prompt, []).append(req)
+        blocks = []
+        for prompt, reqs in by_prompt.items():
+            current: list[_Request] = []
+            length = len(prompt)
+            for req in reqs:
+                if current and length + len(req.answer) > self.row_tokens:
+                    blocks.append((prompt, current))
+                    current, length = [], len(prompt)
+                current.append(req)
+                length += len(req.answer)
+            blocks.append((prompt, current))
+        return blocks
+
+    @staticmethod
+    def _pack_rows(lengths: list[int]) -> list[list[int]]:
+        """First-fit-decreasing: blocks into rows no longer than the longest block."""
+        capacity = max(lengths)
+        rows: list[list[int]] = []
+        room: list[int] = []
+        for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+            for r, free in enumerate(room):
+                if lengths[i] <= free:
+                    rows[r].append(i)
+                    room[r] -= lengths[i]
+                    break
+            else:
+                rows.append([i])
+                room.append(capacity - lengths[i])
+        return rows
+
+    def _batches(self, lengths: list[int], max_rows: int | None = None) -> list[list[int]]:
+        """Row indices grouped into batches, longest first, under the row and token budgets."""
+        max_rows = max_rows or self.batch_size
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        n = len(order)
+        # Split the sorted rows into contiguous batches minimising padded tokens plus a fixed
+        # per-call cost (dynamic programme over split points; a batch's width is its first row).
+        call_cost = 16
+        best = [0.0] + [math.inf] * n
+        cut = [0] * (n + 1)
+        for start in range(n):
+            width = lengths[order[start]]
+            for end in range(start + 1, min(n, start + max_rows) + 1):
+                if end - start > 1 and width * (end - start) > self.batch_tokens:
+                    break
+                cost = best[start] + width * (end - start) + call_cost
+                if cost < best[end]:
+                    best[end], cut[end] = cost, start
+        batches: list[list[int]] = []
+        end = n
+        while end > 0:
+            batches.append(order[cut[end]:end])
+            end = cut[end]
+        return batches[::-1]
+
+    def _progress(self, total: int, desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="ans", disable=not self.progress, leave=False)
+
+    def _run_packed(self, requests: list[_Request], token_stats: bool, desc: str
+                    ) -> dict[Key, AnswerScore]:
+        blocks = self._blocks(requests)
+        block_len = [len(p) + sum(len(r.answer) for r in reqs) for p, reqs in blocks]
+        rows = self._pack_rows(block_len)
+        lengths = [sum(block_len[b] for b in row) for row in rows]
+        device = self.device
+        dtype = _float_dtype(self.model)
+        out: dict[Key, AnswerScore] = {}
+        bar = self._progress(len(requests), desc)
+        for batch in self._batches(lengths):
+            width = lengths[batch[0]]
+            n = len(batch)
+            ids = torch.full((n, width), self._pad_id, dtype=torch.long)
+            pos = torch.zeros((n, width), dtype=torch.long)
+            block_id = torch.full((n, width), -1, dtype=torch.long)
+            seg = torch.zeros((n, width), dtype=torch.long)
+            # (row, predicting position) and label of every scored answer token
+            sel_rows: list[int] = []
+            sel_pos: list[int] = []
+            labels: list[int] = []
+            spans: list[tuple[_Request, int, int]] = []
+            for r, index in enumerate(batch):
+                start = 0
+                for b in rows[index]:
+                    prompt, reqs = blocks[b]
+                    p = len(prompt)
+                    block_id[r, start:start + block_len[b]] = b
+                    ids[r, start:start + p] = torch.tensor(prompt, dtype=torch.long)
+                    pos[r, start:start + p] = torch.arange(p)
+                    prompt_end, start = start + p, start + p
+                    for k, req in enumerate(reqs, start=1):
+                        a = len(req.answer)
+                        ids[r, start:start + a] = torch.tensor(req.answer, dtype=torch.long)
+                        pos[r, start:start + a] = torch.arange(p, p + a)
+                        seg[r, start:start + a] = k
+                        first = len(sel_pos)
+                        if p:
+                            sel_pos.append(prompt_end - 1)
+                        sel_pos.extend(range(start, start + a - 1))
+                        sel_rows.extend([r] * (len(sel_pos) - first))
+                        labels.extend(req.scored)
+                        spans.append((req, first, len(sel_pos)))
+                        start += a
+            mask = _packed_mask(block_id.to(device), seg.to(device), dtype)
+            self._account(n * width, n * width - sum(lengths[i] for i in batch), len(labels), n)
+            hidden, head = self._hidden(ids.to(device), mask, pos.to(device))
+            selected = hidden[torch.tensor(sel_rows, dtype=torch.long, device=device),
+                              torch.tensor(sel_pos, dtype=torch.long, device=device)]
+            out.update(self._score_spans(selected, head, labels, spans, token_stats))
+            bar.update(len(spans))
+        bar.close()
+        return out
+
+    def _run_prefix(self, requests: list[_Request], token_stats: bool, desc: str
+                    ) -> dict[Key, AnswerScore]:
+        """Prompts once into a KV cache, then every answer attends to its prompt's cache.
+
+        Per chunk of prompts (sorted by length, bounded by ``batch_tokens``): (0) the prefix all
+        of them share (a chat template's system prompt) is run once; (1) the rest of each prompt,
+        left-padded, attends to it; (2) the answers, sorted by length and right-padded, attend to
+        their own prompt's cached keys and values. Attention costs answer x (prompt + answer):
+        there is no dense mask over other answers as in ``packed``.
+        """
+        body_head = _body_and_head(self.model)
+        if body_head is None:
+            return self._run_packed(requests, token_stats, desc)
+        body, head = body_head
+        out = self._run_packed([r for r in requests if not r.prompt], token_stats, desc) if any(
+            not r.prompt for r in requests) else {}
+        by_prompt: dict[tuple[int, ...], list[_Request]] = {}
+        for req in requests:
+            if req.prompt:
+                by_prompt.setdefault(req.prompt, []).append(req)
+        blocks = list(by_prompt.items())
+        device = self.device
+        dtype = _float_dtype(self.model)
+        bar = self._progress(len(requests), desc)
+        # a chunk of prompts is bounded by batch_tokens only, so its answers sort well by length
+        for chunk in self._batches([len(p) for p, _ in blocks], max_rows=len(blocks)):
+            prompts = [blocks[b][0] for b in chunk]
+            n = len(prompts)
+            shared = _common_prefix(prompts) if n > 1 else 0
+            shared = min(shared, min(len(p) for p in prompts) - 1)
+            shared = shared if shared >= _MIN_SHARED_PREFIX else 0
+            past: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+            past_valid = torch.ones((n, shared), dtype=torch.bool, device=device)
+            if shared:  # (0) the shared prefix, once
+                self._account(shared, 0, 0, 1)
+                first = body(input_ids=torch.tensor([prompts[0][:shared]], device=device),
+                             position_ids=torch.arange(shared, device=device)[None],
+                             use_cache=True)
+                past = [(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1))
+                        for k, v in _cache_kv(first.past_key_values)]
+            # (1) the rest of each prompt, in length-sorted sub-batches, left-padded; their caches
+            # are merged right-aligned: [shared | padding | rest of the prompt]
+            width = max(len(p) for p in prompts) - shared
+            rest = [len(p) - shared for p in prompts]
+            valid = torch.zeros((n, width), dtype=torch.bool)
+            for r, k in enumerate(rest):
+                valid[r, width - k:] = True
+            valid = valid.to(device)
+            kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+            last = torch.empty(0)
+            for sub in self._batches(rest, max_rows=n):
+                w, s = rest[sub[0]], len(sub)
+                ids = torch.full((s, w), self._pad_id, dtype=torch.long)
+                sub_valid = torch.zeros((s, w), dtype=torch.bool)
+                pos = torch.zeros((s, w), dtype=torch.long)
+                for i, r in enumerate(sub):
+                    ids[i, w - rest[r]:] = torch.tensor(prompts[r][shared:], dtype=torch.long)
+                    sub_valid[i, w - rest[r]:] = True
+                    pos[i, w - rest[r]:] = torch.arange(shared, len(prompts[r]))
+                sub_valid = sub_valid.to(device)
+                self._account(s * w, int((~sub_valid).sum()), 0, s)
+                sub_past = [(k[:s], v[:s]) for k, v in past] if past else None
+                sub_out = body(input_ids=ids.to(device),
+                               attention_mask=_prefix_mask(past_valid[:s], sub_valid, dtype),
+                               position_ids=pos.to(device), use_cache=True,
+                               past_key_values=_make_cache(sub_past) if sub_past else None)
+                rows = torch.tensor(sub, dtype=torch.long, device=device)
+                hidden = sub_out.last_hidden_state[:, -1]
+                if not kv:
+                    last = hidden.new_empty((n, hidden.shape[-1]))
+                for layer, (k, v) in enumerate(_cache_kv(sub_out.past_key_values)):
+                    if len(kv) <= layer:
+                        shape = (n, k.shape[1], shared + width, k.shape[3])
+                        kv.append((k.new_zeros(shape), v.new_zeros(shape)))
+                    full_k, full_v = kv[layer]
+                    full_k[rows, :, :shared] = k[:, :, :shared]
+                    full_v[rows, :, :shared] = v[:, :, :shared]
+                    full_k[rows, :, shared + width - w:] = k[:, :, shared:]
+                    full_v[rows, :, shared + width - w:] = v[:, :, shared:]
+                last[rows] = hidden
+            kv_valid = torch.cat([past_valid, valid], dim=1)
+            # (2) the answers, each attending to its own prompt's cache
+            answers = [(r, req) for r, b in enumerate(chunk) for req in blocks[b][1]]
+            fed = [len(req.answer) - 1 for _, req in answers]  # the last token predicts nothing
+            # rows are bounded by fed tokens (batch_tokens) and by their copies of the cache
+            kv_rows = max(1, _KV_BUDGET_FACTOR * self.batch_tokens // kv_valid.shape[1])
+            for batch in self._batches(fed, max_rows=kv_rows):
+                rows = [answers[i] for i in batch]
+                m = len(rows)
+                src = torch.tensor([r for r, _ in rows], dtype=torch.long, device=device)
+                pieces = [last.index_select(0, src)]
+                a_width = fed[batch[0]]
+                self._account(0, 0, sum(fed[i] + 1 for i in batch), 0)
+                if a_width > 0:
+                    a_ids = torch.full((m, a_width), self._pad_id, dtype=torch.long)
+                    a_valid = torch.zeros((m, a_width), dtype=torch.bool)
+                    a_pos = torch.zeros((m, a_width), dtype=torch.long)
+                    for i, (r, req) in enumerate(rows):
+                        k = len(req.answer) - 1
+                        a_ids[i, :k] = torch.tensor(req.answer[:-1], dtype=torch.long)
+                        a_valid[i, :k] = True
+                        a_pos[i, :k] = torch.arange(len(prompts[r]), len(prompts[r]) + k)
+                    a_valid = a_valid.to(device)
+                    self._account(m * a_width, int((~a_valid).sum()), 0, m)
+                    past_rows = [(k.index_select(0, src), v.index_select(0, src)) for k, v in kv]
+                    hidden = body(input_ids=a_ids.to(device),
+                                  attention_mask=_prefix_mask(kv_valid[src], a_valid, dtype),
+                                  position_ids=a_pos.to(device), use_cache=True,
+                                  past_key_values=_make_cache(past_rows)).last_hidden_state
+                    pieces.append(hidden.reshape(m * a_width, -1))
+                # per answer: the prompt's last state predicts token 0, answer states the rest
+                index: list[int] = []
+                labels: list[int] = []
+                spans: list[tuple[_Request, int, int]] = []
+                for i, (_, req) in enumerate(rows):
+                    begin = len(index)
+                    index.append(i)
+                    index.extend(m + i * a_width + j for j in range(len(req.answer) - 1))
+                    labels.extend(req.answer)
+                    spans.append((req, begin, len(index)))
+                selected = torch.cat(pieces).index_select(
+                    0, torch.tensor(index, dtype=torch.long, device=device))
+                out.update(self._score_spans(selected, head, labels, spans, token_stats))
+                bar.update(m)
+        bar.close()
+        return out
+
+    def _run_batched(self, requests: list[_Request], token_stats: bool, desc: str
+                     ) -> dict[Key, AnswerScore]:
+        lengths = [len(r.prompt) + len(r.answer) for r in requests]
+        device = self.device
+        out: dict[Key, AnswerScore] = {}
+        bar = self._progress(len(requests), desc)
+        for batch in self._batches(lengths):
+            width = lengths[batch[0]]
+            n = len(batch)
+            ids = torch.full((n, width), self._pad_id, dtype=torch.long)
+            attn = torch.zeros((n, width), dtype=torch.long)
+            sel_rows, sel_pos, labels, spans = [], [], [], []
+            for r, index in enumerate(batch):
+                req = requests[index]
+                seq = req.prompt + req.answer
+                ids[r, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+                attn[r, :len(seq)] = 1
+                first = len(sel_pos)
+                begin = max(len(req.prompt), 1)
+                sel_pos.extend(range(begin - 1, len(seq) - 1))
+                sel_rows.extend([r] * (len(sel_pos) - first))
+                labels.extend(req.scored)
+                spans.append((req, first, len(sel_pos)))
+            self._account(n * width, n * width - sum(lengths[i] for i in batch), n * width, n)
+            logits = self.model(input_ids=ids.to(device), attention_mask=attn.to(device),
+                                use_cache=False).logits
+            selected = logits[torch.tensor(sel_rows, dtype=torch.long, device=device),
+                              torch.tensor(sel_pos, dtype=torch.long, device=device)]
+            out.update(self._score_spans(selected, None, labels, spans, token_stats))
+            bar.update(n)
+        bar.close()
+        return out
+
+    def _run_naive(self, requests: list[_Request], token_stats: bool, desc: str
+                   ) -> dict[Key, AnswerScore]:
+        device = self.device
+        out: dict[Key, AnswerScore] = {}
+        bar = self._progress(len(requests), desc)
+        for req in requests:
+            seq = req.prompt + req.answer
+            self._account(len(seq), 0, len(seq))
+            logits = self.model(input_ids=torch.tensor([seq], device=device),
+                                use_cache=False).logits[0]
+            begin = max(len(req.prompt), 1)
+            selected = logits[begin - 1:len(seq) - 1]
+            out.update(self._score_spans(selected, None, req.scored,
+                                         [(req, 0, len(req.scored))], token_stats))
+            bar.update(1)
+        bar.close()
+        return out
+
+    def _account(self, forward: int, padding: int, head: int, rows: int = 1) -> None:
+        self.stats.sequences += rows
+        self.stats.forward_tokens += forward
+        self.stats.padding_tokens += padding
+        self.stats.head_tokens += head
+        self.stats.forward_calls += 1 if forward else 0
+
+    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor
+                ) -> tuple[torch.Tensor, Any]:
+        """Final hidden states and the LM head; or full logits and ``None`` when the model's
+        head cannot be applied separately."""
+        split = _body_and_head(self.model)
+        if split is None:
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                use_cache=False).logits
+            return logits, None
+        body, head = split
+        hidden = body(input_ids=ids, attention_mask=mask, position_ids=pos,
+                      use_cache=False).last_hidden_state
+        return hidden, head
+
+    def _score_spans(self, selected: torch.Tensor, head: Any, label_ids: Sequence[int],
+                     spans: list[tuple[_Request, int, int]], token_stats: bool
+                     ) -> dict[Key, AnswerScore]:
+        """Score answers whose predicting hidden states (``head`` given) or logits are the rows
+        ``selected[first:end]``; the head runs in chunks of whole answers."""
+        labels = torch.tensor(list(label_ids), dtype=torch.long, device=selected.device)
+        out: dict[Key, AnswerScore] = {}
+        i = 0
+        while i < len(spans):
+            j, begin = i, spans[i][1]
+            while j < len(spans) and (j == i or spans[j][2] - begin <= self.head_chunk):
+                j += 1
+            end = spans[j - 1][2]
+            chunk = selected[begin:end]
+            logits = (head(chunk) if head is not None else chunk).float()
+            chunk_labels = labels[begin:end]
+            logprobs = torch.log_softmax(logits, dim=-1)
+            token_lp = logprobs.gather(-1, chunk_labels[:, None]).squeeze(-1).double().cpu()
+            for req, first, last in spans[i:j]:
+                a, b = first - begin, last - begin
+                stats = None
+                if token_stats:
+                    stats = _token_stats(logits[a:b], chunk_labels[a:b], req.text)
+                out[req.key] = AnswerScore(nll_sum=float(-token_lp[a:b].sum()),
+                                           num_tokens=b - a, token_stats=stats)
+            i = j
+        return out
+
+
+def _token_stats(logits: torch.Tensor, labels: torch.Tensor, text: str) -> TokenStats:
+    from obliviate.llm.evaluation.mia import token_stats_from_logits
+
+    return token_stats_from_logits(logits, labels, text=text)
+
+
+def _float_dtype(model: Any) -> torch.dtype:
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
+def _body_and_head(model: Any) -> tuple[Any, Any] | None:
+    """The transformer body and a plain linear LM head, if the model's logits are just
+    ``head(hidden)`` (no soft-capping or scaling); else ``None``."""
+    config = getattr(model, "config", None)
+    if any(getattr(config, name, None) not in (None, 1, 1.0) for name in _LOGIT_MODIFIERS):
+        return None
+    try:
+        head = model.get_output_embeddings()
+        body = model.get_decoder()
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if not isinstance(head, torch.nn.Linear) or body is None or body is model:
+        return None
+    return body, head
+
+
+def _packed_mask(block: torch.Tensor, seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``[batch, 1, T, T]`` mask for packed rows.
+
+    ``block`` numbers the question blocks of a row (-1 for padding); ``seg`` is 0 on a block's
+    prompt and ``k`` on its ``k``-th answer. Query ``i`` sees key ``j <= i`` of its own block when
+    ``j`` is in the prompt or in ``i``'s own answer; padding sees only itself (no row is fully
+    masked, so no NaN).
+    """
+    width = seg.shape[1]
+    idx = torch.arange(width, device=seg.device)
+    causal = idx[None, :] <= idx[:, None]
+    seg_q, seg_k = seg[:, :, None], seg[:, None, :]
+    allowed = causal & (block[:, :, None] == block[:, None, :]) & (block[:, :, None] >= 0)
+    allowed &= (seg_k == 0) | (seg_k == seg_q)
+    allowed |= torch.eye(width, dtype=torch.bool, device=seg.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=seg.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def _prefix_mask(prefix: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive ``[batch, 1, A, P + A]`` mask for ``A`` new tokens after ``P`` cached ones.
+
+    ``prefix[b, j]`` marks real (not padding) cached tokens, ``valid[b, i]`` real new tokens; a
+    new token sees the real cached tokens and, causally, the real new tokens; padding sees only
+    itself (no row is fully masked, so no NaN).
+    """
+    n, p = prefix.shape
+    a = valid.shape[1]
+    idx = torch.arange(a, device=valid.device)
+    causal = idx[None, :] <= idx[:, None]
+    new = causal[None] & valid[:, None, :] & valid[:, :, None]
+    new |= torch.eye(a, dtype=torch.bool, device=valid.device)[None]
+    old = prefix[:, None, :].expand(n, a, p) & valid[:, :, None]
+    allowed = torch.cat([old, new], dim=2)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=valid.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask[:, None]
+
+
+def _common_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by all ``prompts``."""
+    first = prompts[0]
+    n = min(len(p) for p in prompts)
+    for i in range(n):
+        token = first[i]
+        if any(p[i] != token for p in prompts):
+            return i
+    return n
+
+
+def _cache_kv(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer ``(keys, values)`` of a transformers KV cache (v5 layers or v4 lists)."""
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache, strict=True))
+    return [(k, v) for k, v in cache]
+
+
+def _make_cache(kv: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    """A ``DynamicCache`` holding ``kv`` (per-layer keys and values)."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(ddp_cache_data=kv)
+    except TypeError:  # transformers 4.x
+        return DynamicCache.from_legacy_cache(tuple(kv))
+
+
+def answer_lists(records: Iterable[QARecord]) -> list[list[str]]:
+    """Each record's answer, paraphrased answer (if any) and perturbed answers, in that order."""
+    return [[r.answer, *([r.paraphrased_answer] if r.paraphrased_answer is not None else []),
+             *r.perturbed_answers] for r in records]
+
+
+__all__ = ["MODES", "AnswerScore", "AnswerScorer", "RecordScores", "ScoreMode", "ScorerStats",
+           "answer_lists"]
