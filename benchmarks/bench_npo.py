@@ -84,7 +84,8 @@ def run_case(case: str, steps: int, batch_size: int, forget: int) -> dict[str, A
             "seconds_total": round(total, 2),
             "seconds_per_step": round(sorted(per_step)[len(per_step) // 2], 3),
             "trainable_parameters": outcome.trainable_parameters,
-            "peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
+            "peak_rss_gib": round(outcome.extra["peak_memory"]["host_peak_rss_bytes"] / 2**30, 3),
+            "process_peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
 
 
 def main() -> None:
@@ -107,7 +108,7 @@ def main() -> None:
     by = {r["case"]: r for r in rows}
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '2')}, batch {args.batch_size}\n")
-    print("| case | s / step | peak RSS (GiB) | trainable params |")
+    print("| case | s / step | peak RSS while unlearning (GiB) | trainable params |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {CASES[r['case']]} | {r['seconds_per_step']} | {r['peak_rss_gib']} | "

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from obliviate.core.errors import ConfigError, TrainingDivergedError
 from obliviate.core.io import atomic_write_json, read_json
-from obliviate.core.profiling import peak_memory
+from obliviate.core.profiling import peak_memory, reset_peak
 from obliviate.core.recipe import StrictModel
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
@@ -149,6 +149,15 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, total: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float
+          ) -> torch.optim.Optimizer:
+    """AdamW with torch's fused kernel where the device supports it (CPU and CUDA do)."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def lm_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-mean cross-entropy on answer tokens (labels are -100 elsewhere)."""
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -225,8 +234,7 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError(f"{description}: the model has no trainable parameters")
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = adamw(params, config.learning_rate, config.weight_decay)
     batches_per_epoch = math.ceil(len(dataset) / config.batch_size / accelerator.num_processes)
     updates_per_epoch = max(1, batches_per_epoch // config.gradient_accumulation_steps)
     total = config.max_steps or max(1, math.ceil(config.epochs * updates_per_epoch))
@@ -243,6 +251,7 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
     total_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
 
     model.train()
+    reset_peak(accelerator.device)  # the stage's peak, not the model loading before it
     start = time.perf_counter()
     bar = tqdm(total=total, initial=step, desc=description, unit="step",
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)

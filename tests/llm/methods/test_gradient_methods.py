@@ -76,3 +76,23 @@ def test_dpo_loss_at_reference_and_hand_value():
     value = dpo_loss(torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-5.0]),
                      torch.tensor([-3.0]), beta=1.0)
     assert float(value) == pytest.approx(-2 * math.log(1 / (1 + math.exp(-3))))
+
+
+def test_answer_only_logits_match_full_logits(memorised):
+    """The LM head runs only where answers are predicted; values equal the full computation."""
+    from obliviate.llm.data.formatting import answer_nll, collate, encode_record
+    from obliviate.llm.methods.losses import nll, sequence_logprob, token_logprobs
+
+    model = memorised.model()
+    records = list(memorised.task.forget.records) + list(memorised.task.retain.records)[:3]
+    batch = collate([encode_record(memorised.tokenizer, memorised.fmt, r) for r in records],
+                    memorised.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        picked, mask = token_logprobs(logits, batch["labels"])
+        logp, length = sequence_logprob(model, batch)
+        token_mean = nll(model, batch)
+    assert torch.allclose(logp, picked.sum(-1), atol=1e-4)
+    assert torch.equal(length, mask.sum(-1))
+    expected = answer_nll(logits, batch["labels"], "sum").sum() / mask.sum()
+    assert torch.allclose(token_mean, expected, atol=1e-5)

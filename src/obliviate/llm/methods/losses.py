@@ -21,33 +21,63 @@ def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: An
 
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the labels (shifted) and the answer-token mask, both ``[B, T-1]``."""
-    shift_logits, shift_labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = shift_labels != IGNORE_INDEX
-    logp = torch.log_softmax(shift_logits, dim=-1)
-    picked = logp.gather(-1, shift_labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    return _picked(logits[:, :-1], labels[:, 1:])
+
+
+def _picked(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each label under aligned logits (``logits[:, j]`` predicts ``labels[:, j]``)."""
+    mask = labels != IGNORE_INDEX
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
+
+
+def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits only where an answer token is predicted, aligned with their labels.
+
+    The LM head (a fifth of SmolLM2's compute per token) runs only on the positions that
+    predict an answer token in some row, through the model's ``logits_to_keep`` argument; a
+    model without it gets full logits, sliced. Returns ``(logits [B, K, V], labels [B, K])``.
+    """
+    labels = batch["labels"]
+    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
+    try:
+        logits = forward(model, batch, logits_to_keep=keep).logits
+    except TypeError:  # a model whose forward has no logits_to_keep
+        logits = forward(model, batch).logits[:, keep]
+    if logits.shape[1] != keep.numel():  # ignored the argument: full logits came back
+        logits = logits[:, keep]
+    return logits, labels[:, keep + 1]
+
+
+def answer_token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-answer-token log-probs and mask, ``[B, K]`` (K: positions that hold answers)."""
+    return _picked(*answer_logits(model, batch))
 
 
 def sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed answer log-prob ``log π(y|x)`` and answer length per sequence, shape ``[B]``."""
-    logits = forward(model, batch).logits
-    picked, mask = token_logprobs(logits, batch["labels"])
+    picked, mask = answer_token_logprobs(model, batch)
     return picked.sum(-1), mask.sum(-1)
 
 
 def nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Token-mean answer cross-entropy over the batch (the HF causal-LM loss)."""
-    return forward(model, batch, labels=batch["labels"]).loss
+    picked, mask = answer_token_logprobs(model, batch)
+    return -picked.sum() / mask.sum().clamp_min(1)
 
 
 def retain_kl(model: torch.nn.Module, reference: torch.nn.Module,
               batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens (TOFU's KL retain term)."""
     with torch.no_grad():
-        ref_logp = torch.log_softmax(forward(reference, batch).logits[:, :-1].float(), -1)
-    logp = torch.log_softmax(forward(model, batch).logits[:, :-1].float(), -1)
-    mask = (batch["labels"][:, 1:] != IGNORE_INDEX).float()
+        ref_logits, labels = answer_logits(reference, batch)
+        ref_logp = torch.log_softmax(ref_logits.float(), -1)
+    logp = torch.log_softmax(answer_logits(model, batch)[0].float(), -1)
+    mask = (labels != IGNORE_INDEX).float()
     kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
     return (kl * mask).sum() / mask.sum().clamp_min(1)
 

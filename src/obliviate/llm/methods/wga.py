@@ -23,7 +23,7 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import forward, token_logprobs, wga_loss
+from obliviate.llm.methods.losses import answer_token_logprobs, wga_loss
 
 
 class WGAConfig(MethodConfig):
@@ -46,7 +46,7 @@ class WGA(LLMUnlearningMethod):
              ) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
         forget = batch["forget"]
-        picked, mask = token_logprobs(forward(model, forget).logits, forget["labels"])
+        picked, mask = answer_token_logprobs(model, forget)
         forget_loss = wga_loss(picked, mask, cfg.beta)
         loss = cfg.gamma * forget_loss
         logs = {"forget_wga": float(forget_loss.detach()),
