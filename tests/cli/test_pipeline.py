@@ -48,3 +48,18 @@ def test_demo_runs_every_stage_and_records_it(tmp_path):
     assert again.exit_code == 0
     after = json.loads((run / "run.json").read_text())["stages"]
     assert {k: v["updated"] for k, v in after.items()} == before
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    """Determinism: the same recipe and seed on the same CPU give bit-identical metrics."""
+    summaries = []
+    for name in ("a", "b"):
+        run = tmp_path / name
+        result = CliRunner().invoke(app, ["demo", "-o", str(run), *TINY,
+                                          "unlearn.methods=[grad_diff]"],
+                                    catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+        stages = json.loads((run / "run.json").read_text())["stages"]
+        summaries.append({k: v["summary"] for k, v in stages.items() if k.startswith("eval_")})
+    assert summaries[0] == summaries[1]
+    assert set(summaries[0]) == {"eval_target", "eval_oracle", "eval_unlearned/grad_diff"}
