@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -52,6 +53,13 @@ def resolve_recipe_path(recipe: str) -> Path:
     return path
 
 
+# modality -> "module:RecipeClass"; the CLI is the only place that knows every modality
+MODALITIES = {
+    "llm": "obliviate.llm.recipe:LLMRecipe",
+    "diffusion": "obliviate.diffusion.recipe:DiffusionRecipe",
+}
+
+
 def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
     """Load a recipe of either modality (by its ``modality`` key) with overrides applied."""
     path = resolve_recipe_path(recipe)
@@ -59,11 +67,19 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
     for item in overrides:
         if item.startswith("modality="):
             modality = item.split("=", 1)[1]
-    if modality == "llm":
-        from obliviate.llm.recipe import LLMRecipe
+    schema = MODALITIES.get(modality)
+    if schema is None:
+        raise ObliviateError(f"{path}: unknown modality {modality!r}; known: "
+                             f"{', '.join(MODALITIES)}")
+    module, name = schema.rsplit(":", 1)
+    return load_recipe(getattr(importlib.import_module(module), name), path, overrides)
 
-        return load_recipe(LLMRecipe, path, overrides)
-    raise ObliviateError(f"{path}: modality {modality!r} is not available; known: llm")
+
+def pipeline_for(recipe: Any) -> Any:
+    """The modality's pipeline module: every modality offers the same stage functions
+    (``open_run``, ``prepare_task``, ``finetune_stage``, ``unlearn_stage``, ``evaluate_stage``,
+    ``attack_stage``), so each CLI command is written once for both."""
+    return importlib.import_module(f"obliviate.{recipe.modality}.pipeline")
 
 
 def set_threads() -> None:

@@ -59,13 +59,13 @@ def run_eval(
     The oracle is evaluated first; its TOFU and MIA results give every other model's Forget
     Quality and PrivLeak. Results: RUN_DIR/eval/<model>/<suite>.json.
     """
-    from obliviate.cli.common import command_line, load_any_recipe
-    from obliviate.llm.pipeline import evaluate_stage, open_run, prepare_task
+    from obliviate.cli.common import command_line, load_any_recipe, pipeline_for
 
     config = load_any_recipe(recipe, overrides or [])
-    run = open_run(config, output, command_line())
-    task = prepare_task(config, run)
-    summaries = evaluate_stage(config, run, task, model or None, force=force)
+    pipeline = pipeline_for(config)
+    run = pipeline.open_run(config, output, command_line())
+    task = pipeline.prepare_task(config, run)
+    summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
     typer.echo(format_summary(summaries))
     typer.echo(f"results: {run.root / 'eval'}")
 

@@ -15,6 +15,7 @@ from obliviate.cli.common import (
     fail,
     friendly_errors,
     load_any_recipe,
+    pipeline_for,
     set_threads,
 )
 from obliviate.cli.evaluate import eval_app
@@ -59,15 +60,15 @@ def finetune(
     Both use the recipe's model and finetune sections, checkpoint as they go, and resume when
     the command is run again on the same run directory.
     """
-    from obliviate.llm.pipeline import finetune_stage, open_run, prepare_task
 
     if role not in ("target", "oracle", "both"):
         fail(f"--role must be target, oracle or both, not {role!r}")
     config = load_any_recipe(recipe, overrides or [])
-    run = open_run(config, output, command_line())
-    task = prepare_task(config, run)
+    pipeline = pipeline_for(config)
+    run = pipeline.open_run(config, output, command_line())
+    task = pipeline.prepare_task(config, run)
     roles = ("target", "oracle") if role == "both" else (role,)
-    done = finetune_stage(config, run, task, roles)  # type: ignore[arg-type]
+    done = pipeline.finetune_stage(config, run, task, roles)  # type: ignore[arg-type]
     for name, stage in done.items():
         typer.echo(f"{name}: {stage['model_path']}  (loss {stage['final_loss']:.4f}, "
                    f"{stage['seconds']:.1f}s)")
@@ -91,12 +92,12 @@ def unlearn(
     memory and trainable parameters in run.json. Hyperparameters: unlearn.method_args.npo.beta=0.2;
     optimiser: unlearn.train.learning_rate=1e-5; LoRA: unlearn.lora.enabled=true.
     """
-    from obliviate.llm.pipeline import open_run, prepare_task, unlearn_stage
 
     config = load_any_recipe(recipe, overrides or [])
-    run = open_run(config, output, command_line())
-    task = prepare_task(config, run)
-    done = unlearn_stage(config, run, task, method or None)
+    pipeline = pipeline_for(config)
+    run = pipeline.open_run(config, output, command_line())
+    task = pipeline.prepare_task(config, run)
+    done = pipeline.unlearn_stage(config, run, task, method or None)
     for name, stage in done.items():
         typer.echo(f"{name}: {stage['output']}  ({stage['steps']} steps, {stage['seconds']:.1f}s)")
     typer.echo(f"run directory: {run.root}")
@@ -105,8 +106,16 @@ def unlearn(
 @app.command("methods")
 def list_methods() -> None:
     """List the registered unlearning methods with their papers."""
-    import obliviate.llm.methods  # noqa: F401
+    import importlib
+
+    from obliviate.cli.common import MODALITIES
     from obliviate.core.registry import METHODS
+
+    for modality in MODALITIES:  # importing a modality's catalogue registers its methods
+        try:
+            importlib.import_module(f"obliviate.{modality}.methods")
+        except ImportError as exc:
+            typer.echo(f"({modality} methods unavailable: {exc})", err=True)
 
     for entry in METHODS.entries():
         paper = getattr(entry.obj, "paper", "")
@@ -132,12 +141,12 @@ def attack(
     means "above what a model that never saw the data shows". Results:
     RUN_DIR/attacks/<model>/<attack>.json.
     """
-    from obliviate.llm.pipeline import attack_stage, open_run, prepare_task
 
     config = load_any_recipe(recipe, overrides or [])
-    run = open_run(config, output, command_line())
-    task = prepare_task(config, run)
-    results = attack_stage(config, run, task, model or None, name or None, force=force)
+    pipeline = pipeline_for(config)
+    run = pipeline.open_run(config, output, command_line())
+    task = pipeline.prepare_task(config, run)
+    results = pipeline.attack_stage(config, run, task, model or None, name or None, force=force)
     typer.echo(f"{'model':<26}{'attack':<16}{'metric':<10}{'plain':>8}{'attacked':>10}"
                f"{'oracle':>8}{'recovery':>10}")
     for model_name, by_attack in results.items():
@@ -168,21 +177,15 @@ def demo(
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
     from obliviate.cli.evaluate import format_summary
-    from obliviate.llm.pipeline import (
-        evaluate_stage,
-        finetune_stage,
-        open_run,
-        prepare_task,
-        unlearn_stage,
-    )
 
     config = load_any_recipe("demo", overrides or [])
-    run = open_run(config, output, command_line())
-    task = prepare_task(config, run)
+    pipeline = pipeline_for(config)
+    run = pipeline.open_run(config, output, command_line())
+    task = pipeline.prepare_task(config, run)
     typer.echo(f"task {task.name}: forget {len(task.forget)} facts, retain {len(task.retain)}")
-    finetune_stage(config, run, task)
-    unlearn_stage(config, run, task)
-    summaries = evaluate_stage(config, run, task)
+    pipeline.finetune_stage(config, run, task)
+    pipeline.unlearn_stage(config, run, task)
+    summaries = pipeline.evaluate_stage(config, run, task)
     typer.echo(format_summary(summaries))
     typer.echo(f"run directory: {run.root}")
 
