@@ -335,3 +335,13 @@ def test_tofu_splits_end_to_end(tofu_root):
     forget = log["eval_log_forget.json"]
     assert forget["avg_paraphrased_loss"] != forget["avg_gt_loss"]
     assert len(forget["average_perturb_loss"]["0"]) == 5
+
+
+def test_tofu_suite_scores_fluency_of_its_generations(outputs, splits):
+    from obliviate.llm.evaluation.memorization import fluency_score
+
+    metric = outputs["tofu"].result.metrics["forget/fluency"]
+    log = outputs["tofu"].artifacts["tofu_log"]["eval_log_forget.json"]["generated_text"]
+    texts = [log[str(i)][1] for i in range(len(splits["forget"]))]
+    assert len(metric.per_item) == len(texts)
+    assert metric.per_item == pytest.approx([fluency_score(t) for t in texts])

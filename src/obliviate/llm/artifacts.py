@@ -30,7 +30,7 @@ def load_model_for_eval(path: str | Path, model_config: ModelConfig
         model, tokenizer = load_pretrained(str(weights), model_config.trust_remote_code)
         if info.get("prompt_format"):
             return model.eval(), tokenizer, PromptFormat.from_dict(info["prompt_format"])
-    elif path.exists() or model_config.name_or_path != "tiny":
+    elif path.exists() or not str(path).startswith(("/", ".")) and path.name != "tiny":
         model, tokenizer = load_pretrained(str(path), model_config.trust_remote_code)
     else:
         raise ModelLoadError(f"{path}: no model here (run `obliviate finetune` first?)")

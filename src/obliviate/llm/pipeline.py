@@ -128,6 +128,15 @@ def available_models(run: RunDir) -> list[str]:
     return names
 
 
+def resolve_eval_model(run: RunDir, name: str) -> Path | str:
+    """A model of the run (``target``, ``oracle``, ``unlearned/npo``), else a path or hub id
+    (``smollm2`` included) evaluated as it is."""
+    inside = run.model(name)
+    if inside.exists():
+        return inside
+    return name
+
+
 def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                    models: list[str] | None = None, force: bool = False) -> dict[str, Any]:
     """Evaluate each model with the recipe's suites; the oracle's results are the yardstick.
@@ -163,7 +172,7 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             inputs["oracle"] = EvalResult.load(oracle_dir / "tofu.json")
         if name != "oracle" and (oracle_dir / "mia.json").is_file():
             inputs["oracle_mia"] = EvalResult.load(oracle_dir / "mia.json")
-        path = run.model(name)
+        path = resolve_eval_model(run, name)
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
         torch.manual_seed(recipe.seed)
         run.record_stage(stage, status="running", model=str(path))
@@ -171,6 +180,9 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                            options=cfg.options, model_name=name, **inputs)
         summary: dict[str, float] = {}
         for suite, output in outputs.items():
+            output.result.provenance.update(  # oracle logs are artefacts reused by later runs
+                model=str(path), model_name=name, seed=recipe.seed,
+                obliviate=environment_info()["obliviate"], task=task.name)
             output.save(out_dir)
             summary.update({f"{suite}/{k}": v for k, v in output.result.summary().items()})
         seconds = sum(o.result.seconds or 0.0 for o in outputs.values())

@@ -334,6 +334,8 @@ class TofuSuite(LLMSuite):
                 items[role] = split_items
             if texts is None:
                 skipped[f"{role}/rouge"] = "generation disabled (tofu.generate=false)"
+            else:  # over-unlearning often shows as gibberish: score the same generations
+                result.add(mem.fluency(texts, split=role))
         score = self._aggregate(result, items, oracle, skipped)
         result.provenance["skipped"] = skipped
         result.provenance["session"] = session.provenance()
