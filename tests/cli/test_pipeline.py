@@ -15,6 +15,8 @@ TINY = [
     "model.tiny.intermediate_size=64", "model.tiny.vocab_size=320",
     "finetune.max_steps=6", "unlearn.train.max_steps=2", "unlearn.methods=[npo,guardrail]",
     "evaluation.options={tofu: {max_new_tokens: 8}}",
+    "attack.models=[unlearned/npo]", "attack.attacks=[quantization,rephrasing]",
+    "attack.probe.max_new_tokens=4",
 ]
 
 
@@ -34,6 +36,9 @@ def test_demo_runs_every_stage_and_records_it(tmp_path):
     target = stages["eval_target"]["summary"]
     assert "tofu/forget_quality" in target and "mia/forget/privleak_loss" in target
     assert "tofu/forget_quality" not in stages["eval_oracle"]["summary"]  # the yardstick itself
+    for attack in ("quantization", "rephrasing"):
+        assert stages[f"attack_unlearned/npo_{attack}"]["oracle_attacked"] is not None
+        assert (run / "attacks" / "unlearned" / "npo" / f"{attack}.json").is_file()
     assert record["environment"]["torch"] and record["task"]["splits"]["synthetic_forget"]["n"] == 2
 
     # the scorer reads the TOFU-format logs the evaluation wrote
@@ -56,7 +61,8 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     for name in ("a", "b"):
         run = tmp_path / name
         result = CliRunner().invoke(app, ["demo", "-o", str(run), *TINY,
-                                          "unlearn.methods=[grad_diff]"],
+                                          "unlearn.methods=[grad_diff]",
+                                          "attack.models=[unlearned/grad_diff]"],
                                     catch_exceptions=False)
         assert result.exit_code == 0, result.stderr
         stages = json.loads((run / "run.json").read_text())["stages"]

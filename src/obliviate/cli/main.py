@@ -147,16 +147,22 @@ def attack(
     run = pipeline.open_run(config, output, command_line())
     task = pipeline.prepare_task(config, run)
     results = pipeline.attack_stage(config, run, task, model or None, name or None, force=force)
-    typer.echo(f"{'model':<26}{'attack':<16}{'metric':<10}{'plain':>8}{'attacked':>10}"
-               f"{'oracle':>8}{'recovery':>10}")
+    typer.echo(format_attacks(results))
+    typer.echo(f"results: {run.root / 'attacks'}")
+
+
+def format_attacks(results: dict[str, dict[str, dict]]) -> str:
+    """A fixed-width table: the probe plain, under attack, the oracle's, and the recovery."""
+    lines = [f"{'model':<26}{'attack':<14}{'metric':<20}{'plain':>9}{'attacked':>10}"
+             f"{'oracle':>9}{'recovery':>10}"]
     for model_name, by_attack in results.items():
         for attack_name, r in by_attack.items():
             recovery = r.get("recovery")
             cells = [r.get("plain"), r.get("attacked"), r.get("oracle_attacked")]
-            shown = "".join(f"{v:>10.3f}" if v is not None else f"{'-':>10}" for v in cells)
-            typer.echo(f"{model_name:<26}{attack_name:<16}{r.get('metric', ''):<10}{shown}"
-                       + (f"{recovery:>+10.3f}" if recovery is not None else ""))
-    typer.echo(f"results: {run.root / 'attacks'}")
+            shown = "".join(f"{v:>9.3f}" if v is not None else f"{'-':>9}" for v in cells)
+            lines.append(f"{model_name:<26}{attack_name:<14}{r.get('metric', ''):<20}{shown}"
+                         + (f"{recovery:>+10.3f}" if recovery is not None else ""))
+    return "\n".join(lines)
 
 
 @app.command()
@@ -186,7 +192,9 @@ def demo(
     pipeline.finetune_stage(config, run, task)
     pipeline.unlearn_stage(config, run, task)
     summaries = pipeline.evaluate_stage(config, run, task)
+    attacks = pipeline.attack_stage(config, run, task)
     typer.echo(format_summary(summaries))
+    typer.echo(format_attacks(attacks))
     typer.echo(f"run directory: {run.root}")
 
 

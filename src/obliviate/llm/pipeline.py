@@ -210,7 +210,7 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     classes = {name: ATTACKS.get(name, "llm") for name in names}
     configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
                               source=f"attack.options.{name}") for name, cls in classes.items()}
-    targets = models or [m for m in available_models(run) if m != "oracle"]
+    targets = models or cfg.models or [m for m in available_models(run) if m != "oracle"]
     if not (run.model("oracle") / "config.json").is_file():
         raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
                              "`obliviate finetune --role oracle` first")

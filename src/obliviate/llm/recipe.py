@@ -29,7 +29,8 @@ class UnlearnConfig(StrictModel):
     ``target`` is the model to unlearn: a path, or ``None`` for this run's fine-tuned target.
     """
 
-    methods: list[str] = Field(default_factory=lambda: ["grad_ascent", "grad_diff", "npo"])
+    methods: list[str] = Field(default_factory=lambda: ["grad_ascent", "grad_diff", "npo"],
+                               min_length=1)
     method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: UnlearnTrainConfig = UnlearnTrainConfig()
     lora: LoraSettings = LoraSettings()
@@ -44,6 +45,9 @@ class AttackSettings(StrictModel):
         "relearning", "quantization", "rephrasing", "logit_lens", "linear_probe"])
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     probe: ProbeOptions = ProbeOptions()
+    models: list[str] | None = Field(
+        default=None, description="models to attack, e.g. [unlearned/npo]; default: all but the "
+                                  "oracle")
 
 
 class LLMRecipe(StrictModel):
