@@ -20,7 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
+    message = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    typer.echo(f"error: {message}", err=True)  # always one line, whatever the exception said
     raise typer.Exit(code)
 
 
@@ -35,6 +36,9 @@ def friendly_errors(func: F) -> F:
             fail(str(exc))
         except FileNotFoundError as exc:
             fail(f"{exc.filename or exc}: file not found")
+        except OSError as exc:  # permission denied, disk full, a file where a folder should be
+            where = f"{exc.filename}: " if exc.filename else ""
+            fail(f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt:
             fail("interrupted; re-run the same command to resume", code=130)
 
@@ -67,12 +71,19 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
     for item in overrides:
         if item.startswith("modality="):
             modality = item.split("=", 1)[1]
+    if not isinstance(modality, str):
+        raise ObliviateError(f"{path}: modality must be a name ({', '.join(MODALITIES)}), "
+                             f"got {type(modality).__name__}")
     schema = MODALITIES.get(modality)
     if schema is None:
         raise ObliviateError(f"{path}: unknown modality {modality!r}; known: "
                              f"{', '.join(MODALITIES)}")
     module, name = schema.rsplit(":", 1)
-    return load_recipe(getattr(importlib.import_module(module), name), path, overrides)
+    try:
+        recipe_class = getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise ObliviateError(f"{path}: modality {modality!r} is not available ({exc})") from None
+    return load_recipe(recipe_class, path, overrides)
 
 
 def pipeline_for(recipe: Any) -> Any:

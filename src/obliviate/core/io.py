@@ -76,6 +76,8 @@ def read_json(path: str | Path) -> Any:
     from obliviate.core.errors import DataError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
@@ -128,13 +130,20 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
     from obliviate.core.errors import DataError
 
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a folder, not a file")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text ({exc.reason})") from None
             if not line.strip():
                 continue
             try:
-                yield lineno, json.loads(line)
+                yield lineno, json.loads(line.strip())
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+                raise DataError(f"{path}:{lineno}: invalid JSON at column {exc.colno}: "
+                                f"{exc.msg}") from None

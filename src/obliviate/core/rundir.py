@@ -61,6 +61,11 @@ class RunDir:
         self.root = Path(self.root)
 
     def create(self) -> RunDir:
+        if self.root.exists() and not self.root.is_dir():
+            from obliviate.core.errors import ObliviateError
+
+            raise ObliviateError(f"{self.root}: exists and is not a folder (choose another "
+                                 "--output)")
         self.root.mkdir(parents=True, exist_ok=True)
         return self
 

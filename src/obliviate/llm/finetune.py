@@ -6,8 +6,14 @@ oracle differs from the target only by never having seen the forget set (GUIDE Â
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any, Literal
 
+from obliviate.core.errors import ObliviateError
+from obliviate.core.io import sha256_dir
 from obliviate.core.rundir import RunDir, Stopwatch
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat, collate, encode_record, resolve_format
@@ -38,8 +44,23 @@ def base_tokenizer(config: ModelConfig, task: UnlearningTask, run: RunDir) -> An
         tokenizer = train_tokenizer(task_texts(task), config.tiny.vocab_size)
     else:
         _, tokenizer = load_pretrained(config.name_or_path, config.trust_remote_code)
-    tokenizer.save_pretrained(path)
+    prompt_format(config, tokenizer)  # a recipe the tokenizer cannot serve fails before any write
+    if is_main_process():
+        _save_tokenizer(tokenizer, path)
     return tokenizer
+
+
+def _save_tokenizer(tokenizer: Any, path: Path) -> None:
+    """Write the tokenizer to a sibling temporary folder, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # a folder left by an interrupted older version
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def base_model(config: ModelConfig, tokenizer: Any, seed: int) -> Any:
@@ -68,9 +89,13 @@ def finetune(role: Role, model_config: ModelConfig, train_config: TrainConfig,
                 for r in split.records]
     run.record_stage(f"finetune_{role}", status="running", split=split.provenance())
     with Stopwatch() as watch:
-        outcome = train(model, examples, lambda b: collate(b, tokenizer.pad_token_id),
-                        train_config, checkpoint_dir=run.checkpoints(role),
-                        description=f"fine-tune {role} on {split.name}")
+        try:
+            outcome = train(model, examples, lambda b: collate(b, tokenizer.pad_token_id),
+                            train_config, checkpoint_dir=run.checkpoints(role),
+                            description=f"fine-tune {role} on {split.name}")
+        except ObliviateError as exc:  # e.g. diverged: the record says so, not "running"
+            run.record_stage(f"finetune_{role}", status="failed", error=str(exc))
+            raise
         model = merge_lora(model)
         if is_main_process():
             save_model(model, tokenizer, run.model(role))
@@ -82,5 +107,6 @@ def finetune(role: Role, model_config: ModelConfig, train_config: TrainConfig,
         final_loss=outcome.history[-1]["loss"] if outcome.history else None,
         history=outcome.history, resumed_from=outcome.resumed_from,
         model_path=str(run.model(role)), prompt_style=fmt.style,
+        weights_sha256=sha256_dir(run.model(role), ("*.safetensors",)),
         config={"model": model_config.model_dump(mode="json"),
                 "train": train_config.model_dump(mode="json")})

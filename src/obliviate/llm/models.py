@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.recipe import StrictModel
@@ -46,6 +46,13 @@ class TinyModelConfig(StrictModel):
     intermediate_size: int = Field(default=256, ge=8)
     vocab_size: int = Field(default=512, ge=300)
     max_position_embeddings: int = Field(default=512, ge=16)
+
+    @model_validator(mode="after")
+    def _check(self) -> TinyModelConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
+                             f"num_heads={self.num_heads}")
+        return self
 
 
 class ModelConfig(StrictModel):
@@ -148,6 +155,9 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple
 
     path = resolve_model_path(name_or_path)
     local = Path(path)
+    looks_local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
+    if looks_local and not local.exists():  # not a hub id ("namespace/name"): do not ask the hub
+        raise ModelLoadError(f"{path}: no such folder")
     if local.exists() and not (local / "config.json").is_file():
         raise ModelLoadError(f"{path}: not a model folder (no config.json)")
     if local.is_dir() and not any(local.glob("*.safetensors")):

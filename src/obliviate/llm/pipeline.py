@@ -6,9 +6,11 @@ Each stage records itself in the run directory's ``run.json``; a stage already m
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+from obliviate.core.io import sha256_dir
 from obliviate.core.recipe import dump_recipe
 from obliviate.core.rundir import RunDir, environment_info, utc_now
 from obliviate.core.task import UnlearningTask
@@ -21,10 +23,23 @@ def open_run(recipe: LLMRecipe, output_dir: str | Path | None, command: str) -> 
     run = RunDir(Path(output_dir or recipe.output_dir or Path("runs") / recipe.name)).create()
     run.write_recipe(dump_recipe(recipe))
     record = run.read_record()
-    record.setdefault("commands", []).append({"command": command, "started": utc_now()})
+    record.setdefault("commands", []).append({
+        "command": command, "started": utc_now(),
+        "recipe_sha256": hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()})
     run.update_record(name=recipe.name, modality=recipe.modality,
-                      environment=environment_info(), commands=record["commands"])
+                      environment=environment_info(), commands=record["commands"],
+                      recipe=recipe.model_dump(mode="json"))
     return run
+
+
+def weights_sha256(path: str | Path) -> str | None:
+    """SHA-256 of a model's safetensors files (None where there are none: a prompt-only model)."""
+    path = Path(path)
+    if (path / "model").is_dir():  # an unlearned model's folder
+        path = path / "model"
+    if not path.is_dir() or not any(path.glob("*.safetensors")):
+        return None
+    return sha256_dir(path, ("*.safetensors",))
 
 
 def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
@@ -37,14 +52,31 @@ def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
 def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                    roles: tuple[Role, ...] = ("target", "oracle")) -> dict[str, Any]:
     """Fine-tune each role unless it is already done; return the stage records."""
+    from obliviate.llm.finetune import TRAINING_SPLIT
+    from obliviate.llm.training import latest_checkpoint
+
     out = {}
     for role in roles:
         stage = f"finetune_{role}"
-        if run.stage_done(stage) and (run.model(role) / "config.json").is_file():
+        done = run.stage_done(stage) and (run.model(role) / "config.json").is_file()
+        if done or latest_checkpoint(run.checkpoints(role)) is not None:
+            recorded = run.read_record()["stages"].get(stage, {}).get("split", {})
+            check_same_data(run, stage, recorded.get("sha256"),
+                            task.split(TRAINING_SPLIT[role]).sha256)
+        if done:
             out[role] = run.read_record()["stages"][stage]
             continue
         out[role] = finetune(role, recipe.model, recipe.finetune, task, run, seed=recipe.seed)
     return out
+
+
+def check_same_data(run: RunDir, stage: str, recorded: Any, current: Any) -> None:
+    """Refuse to resume or reuse a stage that ran on other data: one run directory, one task."""
+    if recorded is not None and recorded != current:
+        from obliviate.core.errors import ObliviateError
+
+        raise ObliviateError(f"{run.root}: {stage} ran on different data than this recipe's "
+                             "task (the data hashes differ); use a new --output for new data")
 
 
 def method_config(name: str, args: dict[str, Any]) -> Any:
@@ -62,12 +94,14 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     import torch
 
     import obliviate.llm.methods  # noqa: F401  (registers the catalogue)
-    from obliviate.core.io import atomic_write_json
+    from obliviate.core.errors import ObliviateError
+    from obliviate.core.io import atomic_write_json, sha256_file
     from obliviate.core.profiling import peak_memory
     from obliviate.llm.artifacts import MANIFEST, load_model_for_eval
     from obliviate.llm.data.tofu import default_tofu_root, load_idontknow
     from obliviate.llm.finetune import base_model
     from obliviate.llm.methods.base import DEFAULT_REFUSALS, UnlearnContext
+    from obliviate.llm.training import barrier
 
     cfg = recipe.unlearn
     names = methods or cfg.methods
@@ -78,11 +112,19 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         root = recipe.task.tofu_path or default_tofu_root()
         if root and (Path(root) / "idontknow.jsonl").is_file():
             refusals = tuple(load_idontknow(Path(root) / "idontknow.jsonl"))
+    data = task.provenance()["splits"]
+    hashes = {split: info["sha256"] for split, info in data.items()}
     out = {}
     for name, (cls, config) in resolved.items():
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
-        if run.stage_done(stage) and (out_dir / MANIFEST).is_file():
+        done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
+        if done or (out_dir / "checkpoints").is_dir():
+            recorded = run.read_record()["stages"].get(stage, {}).get("data")
+            before = {split: info["sha256"] for split, info in recorded.items()} \
+                if recorded else None
+            check_same_data(run, stage, before, hashes)
+        if done:
             out[name] = run.read_record()["stages"][stage]
             continue
         model, tokenizer, fmt = load_model_for_eval(target, recipe.model)
@@ -93,14 +135,19 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, train=cfg.train,
                              lora=cfg.lora, selection=cfg.selection,
                              max_length=recipe.model.max_length, refusals=refusals)
-        run.record_stage(stage, status="running", method=name)
+        run.record_stage(stage, status="running", method=name, data=data)
         torch.manual_seed(recipe.seed)
-        outcome = method.run(model, task, out_dir, ctx=ctx)
+        try:
+            outcome = method.run(model, task, out_dir, ctx=ctx)
+        except ObliviateError as exc:  # e.g. diverged: the record says so, not "running"
+            run.record_stage(stage, status="failed", error=str(exc))
+            raise
         prompt = outcome.extra.get("prompt_format")
         atomic_write_json(out_dir / MANIFEST, {
             "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
             "base_model": str(target), "changes_weights": cls.changes_weights,
             "prompt_format": prompt.to_dict() if prompt is not None else None})
+        barrier()  # the main process has saved the weights
         out[name] = run.record_stage(
             stage, status="done", method=name, paper=cls.paper,
             config=config.model_dump(mode="json"), train=cfg.train.model_dump(mode="json"),
@@ -109,7 +156,10 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             total_parameters=outcome.total_parameters,
             peak_memory=outcome.extra.get("peak_memory") or peak_memory(),
             selection=outcome.extra.get("selection"), history=outcome.history,
-            target=str(target), output=str(out_dir), data=task.provenance()["splits"])
+            target=str(target), output=str(out_dir), data=data,
+            resumed_from=outcome.extra.get("resumed_from"),
+            weights_sha256=weights_sha256(out_dir), target_weights_sha256=weights_sha256(target),
+            manifest_sha256=sha256_file(out_dir / MANIFEST))
     return out
 
 
@@ -134,6 +184,11 @@ def resolve_eval_model(run: RunDir, name: str) -> Path | str:
     inside = run.model(name)
     if inside.exists():
         return inside
+    if name in ("target", "oracle") or name.startswith("unlearned/"):  # a typo, not a hub id
+        from obliviate.core.errors import ObliviateError
+
+        known = ", ".join(available_models(run)) or "none yet"
+        raise ObliviateError(f"{run.root}: no model {name!r} in this run (models: {known})")
     return name
 
 
@@ -148,8 +203,10 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     from obliviate.core.result import EvalResult
     from obliviate.llm.artifacts import load_model_for_eval
-    from obliviate.llm.evaluation.suites import evaluate
+    from obliviate.llm.evaluation.suites import evaluate, get_suite
 
+    for suite in recipe.evaluation.suites:  # an unknown suite fails before any model loads
+        get_suite(suite, recipe.evaluation.options.get(suite))
     names = models or available_models(run)
     if not names:
         from obliviate.core.errors import ObliviateError
@@ -188,7 +245,8 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         seconds = sum(o.result.seconds or 0.0 for o in outputs.values())
         summaries[name] = summary
         run.record_stage(stage, status="done", model=str(path), summary=summary,
-                         seconds=seconds, suites=list(outputs), output=str(out_dir))
+                         seconds=seconds, suites=list(outputs), output=str(out_dir),
+                         options=cfg.options, weights_sha256=weights_sha256(path))
     return summaries
 
 
@@ -239,5 +297,6 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                 stage, status="done", model=name, attack=attack_name, metric=result.metric,
                 plain=result.plain, attacked=result.attacked, oracle_plain=result.oracle_plain,
                 oracle_attacked=result.oracle_attacked, recovery=result.recovery,
-                seconds=result.seconds, output=str(path))
+                seconds=result.seconds, output=str(path),
+                config=configs[attack_name].model_dump(mode="json"))
     return out

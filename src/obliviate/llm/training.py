@@ -178,14 +178,22 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def save_checkpoint(ckpt_dir: Path, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
-                    history: list[dict[str, float]]) -> Path:
-    """Write ``step-N`` atomically (temporary folder, then rename) and drop older ones."""
+                    history: list[dict[str, float]], running: list[float] | None = None) -> Path:
+    """Write ``step-N`` atomically (temporary folder, then rename) and drop older ones.
+
+    ``running`` holds the losses since the last history entry, so that a resumed run logs the
+    same averages as an uninterrupted one."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=ckpt_dir))
-    save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-    atomic_write_json(tmp / "state.json", {"step": step, "history": history})
+    try:
+        save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+        atomic_write_json(tmp / "state.json", {"step": step, "history": history,
+                                               "running": list(running or [])})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     final = ckpt_dir / f"step-{step}"
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -243,9 +251,11 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     step, history, resumed = 0, [], None
+    running: list[float] = []  # losses since the last history entry
     if ckpt is not None and (last := latest_checkpoint(ckpt)) is not None:
         step, history = load_checkpoint(last, accelerator.unwrap_model(model), optimizer,
                                         scheduler)
+        running = [float(v) for v in read_json(last / "state.json").get("running", [])]
         resumed = step
     trainable = sum(p.numel() for p in params)
     total_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
@@ -257,7 +267,6 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     epoch = step // updates_per_epoch
     skip = (step % updates_per_epoch) * config.gradient_accumulation_steps
-    running: list[float] = []
     while step < total:
         loader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
@@ -269,6 +278,7 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
                 if not math.isfinite(value) or (config.divergence_threshold is not None
                                                 and abs(value) > config.divergence_threshold):
                     where = f"; last good checkpoint: {latest_checkpoint(ckpt)}" if ckpt else ""
+                    bar.close()  # end the progress line so the error starts a line of its own
                     raise TrainingDivergedError(
                         f"{description}: loss diverged at step {step} (loss={value:.4g}){where}")
                 accelerator.backward(loss)
@@ -295,7 +305,7 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
                     save_checkpoint(ckpt, step, accelerator.unwrap_model(model), optimizer,
-                                    scheduler, history)
+                                    scheduler, history, running)
             if step >= total:
                 break
         epoch += 1

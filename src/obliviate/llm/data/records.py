@@ -53,7 +53,7 @@ class QARecord:
         if not isinstance(data, Mapping):
             raise DataError(f"{where}: expected a JSON object, got {type(data).__name__}")
         if "question" not in data and "text" in data:
-            return cls(question="", answer=_string(data, "text", where))
+            return cls(question="", answer=_string(data, "text", where, allow_empty=False))
         for name in ("question", "answer"):
             if name not in data:
                 raise DataError(f"{where}: missing field {name!r}")

@@ -221,6 +221,7 @@ class LLMUnlearningMethod(UnlearningMethod):
             peak_memory_bytes=outcome.peak_memory.get("host_peak_rss_bytes"),
             history=outcome.history,
             extra={"model": model, "peak_memory": outcome.peak_memory,
+                   "resumed_from": outcome.resumed_from,
                    "selection": outcome.selection or {"rule": "last", "step": outcome.steps}})
 
     def train(self, model: torch.nn.Module, items: list[UnlearnItem], ctx: UnlearnContext,
