@@ -268,7 +268,15 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     classes = {name: ATTACKS.get(name, "llm") for name in names}
     configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
                               source=f"attack.options.{name}") for name, cls in classes.items()}
-    targets = models or cfg.models or [m for m in available_models(run) if m != "oracle"]
+    present = [m for m in available_models(run) if m != "oracle"]
+    # the recipe's list names the models worth attacking when present (e.g. the demo's best
+    # methods); models asked for on the command line must exist
+    if models:
+        targets = list(models)
+    elif cfg.models is not None:
+        targets = [m for m in cfg.models if m in present]
+    else:
+        targets = present
     if not (run.model("oracle") / "config.json").is_file():
         raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
                              "`obliviate finetune --role oracle` first")
