@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from obliviate import __version__
+from obliviate.cli.audit import audit as audit_command
 from obliviate.cli.common import (
     command_line,
     fail,
@@ -19,6 +20,8 @@ from obliviate.cli.common import (
     set_threads,
 )
 from obliviate.cli.evaluate import eval_app
+from obliviate.cli.report import report as report_command
+from obliviate.cli.sweep import sweep as sweep_command
 
 app = typer.Typer(
     name="obliviate", no_args_is_help=True, rich_markup_mode=None,
@@ -165,10 +168,9 @@ def format_attacks(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-@app.command()
-def report() -> None:
-    """Write the HTML + JSON report of a run directory (coming)."""
-    fail("`obliviate report` is not available yet: the HTML report lands with issue 8")
+app.command("sweep")(sweep_command)
+app.command("report")(report_command)
+app.command("audit")(audit_command)
 
 
 @app.command()

@@ -1,0 +1,281 @@
+"""Render a collected report (see :mod:`obliviate.core.report`) as HTML and markdown.
+
+The HTML is one file: inline CSS, plots and images as base64 data URIs, no scripts, no links
+to anything outside the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from html import escape
+from pathlib import Path
+from typing import Any
+
+MAX_IMAGE_BYTES = 2 << 20
+AXES = ("forgetting", "utility", "robustness")
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px 32px;
+color:#1d232a;background:#fff;font-size:14px;line-height:1.45}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:2px solid
+#2f6fb3;padding-bottom:3px}.muted{color:#5b6570}table{border-collapse:collapse;margin:6px 0 12px;
+font-size:12.5px}th,td{border:1px solid #d5dbe1;padding:3px 7px;text-align:right;
+white-space:nowrap}th{background:#eaf1f8;position:sticky;top:0}td.l,th.l{text-align:left}
+tr.oracle td{background:#fff3c4;font-weight:600}tr.target td{background:#fde2e1}
+tr.front td.l:first-child{border-left:4px solid #2f6fb3}.scroll{overflow-x:auto;max-width:100%}
+pre{background:#f5f7f9;padding:4px 6px;font-size:11.5px;white-space:pre-wrap;margin:2px 0;
+min-width:220px;max-width:460px}
+.note{background:#eef6ee;border-left:4px solid #3c9a4a;padding:6px 10px;margin:8px 0}
+.warn{background:#fff4e5;border-left:4px solid #e08a00;padding:6px 10px;margin:8px 0}
+img.plot{max-width:100%;border:1px solid #d5dbe1}.grid img{width:160px;margin:3px;
+border:1px solid #d5dbe1}table.wrap td{white-space:normal;max-width:440px}
+code{background:#f0f2f4;padding:0 3px}
+"""
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A number for a table cell (``–`` when missing)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 10**9:
+        return f"{int(value):,}"
+    if value != 0 and (abs(value) >= 10**6 or abs(value) < 10**-3):
+        return f"{value:.3e}"
+    return f"{value:.{digits}g}"
+
+
+def pm(mean: Any, std: Any) -> str:
+    return fmt(mean) + (f" ± {fmt(std, 2)}" if std else "")
+
+
+def table(header: list[str], rows: list[list[Any]], classes: list[str] | None = None,
+          left: int = 1, wrap: bool = False) -> str:
+    """An HTML table; the first ``left`` columns are left-aligned text."""
+    head = "".join(f'<th class="{"l" if i < left else ""}">{escape(h)}</th>'
+                   for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        css = f' class="{classes[r]}"' if classes and classes[r] else ""
+        cells = "".join(f'<td class="{"l" if i < left else ""}">{escape(fmt(v))}</td>'
+                        for i, v in enumerate(row))
+        body.append(f"<tr{css}>{cells}</tr>")
+    css = ' class="wrap"' if wrap else ""
+    return (f'<div class="scroll"><table{css}><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table></div>")
+
+
+def _task(data: dict[str, Any]) -> str:
+    task = data.get("task") or {}
+    roles = {v: k for k, v in (task.get("roles") or {}).items()}
+    rows = [[s.get("name"), roles.get(s.get("name"), "evaluation"), s.get("n"), s.get("sha256"),
+             s.get("source")] for s in (task.get("splits") or {}).values()]
+    env = data.get("environment") or {}
+    facts = (f"<p>Task <b>{escape(str(task.get('name', '?')))}</b> ({escape(data['modality'])}), "
+             f"seed {escape(str(task.get('seed', '?')))}; target "
+             f"{escape(str(task.get('target') or 'trained in this run'))}, oracle "
+             f"{escape(str(task.get('oracle') or 'trained in this run'))}. obliviate "
+             f"{escape(str(env.get('obliviate', '?')))}, torch {escape(str(env.get('torch', '?')))}"
+             f", {escape(str(env.get('platform', '')))}.</p>")
+    return facts + table(["split", "role", "records", "SHA-256", "source"], rows, left=5)
+
+
+def _rule(data: dict[str, Any]) -> str:
+    rule = data["selection_rule"]
+    css, says = ("warn", "It reads oracle-derived information.") if rule.get("uses_oracle") \
+        else ("note", "It reads no oracle-derived metric.")
+    used: dict[str, set[str]] = {}
+    for per_axis in data["axes"]["used"].values():
+        for axis, expr in per_axis.items():
+            used.setdefault(axis, set()).add(expr or "(unavailable)")
+    rows = [[axis, " | ".join(exprs), ", ".join(sorted(used.get(axis, {"(unavailable)"})))]
+            for axis, exprs in data["axes"]["expressions"].items()]
+    return (f'<div class="{css}">Each method\'s reported point: <b>{escape(rule["description"])}'
+            f"</b> (rule <code>{escape(rule['name'])}</code>). {says}</div>"
+            + table(["axis", "expressions tried (first available wins)", "used"], rows, left=3))
+
+
+def _pareto(data: dict[str, Any], png: bytes | None) -> str:
+    pareto = data["pareto"]
+    configs = {c["config_id"]: c for c in pareto["configurations"]}
+    axes = pareto["axes"]
+    parts = []
+    if png is not None:
+        uri = base64.b64encode(png).decode("ascii")
+        parts.append(f'<img class="plot" alt="Pareto plot" src="data:image/png;base64,{uri}">')
+    else:
+        parts.append('<p class="muted">No model has both a forgetting and a utility score.</p>')
+    header = ["configuration", "method", "seeds", *axes]
+
+    def rows(ids: list[str]) -> list[list[Any]]:
+        return [[configs[i]["label"], configs[i]["method"], configs[i]["n"],
+                 *(pm(configs[i]["mean"].get(a), configs[i]["std"].get(a)) for a in axes)]
+                for i in ids if i in configs]
+
+    parts.append("<h3>Non-dominated configurations (forgetting × utility)</h3>")
+    parts.append(table(header, rows(pareto["front"]), left=2))
+    if pareto.get("front_3d"):
+        parts.append("<h3>Non-dominated with robustness as a third axis</h3>")
+        parts.append(table(header, rows(pareto["front_3d"]), left=2))
+    front = set(pareto["front"])
+    rep = [[m, r.get("label") or "–", r.get("note"), r.get("candidates"),
+            "yes" if r.get("config_id") in front else "no",
+            *(pm((r.get("mean") or {}).get(a), (r.get("std") or {}).get(a)) for a in axes)]
+           for m, r in data["reported"].items()]
+    parts.append("<h3>Reported point per method</h3>")
+    parts.append(table(["method", "configuration", "rule note", "candidates", "on front", *axes],
+                       rep, left=3))
+    return "".join(parts)
+
+
+def _methods(data: dict[str, Any]) -> str:
+    rows = []
+    for method, info in data["methods"].items():
+        config = json.dumps(info.get("method") or {}, sort_keys=True, indent=0)[2:-2]
+        train = info.get("train") or {}
+        train_s = ", ".join(f"{k}={train[k]}" for k in ("learning_rate", "epochs", "max_steps",
+                                                          "batch_size") if k in train)
+        grid = {"grid": info.get("grid"), "shared_grid": info.get("shared_grid"),
+                "seeds": info.get("seeds")}
+        grid_s = json.dumps({k: v for k, v in grid.items() if v}) if any(grid.values()) else ""
+        rows.append(f"<tr><td class='l'><b>{escape(method)}</b></td>"
+                    f"<td class='l'>{escape(str(info.get('paper') or ''))}</td>"
+                    f"<td class='l'>{escape(str(info.get('reported') or ''))}</td>"
+                    f"<td class='l'><pre>{escape(config)}</pre></td>"
+                    f"<td class='l'>{escape(train_s)}</td><td class='l'>{escape(grid_s)}</td></tr>")
+    head = "".join(f"<th class='l'>{h}</th>" for h in
+                   ("method", "paper", "reported point", "its method config", "its optimiser",
+                    "swept"))
+    return f"<div class='scroll'><table><tr>{head}</tr>{''.join(rows)}</table></div>"
+
+
+def _metrics(data: dict[str, Any]) -> str:
+    models = data["models"]
+    keys = sorted({k for m in models for k in m["metrics"] if not k.startswith("attack/")})
+    front = set(data["pareto"]["front"])
+    rows, classes = [], []
+    for m in models:
+        rows.append([m["label"], m["kind"], m["seed"] if m["seed"] is not None else "",
+                     *(m["scores"].get(a) for a in AXES), *(m["metrics"].get(k) for k in keys)])
+        classes.append(m["kind"] if m["kind"] in ("oracle", "target") else
+                       "front" if m["config_id"] in front else "")
+    return table(["model", "kind", "seed", *AXES, *keys], rows, classes, left=2)
+
+
+def _attacks(data: dict[str, Any]) -> str:
+    if not data["attacks"]:
+        return '<p class="muted">No attack results in this run (run `obliviate attack`).</p>'
+    rows = [[a["label"], a["attack"], a["metric"], a.get("plain"), a.get("attacked"),
+             a.get("oracle_attacked"), a.get("recovery")] for a in data["attacks"]]
+    return ("<p class='muted'>recovery = attacked − oracle under the same attack (above 0: the "
+            "attack brings back more than a model that never saw the data shows).</p>"
+            + table(["model", "attack", "metric", "plain", "attacked", "oracle", "recovery"],
+                    rows, left=3))
+
+
+def _costs(data: dict[str, Any]) -> str:
+    costs = data["costs"]
+    rows, classes = [], []
+    for c in costs["rows"]:
+        peak = c.get("peak_memory_bytes")
+        rows.append([c["label"], c["kind"], c.get("seconds"),
+                     peak / 2**20 if isinstance(peak, (int, float)) else None,
+                     c.get("trainable_parameters"), c.get("total_parameters"), c.get("steps"),
+                     c.get("tokens"), c.get("flops"), c.get("seconds_ratio"),
+                     c.get("peak_memory_bytes_ratio"), c.get("trainable_parameters_ratio"),
+                     c.get("flops_ratio")])
+        classes.append(c["kind"] if c["kind"] in ("oracle", "target") else "")
+    return (f"<p class='muted'>Ratios divide by {escape(costs['reference'])}. "
+            f"{escape(costs['rule'])}.</p>"
+            + table(["model", "kind", "seconds", "peak MiB", "trainable", "parameters", "steps",
+                     "tokens", "FLOPs", "time ×", "memory ×", "trainable ×", "FLOPs ×"],
+                    rows, classes, left=2))
+
+
+def _samples(data: dict[str, Any]) -> str:
+    parts = []
+    for label, items in data["samples"].items():
+        parts.append(f"<h3>{escape(label)}</h3>")
+        keys = list(dict.fromkeys(k for item in items for k in item))
+        rows = [[_clip(item.get(k, "")) for k in keys] for item in items]
+        parts.append(table(keys, rows, left=len(keys), wrap=True))
+    for label, paths in data["images"].items():
+        imgs = []
+        for path in paths:
+            blob = Path(path).read_bytes() if Path(path).is_file() else b""
+            if 0 < len(blob) <= MAX_IMAGE_BYTES:
+                uri = base64.b64encode(blob).decode("ascii")
+                imgs.append(f'<img alt="{escape(Path(path).name)}" title="{escape(path)}" '
+                            f'src="data:image/png;base64,{uri}">')
+        parts.append(f"<h3>{escape(label)}</h3><div class='grid'>{''.join(imgs)}</div>")
+    return "".join(parts) or '<p class="muted">No sample generations or images found.</p>'
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + " …"
+
+
+def render_html(data: dict[str, Any], png: bytes | None) -> str:
+    """The whole report page."""
+    sections = [("Task and provenance", _task(data)),
+                ("Axes and selection rule", _rule(data)),
+                ("Pareto front", _pareto(data, png)),
+                ("Methods and configurations", _methods(data)),
+                ("Metrics (every evaluated model)", _metrics(data)),
+                ("Attacks", _attacks(data)),
+                ("Cost against retraining", _costs(data)),
+                ("Samples", _samples(data))]
+    toc = " · ".join(f'<a href="#s{i}">{escape(t)}</a>' for i, (t, _) in enumerate(sections))
+    body = "".join(f'<h2 id="s{i}">{escape(t)}</h2>{html}' for i, (t, html) in enumerate(sections))
+    commands = "; ".join(c.get("command", "") for c in data.get("commands", []))
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f"<title>{escape(data['title'])}</title><style>{CSS}</style></head><body>"
+            f"<h1>{escape(data['title'])}</h1><div class='muted'>{escape(data['run_dir'])} · "
+            f"generated {escape(data['generated'])} · {escape(commands)}</div>"
+            f"<p>{toc}</p>{body}</body></html>\n")
+
+
+def render_leaderboard(data: dict[str, Any]) -> str:
+    """A markdown table: each method's reported point (ranked), then oracle and target."""
+    axes = data["pareto"]["axes"]
+    front = set(data["pareto"]["front"])
+    costs = {c["model"]: c for c in data["costs"]["rows"]}
+    configs = {c["config_id"]: c for c in data["pareto"]["configurations"]}
+    entries = [(m, r) for m, r in data["reported"].items() if r.get("config_id")]
+    entries.sort(key=lambda e: (str(e[1].get("note", "")).startswith("fallback"),
+                                e[1]["config_id"] not in front,
+                                -((e[1].get("mean") or {}).get("utility") or -math.inf)))
+    header = ["rank", "method", "configuration", *axes, "Pareto", "FLOPs / retraining",
+              "seconds"]
+    lines = [f"# {data['title']}", "",
+             f"Task `{(data.get('task') or {}).get('name', '?')}`; rule: "
+             f"{data['selection_rule']['description']}.", "",
+             "Ranked by: the rule's condition met, then on the Pareto front (forgetting × "
+             "utility), then utility. Mean ± std over seeds.", "",
+             "Axes: " + "; ".join(f"{a} = `{' | '.join(e)}`"
+                                  for a, e in data["axes"]["expressions"].items()), "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for rank, (method, r) in enumerate(entries, start=1):
+        config = configs.get(r["config_id"], {})
+        members = config.get("members") or []
+        seconds = [costs[m].get("seconds") for m in members if m in costs]
+        flops = [costs[m].get("flops_ratio") for m in members if m in costs]
+        cells = [str(rank), method, r.get("label") or "",
+                 *(pm(r["mean"].get(a), r["std"].get(a)) for a in axes),
+                 "yes" if r["config_id"] in front else "no",
+                 fmt(_mean(flops)), fmt(_mean(seconds))]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    for kind, scores in data["pareto"]["reference_points"].items():
+        cost = costs.get(kind, {})
+        cells = ["–", kind, "(reference)", *(fmt(scores.get(a)) for a in axes), "–",
+                 fmt(cost.get("flops_ratio")), fmt(cost.get("seconds"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _mean(values: list[Any]) -> float | None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
