@@ -185,6 +185,7 @@ def demo(
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
     from obliviate.cli.evaluate import format_summary
+    from obliviate.core.report import write_report
 
     config = load_any_recipe("demo", overrides or [])
     pipeline = pipeline_for(config)
@@ -195,9 +196,11 @@ def demo(
     pipeline.unlearn_stage(config, run, task)
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
+    html, _ = write_report(run.root)
     typer.echo(format_summary(summaries))
     typer.echo(format_attacks(attacks))
     typer.echo(f"run directory: {run.root}")
+    typer.echo(f"report: {html}")
 
 
 if __name__ == "__main__":  # pragma: no cover
