@@ -1,0 +1,345 @@
+"""Diffusion stages run by the CLI: build the task, train target, oracle and judge, unlearn,
+evaluate and attack — the same stage functions as every modality.
+
+Each stage records itself in the run directory's ``run.json``; a stage already marked done
+(with its outputs present) is skipped, so re-running a command resumes where it stopped.
+Training stages resume from their last checkpoint.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from obliviate.core.errors import ObliviateError
+from obliviate.core.recipe import dump_recipe
+from obliviate.core.rundir import RunDir, environment_info, utc_now
+from obliviate.core.task import UnlearningTask
+from obliviate.diffusion.recipe import DiffusionRecipe
+
+Role = Literal["target", "oracle"]
+TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
+MANIFEST = "unlearned.json"
+
+
+def open_run(recipe: DiffusionRecipe, output_dir: str | Path | None, command: str) -> RunDir:
+    run = RunDir(Path(output_dir or recipe.output_dir or Path("runs") / recipe.name)).create()
+    run.write_recipe(dump_recipe(recipe))
+    record = run.read_record()
+    record.setdefault("commands", []).append({"command": command, "started": utc_now()})
+    run.update_record(name=recipe.name, modality=recipe.modality,
+                      environment=environment_info(), commands=record["commands"])
+    return run
+
+
+def prepare_task(recipe: DiffusionRecipe, run: RunDir) -> UnlearningTask:
+    from obliviate.diffusion.task import build_task
+
+    task = build_task(recipe.task, seed=recipe.seed)
+    run.write_task(task.provenance())
+    run.update_record(task=task.provenance())
+    return task
+
+
+def check_same_data(run: RunDir, stage: str, recorded: Any, current: Any) -> None:
+    """Refuse to resume or reuse a stage that ran on other data: one run directory, one task."""
+    if recorded is not None and recorded != current:
+        raise ObliviateError(f"{run.root}: {stage} ran on different data than this recipe's "
+                             "task (the data hashes differ); use a new --output for new data")
+
+
+def _device() -> torch.device:
+    from obliviate.diffusion.training import default_device
+
+    return default_device()
+
+
+def _shape(task: UnlearningTask) -> tuple[int, int, int]:
+    meta = task.metadata
+    return int(meta["num_classes"]), int(meta["image_size"]), int(meta["channels"])
+
+
+def _recorded(run: RunDir, stage: str) -> dict[str, Any]:
+    return run.read_record().get("stages", {}).get(stage, {})
+
+
+# -- fine-tuning ---------------------------------------------------------------------------------
+def finetune_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
+                   roles: tuple[Role, ...] = ("target", "oracle")) -> dict[str, Any]:
+    """Train each role (target on forget ∪ retain, oracle on retain) unless already done, and
+    the judge; return the stage records (``model_path``, ``final_loss``, ``seconds``, ...)."""
+    from obliviate.diffusion.training import latest_checkpoint
+
+    out = {}
+    for role in roles:
+        stage = f"finetune_{role}"
+        split = task.split(TRAINING_SPLIT[role])
+        done = run.stage_done(stage) and (run.model(role) / "config.json").is_file()
+        if done or latest_checkpoint(run.checkpoints(role)) is not None:
+            check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
+                            split.sha256)
+        out[role] = _recorded(run, stage) if done else train_role(recipe, run, task, role)
+    out["judge"] = ensure_judge(recipe, run, task)[1]
+    return out
+
+
+def train_role(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, role: Role
+               ) -> dict[str, Any]:
+    """DDPM-train a fresh denoiser (or ``model.pretrained``) for ``role`` and save it."""
+    from obliviate.diffusion.data import to_tensor
+    from obliviate.diffusion.models import build_denoiser, save_denoiser
+    from obliviate.diffusion.training import remove_checkpoints, train_denoiser
+
+    stage = f"finetune_{role}"
+    split = task.split(TRAINING_SPLIT[role])
+    device = _device()
+    x, y = to_tensor(split.records, device)
+    model = build_denoiser(recipe.model, *_shape(task), seed=recipe.seed).to(device)
+    config = recipe.finetune.model_copy(update={"seed": recipe.finetune.seed + recipe.seed})
+    run.record_stage(stage, status="running", role=role, split=split.provenance())
+    outcome = train_denoiser(model, x, y, config, checkpoint_dir=run.checkpoints(role),
+                             description=f"finetune {role}")
+    path = save_denoiser(model, run.model(role), extra={"role": role, "task": task.name})
+    remove_checkpoints(run.checkpoints(role))
+    return run.record_stage(
+        stage, status="done", role=role, model_path=str(path), final_loss=outcome.final_loss,
+        seconds=outcome.seconds, steps=outcome.steps, split=split.provenance(),
+        trainable_parameters=outcome.trainable_parameters,
+        total_parameters=outcome.total_parameters, peak_memory=outcome.peak_memory,
+        history=outcome.history, resumed_from=outcome.resumed_from, device=str(device),
+        images_seen=outcome.steps * config.batch_size, config=config.model_dump(mode="json"))
+
+
+def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
+                 ) -> tuple[Any, dict[str, Any]]:
+    """Load the run's judge, training it first (on forget ∪ retain) when it is missing."""
+    from obliviate.diffusion.data import to_tensor
+    from obliviate.diffusion.judge import load_judge, save_judge, train_judge
+
+    stage, path = "finetune_judge", run.model("judge")
+    device = _device()
+    full = task.full
+    if run.stage_done(stage) and (path / "config.json").is_file():
+        check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
+                        full.sha256)
+        return load_judge(path, device)[0], _recorded(run, stage)
+    x, y = to_tensor(full.records, device)
+    holdout = task.eval_splits.get("holdout")
+    x_val, y_val = to_tensor(holdout.records, device) if holdout and len(holdout) else (None,
+                                                                                         None)
+    config = recipe.evaluation.judge.model_copy(
+        update={"seed": recipe.evaluation.judge.seed + recipe.seed})
+    net, info = train_judge(x, y, task.metadata["num_classes"], config, x_val, y_val)
+    save_judge(net, path, info)
+    record = run.record_stage(stage, status="done", model_path=str(path),
+                              final_loss=info["final_loss"], seconds=info["seconds"],
+                              holdout_accuracy=info.get("holdout_accuracy"),
+                              split=full.provenance(), config=config.model_dump(mode="json"))
+    return net, record
+
+
+# -- unlearning -----------------------------------------------------------------------------------
+def method_config(recipe: DiffusionRecipe, name: str) -> tuple[Any, Any]:
+    """Method ``name``'s class and its config: paper defaults, then ``unlearn.train``, then
+    ``unlearn.method_args.<name>`` (errors name the method)."""
+    import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
+    from obliviate.core.recipe import validate
+    from obliviate.core.registry import METHODS
+
+    cls = METHODS.get(name, "diffusion")
+    fields = cls.config_class.model_fields
+    shared = {k: v for k, v in recipe.unlearn.train.model_dump().items()
+              if v is not None and k in fields}
+    args = {**shared, **recipe.unlearn.method_args.get(name, {})}
+    return cls, validate(cls.config_class, args, source=f"unlearn.method_args.{name}")
+
+
+def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path: Path) -> Any:
+    from obliviate.diffusion.models import load_pretrained
+
+    if not path.exists():
+        raise ObliviateError(f"{path}: no target model (run `obliviate finetune` first, or set "
+                             "unlearn.target=PATH)")
+    config = recipe.model.model_copy(update={"pretrained": str(path)})
+    return load_pretrained(config, *_shape(task)).to(_device())
+
+
+def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
+                  methods: list[str] | None = None) -> dict[str, Any]:
+    """Run each method on the target (skipping finished ones) and record cost and config."""
+    from obliviate.core.io import atomic_write_json, sha256_dir
+    from obliviate.diffusion.methods.base import UnlearnContext
+
+    names = methods or recipe.unlearn.methods
+    resolved = {name: method_config(recipe, name) for name in names}
+    target = Path(recipe.unlearn.target) if recipe.unlearn.target else run.model("target")
+    data = task.provenance()["splits"]
+    hashes = {split: info["sha256"] for split, info in data.items()}
+    out = {}
+    for name, (cls, config) in resolved.items():
+        stage = f"unlearn_{name}"
+        out_dir = run.model(f"unlearned/{name}")
+        done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
+        if done or (out_dir / "checkpoints").is_dir():
+            recorded = _recorded(run, stage).get("data")
+            before = {s: info["sha256"] for s, info in recorded.items()} if recorded else None
+            check_same_data(run, stage, before, hashes)
+        if done:
+            out[name] = _recorded(run, stage)
+            continue
+        model = load_target(recipe, run, task, target)
+        ctx = UnlearnContext.build(task, model.device, seed=recipe.seed,
+                                   checkpoint_dir=out_dir / "checkpoints")
+        run.record_stage(stage, status="running", method=name, data=data)
+        torch.manual_seed(recipe.seed)
+        try:
+            outcome = cls(config).run(model, task, out_dir, ctx=ctx)
+        except ObliviateError as exc:
+            run.record_stage(stage, status="failed", error=str(exc))
+            raise
+        atomic_write_json(out_dir / MANIFEST, {
+            "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
+            "base_model": str(target)})
+        extra = {k: v for k, v in outcome.extra.items() if k not in ("peak_memory",)}
+        out[name] = run.record_stage(
+            stage, status="done", method=name, paper=cls.paper,
+            config=config.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
+            trainable_parameters=outcome.trainable_parameters,
+            total_parameters=outcome.total_parameters,
+            peak_memory=outcome.extra.get("peak_memory"), history=outcome.history,
+            target=str(target), output=str(out_dir), model_path=outcome.model_path, data=data,
+            details=extra, weights_sha256=sha256_dir(out_dir / "model", ("*.safetensors",)),
+            target_weights_sha256=sha256_dir(target, ("*.safetensors",))
+            if target.is_dir() else None)
+    return out
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+def available_models(run: RunDir) -> list[str]:
+    """Models of a run in evaluation order: oracle first (its results give the gaps)."""
+    names = [n for n in ("oracle", "target") if (run.model(n) / "config.json").is_file()]
+    unlearned = run.root / "models" / "unlearned"
+    if unlearned.is_dir():
+        names += [f"unlearned/{p.name}" for p in sorted(unlearned.iterdir())
+                  if (p / MANIFEST).is_file()]
+    return names
+
+
+def model_path(run: RunDir, name: str) -> Path:
+    """A model of the run (``target``, ``oracle``, ``unlearned/esd_x``), else a folder."""
+    inside = run.model(name)
+    if (inside / MANIFEST).is_file():
+        return inside / "model"
+    if inside.exists():
+        return inside
+    return Path(name)
+
+
+def load_model(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, name: str) -> Any:
+    return load_target(recipe, run, task, model_path(run, name)).eval()
+
+
+def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
+                   models: list[str] | None = None, force: bool = False) -> dict[str, Any]:
+    """Evaluate each model with the judge (``eval/<model>/generation.json`` and
+    ``samples.png``); the oracle first, so every other model gets its gap to the oracle."""
+    from obliviate.core.result import EvalResult
+    from obliviate.diffusion.evaluation import (
+        SUITE,
+        evaluate_denoiser,
+        neighbour_classes,
+        reference_images,
+    )
+    from obliviate.diffusion.judge import features
+
+    names = models or available_models(run)
+    if not names:
+        raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
+    if "oracle" in names:
+        names = ["oracle", *[n for n in names if n != "oracle"]]
+    cfg = recipe.evaluation
+    oracle_file = run.root / "eval" / "oracle" / f"{SUITE}.json"
+    judge, reference, neighbours = None, None, None
+    summaries = {}
+    for name in names:
+        stage = f"eval_{name}"
+        out_dir = run.root / "eval" / name
+        if not force and run.stage_done(stage) and (out_dir / f"{SUITE}.json").is_file():
+            summaries[name] = _recorded(run, stage)["summary"]
+            continue
+        if judge is None:
+            judge = ensure_judge(recipe, run, task)[0]
+            x_ref, y_ref = reference_images(task)
+            from obliviate.diffusion.task import retain_classes
+
+            keep = torch.isin(y_ref, torch.tensor(retain_classes(task)))
+            reference = features(judge, x_ref[keep]).numpy()
+            neighbours = neighbour_classes(judge, task, cfg.neighbours)
+        oracle = EvalResult.load(oracle_file) if name != "oracle" and oracle_file.is_file() \
+            else None
+        path = model_path(run, name)
+        model = load_model(recipe, run, task, name)
+        torch.manual_seed(recipe.seed)
+        run.record_stage(stage, status="running", model=str(path))
+        result = evaluate_denoiser(model, judge, task, cfg, model_name=name, oracle=oracle,
+                                   out_dir=out_dir, reference_features=reference,
+                                   neighbours=neighbours)
+        result.provenance.update(model=str(path), model_name=name, seed=recipe.seed,
+                                 obliviate=environment_info()["obliviate"], task=task.name)
+        result.save(out_dir / f"{SUITE}.json")
+        summary = {f"{SUITE}/{k}": v for k, v in result.summary().items()}
+        summaries[name] = summary
+        run.record_stage(stage, status="done", model=str(path), summary=summary,
+                         seconds=result.seconds, suites=[SUITE], output=str(out_dir),
+                         samples=str(out_dir / "samples.png"))
+    return summaries
+
+
+# -- attacks --------------------------------------------------------------------------------------
+def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
+                 models: list[str] | None = None, attacks: list[str] | None = None,
+                 force: bool = False) -> dict[str, dict[str, Any]]:
+    """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``."""
+    import obliviate.diffusion.attacks  # noqa: F401  (registers the attacks)
+    from obliviate.core.recipe import validate
+    from obliviate.core.registry import ATTACKS
+    from obliviate.diffusion.attacks import AttackContext
+
+    cfg = recipe.attack
+    names = attacks or cfg.attacks
+    classes = {name: ATTACKS.get(name, "diffusion") for name in names}
+    configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
+                              source=f"attack.options.{name}") for name, cls in classes.items()}
+    targets = models or cfg.models or [m for m in available_models(run) if m != "oracle"]
+    if not (run.model("oracle") / "config.json").is_file():
+        raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
+                             "`obliviate finetune --role oracle` first")
+    judge, oracle = None, None
+    cache: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for name in targets:
+        model = None
+        for attack_name, cls in classes.items():
+            stage = f"attack_{name}_{attack_name}"
+            path = run.root / "attacks" / name / f"{attack_name}.json"
+            if not force and run.stage_done(stage) and path.is_file():
+                out.setdefault(name, {})[attack_name] = _recorded(run, stage)
+                continue
+            if judge is None:
+                judge = ensure_judge(recipe, run, task)[0]
+                oracle = load_model(recipe, run, task, "oracle")
+            model = model or load_model(recipe, run, task, name)
+            torch.manual_seed(recipe.seed)
+            ctx = AttackContext(task=task, model=model, model_name=name, oracle=oracle,
+                                judge=judge, probe=cfg.probe, seed=recipe.seed,
+                                oracle_cache=cache)
+            result = cls(configs[attack_name]).run(ctx)
+            result.save(path)
+            out.setdefault(name, {})[attack_name] = run.record_stage(
+                stage, status="done", model=name, attack=attack_name, metric=result.metric,
+                plain=result.plain, attacked=result.attacked, oracle_plain=result.oracle_plain,
+                oracle_attacked=result.oracle_attacked, recovery=result.recovery,
+                seconds=result.seconds, output=str(path))
+    return out

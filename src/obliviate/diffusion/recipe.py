@@ -1,0 +1,78 @@
+"""The diffusion experiment recipe: one YAML file, every section a typed config with defaults.
+
+::
+
+    modality: diffusion
+    task:       {dataset: mnist, forget_classes: [7], image_size: 16}
+    model:      {architecture: class_unet, channels: [16, 32, 32]}
+    finetune:   {steps: 2500, batch_size: 128}          # target, oracle (and the judge)
+    unlearn:    {methods: [esd_x, salun, uce], method_args: {salun: {steps: 100}}}
+    evaluation: {samples_per_class: 50, judge: {epochs: 6}}
+    attack:     {attacks: [embedding, concept_vector, relearning]}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from obliviate.core.recipe import StrictModel
+from obliviate.diffusion.attacks import ProbeOptions
+from obliviate.diffusion.evaluation import EvaluationConfig
+from obliviate.diffusion.models import ModelConfig
+from obliviate.diffusion.task import TaskConfig
+from obliviate.diffusion.training import TrainConfig
+
+
+class UnlearnTrainOverrides(StrictModel):
+    """Optimisation settings applied to every method that has them (``None``: the method's
+    paper default). ``unlearn.method_args.<method>`` overrides these per method."""
+
+    steps: int | None = Field(default=None, ge=0)
+    learning_rate: float | None = Field(default=None, gt=0)
+    batch_size: int | None = Field(default=None, ge=1)
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    log_every: int | None = Field(default=None, ge=1)
+
+
+class UnlearnConfig(StrictModel):
+    """Which methods to run on the target, with which hyperparameters.
+
+    ``method_args`` maps a method name to its hyperparameters (validated by the method's config
+    class, whose defaults are the paper's). ``target`` is the model to unlearn: a folder (an
+    obliviate model, or a diffusers ``UNet2DConditionModel`` with
+    ``model.architecture=diffusers_unet``), or ``None`` for this run's fine-tuned target.
+    """
+
+    methods: list[str] = Field(default_factory=lambda: ["esd_x", "salun", "uce"], min_length=1)
+    method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    train: UnlearnTrainOverrides = UnlearnTrainOverrides()
+    target: str | None = None
+
+
+class AttackSettings(StrictModel):
+    """Which attacks run against each model (and the oracle), their options and the probe."""
+
+    attacks: list[str] = Field(default_factory=lambda: ["embedding", "concept_vector",
+                                                        "relearning"])
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    probe: ProbeOptions = ProbeOptions()
+    models: list[str] | None = Field(
+        default=None, description="models to attack, e.g. [unlearned/esd_x]; default: all but "
+                                  "the oracle")
+
+
+class DiffusionRecipe(StrictModel):
+    """A diffusion unlearning experiment: task, model, fine-tuning, unlearning, evaluation."""
+
+    name: str = "diffusion"
+    modality: Literal["diffusion"] = "diffusion"
+    seed: int = 0
+    output_dir: str | None = Field(default=None, description="default: runs/<name>")
+    task: TaskConfig = TaskConfig()
+    model: ModelConfig = ModelConfig()
+    finetune: TrainConfig = TrainConfig()
+    unlearn: UnlearnConfig = UnlearnConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    attack: AttackSettings = AttackSettings()
