@@ -19,7 +19,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -84,7 +86,7 @@ def main() -> None:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 
-    def timed(stage: str, fn, *a, **kw):  # noqa: ANN001, ANN202
+    def timed(stage: str, fn: Callable[..., Any], *a: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
         out = fn(*a, **kw)
         seconds[stage] = time.perf_counter() - t0
