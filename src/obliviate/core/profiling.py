@@ -35,7 +35,7 @@ def reset_peak(device: Any = None) -> None:
     """Reset host and (on CUDA) device peak-memory counters."""
     reset_peak_rss()
     torch = sys.modules.get("torch")
-    if torch is not None and device is not None and getattr(device, "type", "cpu") == "cuda":
+    if torch is not None and _on_cuda(torch, device):
         torch.cuda.reset_peak_memory_stats(device)
 
 
@@ -43,6 +43,11 @@ def peak_memory(device: Any = None) -> dict[str, int]:
     """Peak host memory and, on an accelerator, its peak allocated memory."""
     out = {"host_peak_rss_bytes": peak_rss_bytes()}
     torch = sys.modules.get("torch")
-    if torch is not None and device is not None and getattr(device, "type", "cpu") == "cuda":
+    if torch is not None and _on_cuda(torch, device):
         out["device_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(device))
     return out
+
+
+def _on_cuda(torch: Any, device: Any) -> bool:
+    """Whether ``device`` is a CUDA device that torch's CUDA memory counters describe."""
+    return device is not None and torch.cuda.is_available() and str(device).startswith("cuda")
