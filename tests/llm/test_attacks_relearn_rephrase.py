@@ -371,3 +371,47 @@ def test_attacks_run_without_an_oracle_and_on_the_prob_metric(trio):
     assert rephrase.details["best_variant"] == "answer_prefix"
     assert rephrase.attacked == rephrase.variants["answer_prefix"]["model_prob"]
     assert rephrase.oracle_attacked is None
+
+
+def test_oracle_is_measured_once_for_every_attacked_model(trio, monkeypatch):
+    """The oracle's probes (plain, rephrased, quantized) are the same for every unlearned model
+    of a run: one oracle target measures them once, and the values equal a fresh measurement."""
+    import obliviate.llm.attacks.quantization as quantization
+    import obliviate.llm.evaluation.generation as generation
+
+    generated: list[torch.nn.Module] = []
+    quantized: list[torch.nn.Module] = []
+    real_generate, real_quantize = generation.greedy_generate, quantization.quantize_model
+
+    def counting_generate(model, *args, **kwargs):
+        generated.append(model)
+        return real_generate(model, *args, **kwargs)
+
+    def counting_quantize(model, *args, **kwargs):
+        quantized.append(model)
+        return real_quantize(model, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "greedy_generate", counting_generate)
+    monkeypatch.setattr(quantization, "quantize_model", counting_quantize)
+    rephrasing = ATTACKS.get("rephrasing", "llm")(variants=["paraphrase"])
+    quantize = ATTACKS.get("quantization", "llm")(bits=[4])
+    oracle = AttackTarget("oracle", trio.oracle, trio.tokenizer, trio.fmt)
+    shared = []
+    for name in ("target", "grad_ascent"):
+        ctx = trio.context(name)
+        ctx.oracle = oracle
+        shared.append((rephrasing.run(ctx), quantize.run(ctx)))
+    # plain probe (shared by both attacks) + paraphrase, once for both models; one int4 copy
+    assert sum(m is trio.oracle for m in generated) == 2
+    assert sum(m is trio.oracle for m in quantized) == 1
+    assert shared[0][0].variants["paraphrase"]["model"] != \
+        shared[1][0].variants["paraphrase"]["model"]  # the models themselves are measured
+
+    fresh_rephrased, fresh_quantized = (rephrasing.run(trio.context("grad_ascent")),
+                                        quantize.run(trio.context("grad_ascent")))
+    for rephrased, quant in shared:
+        assert rephrased.oracle_plain == fresh_rephrased.oracle_plain
+        assert rephrased.variants["paraphrase"]["oracle"] == \
+            fresh_rephrased.variants["paraphrase"]["oracle"]
+        assert quant.oracle_attacked == fresh_quantized.oracle_attacked
+    assert sum(m is trio.oracle for m in quantized) == 2  # a new oracle target measures anew

@@ -9,9 +9,9 @@ models passed in are never modified.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
@@ -23,20 +23,45 @@ from obliviate.llm.data.formatting import PromptFormat
 from obliviate.llm.data.records import QARecord
 
 PROBE_METRICS = ("rouge", "prob")
+T = TypeVar("T")
 
 
 @dataclass
 class AttackTarget:
-    """A model under attack with the tokenizer and prompt format it is used with."""
+    """A model under attack with the tokenizer and prompt format it is used with.
+
+    ``memo`` keeps what was measured on this model (probe results, a relearning curve), so that
+    the oracle, which every attack of every unlearned model also measures, is measured once per
+    run. Attacks never modify ``model``; ``dataclasses.replace`` and :meth:`copy` start a new,
+    empty memo, so a quantized or fine-tuned copy never sees the original's results.
+    """
 
     name: str
     model: torch.nn.Module
     tokenizer: Any
     fmt: PromptFormat
+    memo: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False,
+                                      compare=False)
 
     def copy(self) -> AttackTarget:
         """A deep copy of the model (for attacks that change weights)."""
         return replace(self, model=copy.deepcopy(self.model))
+
+    def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """``compute()`` once per ``key`` on this model; later calls return a copy of it."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return copy.deepcopy(self.memo[key])
+
+
+def records_key(records: Sequence[QARecord]) -> tuple[Hashable, ...]:
+    """A hashable identity of a list of records (question, answer and perturbed answers)."""
+    return tuple((r.key(), r.paraphrased_question, tuple(r.perturbed_answers)) for r in records)
+
+
+def options_key(*configs: StrictModel) -> tuple[str, ...]:
+    """A hashable identity of attack and probe settings."""
+    return tuple(c.model_dump_json() for c in configs)
 
 
 class ProbeOptions(StrictModel):
@@ -61,15 +86,22 @@ def forget_probe(target: AttackTarget, records: Sequence[QARecord],
                  questions: Sequence[str] | None = None) -> dict[str, list[float]]:
     """Per-record ``rouge`` (ROUGE-L recall of the greedy answer to ``questions`` — the
     records' own questions by default — against the record's answer, stemmer on as in TOFU) and
-    ``prob`` (exp of minus the mean answer NLL given the question)."""
+    ``prob`` (exp of minus the mean answer NLL given the question). Measured once per
+    model and arguments (see :meth:`AttackTarget.remember`)."""
+    options = options or ProbeOptions()
+    fmt = fmt or target.fmt
+    asked = list(questions) if questions is not None else [r.question for r in records]
+    key = ("forget_probe", records_key(records), tuple(asked), fmt, options_key(options))
+    return target.remember(key, lambda: _forget_probe(target, records, options, fmt, asked))
+
+
+def _forget_probe(target: AttackTarget, records: Sequence[QARecord], options: ProbeOptions,
+                  fmt: PromptFormat, asked: list[str]) -> dict[str, list[float]]:
     from rouge_score import rouge_scorer
 
     from obliviate.llm.evaluation.generation import greedy_generate
     from obliviate.llm.evaluation.scorer import AnswerScorer
 
-    options = options or ProbeOptions()
-    fmt = fmt or target.fmt
-    asked = list(questions) if questions is not None else [r.question for r in records]
     texts = greedy_generate(target.model, target.tokenizer, fmt, asked,
                             options.max_new_tokens, batch_size=options.batch_size)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

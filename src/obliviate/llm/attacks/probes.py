@@ -42,7 +42,13 @@ from obliviate.core.errors import ConfigError
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
-from obliviate.llm.attacks.base import AttackContext, AttackTarget, LLMAttack
+from obliviate.llm.attacks.base import (
+    AttackContext,
+    AttackTarget,
+    LLMAttack,
+    options_key,
+    records_key,
+)
 from obliviate.llm.data.formatting import (
     IGNORE_INDEX,
     collate,
@@ -231,8 +237,12 @@ class LogitLensAttack(LLMAttack):
                 "ranks": ranks.tolist(), "layers": chosen,
             }
 
-        model = measure(ctx.target)
-        oracle = measure(ctx.oracle) if ctx.oracle is not None else None
+        def remembered(target: AttackTarget) -> dict[str, Any]:
+            key = ("logit_lens", records_key(records), options_key(config))
+            return target.remember(key, lambda: measure(target))
+
+        model = remembered(ctx.target)
+        oracle = remembered(ctx.oracle) if ctx.oracle is not None else None
         curve = []
         for i, value in enumerate(model["per_layer"]):
             curve.append({"layer": i + 1, "model": value,
@@ -397,9 +407,13 @@ class LinearProbeAttack(LLMAttack):
 
         retain = usable(ctx.task.retain.records, "retain")
         forget = usable(ctx.task.forget.records, "forget")
-        model = self.measure(ctx.target, retain, forget, ctx.seed)
-        oracle = (self.measure(ctx.oracle, retain, forget, ctx.seed)
-                  if ctx.oracle is not None else None)
+        def remembered(target: AttackTarget) -> dict[str, Any]:
+            key = ("linear_probe", records_key(retain), records_key(forget),
+                   options_key(self.config), ctx.seed)
+            return target.remember(key, lambda: self.measure(target, retain, forget, ctx.seed))
+
+        model = remembered(ctx.target)
+        oracle = remembered(ctx.oracle) if ctx.oracle is not None else None
         return AttackResult(
             attack=self.name, model=ctx.target.name, metric="pairwise_accuracy",
             plain=model["output"], attacked=model["probe"],

@@ -49,7 +49,9 @@ from obliviate.llm.attacks.base import (
     AttackTarget,
     LLMAttack,
     forget_probe,
+    options_key,
     probe_mean,
+    records_key,
 )
 
 
@@ -213,18 +215,23 @@ class QuantizationAttack(LLMAttack):
                     "prob": probe_mean(values, "prob"), "per_item": values[metric],
                     "generations": values["generations"]}
 
-        def quantized(target: AttackTarget, bits: int) -> AttackTarget:
-            model = quantize_model(target.model, bits, config.group_size, config.symmetric,
-                                   config.include_lm_head, config.include_embeddings)
-            return replace(target, model=model)
+        def quantized_probe(target: AttackTarget, bits: int) -> dict[str, Any]:
+            def compute() -> dict[str, Any]:
+                model = quantize_model(target.model, bits, config.group_size, config.symmetric,
+                                       config.include_lm_head, config.include_embeddings)
+                return probe(replace(target, model=model))
+
+            key = ("quantized_probe", bits, records_key(records),
+                   options_key(config, ctx.probe))
+            return target.remember(key, compute)  # the oracle is quantized once per run
 
         plain = probe(ctx.target)
         oracle_plain = probe(ctx.oracle) if ctx.oracle is not None else None
         variants: dict[str, dict[str, Any]] = {}
         for bits in config.bits:
             key = f"int{bits}"
-            model_values = probe(quantized(ctx.target, bits))
-            oracle_values = (probe(quantized(ctx.oracle, bits)) if ctx.oracle is not None
+            model_values = quantized_probe(ctx.target, bits)
+            oracle_values = (quantized_probe(ctx.oracle, bits) if ctx.oracle is not None
                              else None)
             variants[key] = {
                 "bits": bits, "model": model_values["value"],

@@ -61,7 +61,9 @@ from obliviate.llm.attacks.base import (
     LLMAttack,
     ProbeOptions,
     forget_probe,
+    options_key,
     probe_mean,
+    records_key,
 )
 from obliviate.llm.data.formatting import collate, encode_record
 from obliviate.llm.data.records import QARecord
@@ -270,9 +272,14 @@ class RelearningAttack(LLMAttack):
         for setting, (train_records, probe_records) in data.items():
             model_points = relearn_curve(ctx.target, train_records, probe_records, config,
                                          ctx.probe, ctx.seed)
-            oracle_points = (relearn_curve(ctx.oracle, train_records, probe_records, config,
-                                           ctx.probe, ctx.seed) if ctx.oracle is not None
-                             else None)
+            oracle_points = None
+            if ctx.oracle is not None:  # the same for every model attacked: computed once
+                oracle = ctx.oracle
+                key = ("relearn_curve", records_key(train_records), records_key(probe_records),
+                       options_key(config, ctx.probe), ctx.seed)
+                oracle_points = oracle.remember(
+                    key, lambda o=oracle, t=train_records, p=probe_records: relearn_curve(
+                        o, t, p, config, ctx.probe, ctx.seed))
             for k in sorted(model_points):
                 m = model_points[k]
                 o = oracle_points.get(k) if oracle_points else None

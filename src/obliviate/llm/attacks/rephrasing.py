@@ -61,7 +61,9 @@ from obliviate.llm.attacks.base import (
     LLMAttack,
     ProbeOptions,
     forget_probe,
+    options_key,
     probe_mean,
+    records_key,
 )
 from obliviate.llm.data.formatting import (
     answer_nll,
@@ -343,8 +345,10 @@ class RephrasingAttack(LLMAttack):
                                         metric) for who, t in present.items()}, len(records),
                          prompts=questions, targets=[removed for _, removed in pairs])
         if variant == "answer_prefix":
-            values = {who: prefix_probe(t, records, config.prefix_words, ctx.probe)
-                      for who, t in present.items()}
+            values = {who: t.remember(
+                ("prefix_probe", records_key(records), options_key(config, ctx.probe)),
+                lambda t=t: prefix_probe(t, records, config.prefix_words, ctx.probe))
+                for who, t in present.items()}
             if not values["model"]["indices"]:
                 return "every forget answer has a single word"
             return entry({who: _summary(v, metric) for who, v in values.items()},
@@ -369,8 +373,12 @@ class RephrasingAttack(LLMAttack):
                           for who, t in present.items()}, len(records),
                          context=[list(pair) for pair in shots])
         if variant == "multiple_choice":
-            values = {who: multiple_choice_probe(t, records, ctx.seed, config.mc_template,
-                                                 ctx.probe) for who, t in present.items()}
+            values = {who: t.remember(
+                ("multiple_choice_probe", records_key(records), options_key(config, ctx.probe),
+                 ctx.seed),
+                lambda t=t: multiple_choice_probe(t, records, ctx.seed, config.mc_template,
+                                                  ctx.probe))
+                for who, t in present.items()}
             if not values["model"]["indices"]:
                 return "no forget record has perturbed_answers"
             out: dict[str, Any] = {
