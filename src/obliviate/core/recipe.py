@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from obliviate.core.errors import ConfigError
 
@@ -23,6 +23,38 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
                               allow_inf_nan=False)
+
+
+class RecipeBase(StrictModel):
+    """What every modality's recipe has; each adds ``modality`` and its typed sections."""
+
+    name: str = "experiment"
+    seed: int = 0
+    output_dir: str | None = Field(default=None, description="default: runs/<name>")
+
+
+class UnlearnSection(StrictModel):
+    """The ``unlearn`` section's shared part: which methods, their hyperparameters, the target.
+
+    ``method_args`` maps a method name to its hyperparameters (validated by that method's
+    config class, whose defaults are the paper's); ``target`` is the model to unlearn, a path,
+    or ``None`` for this run's fine-tuned target. Modalities set the default ``methods``.
+    """
+
+    methods: list[str] = Field(min_length=1)
+    method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    target: str | None = None
+
+
+class AttackSection(StrictModel):
+    """The ``attack`` section's shared part: which attacks run against which models, with
+    which options. Modalities set the default ``attacks`` and add their forget probe."""
+
+    attacks: list[str] = Field(min_length=1)
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: list[str] | None = Field(
+        default=None, description="models to attack, e.g. [unlearned/npo]; default: all but the "
+                                  "oracle")
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

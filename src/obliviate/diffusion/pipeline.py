@@ -14,40 +14,31 @@ from typing import Any, Literal
 import torch
 
 from obliviate.core.errors import ObliviateError
-from obliviate.core.recipe import dump_recipe
-from obliviate.core.rundir import RunDir, environment_info, utc_now
+from obliviate.core.rundir import RunDir, environment_info
+from obliviate.core.stages import (
+    MANIFEST,
+    attack_loop,
+    attack_targets,
+    available_models,
+    check_same_data,
+    check_split_hashes,
+    open_run,  # noqa: F401  (every pipeline offers the same stage functions)
+    oracle_first,
+    record_task,
+    resolve_attacks,
+)
+from obliviate.core.stages import recorded as _recorded
 from obliviate.core.task import UnlearningTask
 from obliviate.diffusion.recipe import DiffusionRecipe
 
 Role = Literal["target", "oracle"]
 TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
-MANIFEST = "unlearned.json"
-
-
-def open_run(recipe: DiffusionRecipe, output_dir: str | Path | None, command: str) -> RunDir:
-    run = RunDir(Path(output_dir or recipe.output_dir or Path("runs") / recipe.name)).create()
-    run.write_recipe(dump_recipe(recipe))
-    record = run.read_record()
-    record.setdefault("commands", []).append({"command": command, "started": utc_now()})
-    run.update_record(name=recipe.name, modality=recipe.modality,
-                      environment=environment_info(), commands=record["commands"])
-    return run
 
 
 def prepare_task(recipe: DiffusionRecipe, run: RunDir) -> UnlearningTask:
     from obliviate.diffusion.task import build_task
 
-    task = build_task(recipe.task, seed=recipe.seed)
-    run.write_task(task.provenance())
-    run.update_record(task=task.provenance())
-    return task
-
-
-def check_same_data(run: RunDir, stage: str, recorded: Any, current: Any) -> None:
-    """Refuse to resume or reuse a stage that ran on other data: one run directory, one task."""
-    if recorded is not None and recorded != current:
-        raise ObliviateError(f"{run.root}: {stage} ran on different data than this recipe's "
-                             "task (the data hashes differ); use a new --output for new data")
+    return record_task(run, build_task(recipe.task, seed=recipe.seed))
 
 
 def _device() -> torch.device:
@@ -59,10 +50,6 @@ def _device() -> torch.device:
 def _shape(task: UnlearningTask) -> tuple[int, int, int]:
     meta = task.metadata
     return int(meta["num_classes"]), int(meta["image_size"]), int(meta["channels"])
-
-
-def _recorded(run: RunDir, stage: str) -> dict[str, Any]:
-    return run.read_record().get("stages", {}).get(stage, {})
 
 
 # -- fine-tuning ---------------------------------------------------------------------------------
@@ -176,16 +163,13 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     resolved = {name: method_config(recipe, name) for name in names}
     target = Path(recipe.unlearn.target) if recipe.unlearn.target else run.model("target")
     data = task.provenance()["splits"]
-    hashes = {split: info["sha256"] for split, info in data.items()}
     out = {}
     for name, (cls, config) in resolved.items():
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
         done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
         if done or (out_dir / "checkpoints").is_dir():
-            recorded = _recorded(run, stage).get("data")
-            before = {s: info["sha256"] for s, info in recorded.items()} if recorded else None
-            check_same_data(run, stage, before, hashes)
+            check_split_hashes(run, stage, task)
         if done:
             out[name] = _recorded(run, stage)
             continue
@@ -217,16 +201,6 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-def available_models(run: RunDir) -> list[str]:
-    """Models of a run in evaluation order: oracle first (its results give the gaps)."""
-    names = [n for n in ("oracle", "target") if (run.model(n) / "config.json").is_file()]
-    unlearned = run.root / "models" / "unlearned"
-    if unlearned.is_dir():
-        names += [f"unlearned/{p.name}" for p in sorted(unlearned.iterdir())
-                  if (p / MANIFEST).is_file()]
-    return names
-
-
 def model_path(run: RunDir, name: str) -> Path:
     """A model of the run (``target``, ``oracle``, ``unlearned/esd_x``), else a folder."""
     inside = run.model(name)
@@ -257,8 +231,7 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     names = models or available_models(run)
     if not names:
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
-    if "oracle" in names:
-        names = ["oracle", *[n for n in names if n != "oracle"]]
+    names = oracle_first(names)
     cfg = recipe.evaluation
     oracle_file = run.root / "eval" / "oracle" / f"{SUITE}.json"
     judge, reference, neighbours = None, None, None
@@ -303,43 +276,27 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                  force: bool = False) -> dict[str, dict[str, Any]]:
     """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``."""
     import obliviate.diffusion.attacks  # noqa: F401  (registers the attacks)
-    from obliviate.core.recipe import validate
-    from obliviate.core.registry import ATTACKS
     from obliviate.diffusion.attacks import AttackContext
 
     cfg = recipe.attack
-    names = attacks or cfg.attacks
-    classes = {name: ATTACKS.get(name, "diffusion") for name in names}
-    configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
-                              source=f"attack.options.{name}") for name, cls in classes.items()}
-    targets = models or cfg.models or [m for m in available_models(run) if m != "oracle"]
-    if not (run.model("oracle") / "config.json").is_file():
-        raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
-                             "`obliviate finetune --role oracle` first")
-    judge, oracle = None, None
-    cache: dict[str, Any] = {}
-    out: dict[str, dict[str, Any]] = {}
-    for name in targets:
-        model = None
-        for attack_name, cls in classes.items():
-            stage = f"attack_{name}_{attack_name}"
-            path = run.root / "attacks" / name / f"{attack_name}.json"
-            if not force and run.stage_done(stage) and path.is_file():
-                out.setdefault(name, {})[attack_name] = _recorded(run, stage)
-                continue
-            if judge is None:
-                judge = ensure_judge(recipe, run, task)[0]
-                oracle = load_model(recipe, run, task, "oracle")
-            model = model or load_model(recipe, run, task, name)
-            torch.manual_seed(recipe.seed)
-            ctx = AttackContext(task=task, model=model, model_name=name, oracle=oracle,
-                                judge=judge, probe=cfg.probe, seed=recipe.seed,
-                                oracle_cache=cache)
-            result = cls(configs[attack_name]).run(ctx)
-            result.save(path)
-            out.setdefault(name, {})[attack_name] = run.record_stage(
-                stage, status="done", model=name, attack=attack_name, metric=result.metric,
-                plain=result.plain, attacked=result.attacked, oracle_plain=result.oracle_plain,
-                oracle_attacked=result.oracle_attacked, recovery=result.recovery,
-                seconds=result.seconds, output=str(path))
-    return out
+    resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "diffusion")
+    targets = attack_targets(run, models, cfg.models)
+    loaded: dict[str, Any] = {}
+    cache: dict[str, Any] = {}  # what the attacks measured on the oracle, shared by all models
+
+    def model(name: str) -> Any:
+        if name not in loaded:
+            if name not in ("oracle", "judge"):  # one attacked model in memory at a time
+                loaded.pop(next((n for n in loaded if n not in ("oracle", "judge")), ""), None)
+            loaded[name] = (ensure_judge(recipe, run, task)[0] if name == "judge"
+                            else load_model(recipe, run, task, name))
+        return loaded[name]
+
+    def attack_one(name: str, cls: Any, config: Any) -> Any:
+        judge, oracle = model("judge"), model("oracle")
+        torch.manual_seed(recipe.seed)
+        ctx = AttackContext(task=task, model=model(name), model_name=name, oracle=oracle,
+                            judge=judge, probe=cfg.probe, seed=recipe.seed, oracle_cache=cache)
+        return cls(config).run(ctx)
+
+    return attack_loop(run, targets, resolved, attack_one, force=force)

@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import AttackSection, RecipeBase, StrictModel, UnlearnSection
 from obliviate.diffusion.attacks import ProbeOptions
 from obliviate.diffusion.evaluation import EvaluationConfig
 from obliviate.diffusion.models import ModelConfig
@@ -36,40 +36,28 @@ class UnlearnTrainOverrides(StrictModel):
     log_every: int | None = Field(default=None, ge=1)
 
 
-class UnlearnConfig(StrictModel):
-    """Which methods to run on the target, with which hyperparameters.
-
-    ``method_args`` maps a method name to its hyperparameters (validated by the method's config
-    class, whose defaults are the paper's). ``target`` is the model to unlearn: a folder (an
-    obliviate model, or a diffusers ``UNet2DConditionModel`` with
-    ``model.architecture=diffusers_unet``), or ``None`` for this run's fine-tuned target.
-    """
+class UnlearnConfig(UnlearnSection):
+    """Which methods to run on the target, with which hyperparameters. ``target`` may be a
+    folder holding an obliviate model or a diffusers ``UNet2DConditionModel`` (with
+    ``model.architecture=diffusers_unet``)."""
 
     methods: list[str] = Field(default_factory=lambda: ["esd_x", "salun", "uce"], min_length=1)
-    method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     train: UnlearnTrainOverrides = UnlearnTrainOverrides()
-    target: str | None = None
 
 
-class AttackSettings(StrictModel):
+class AttackSettings(AttackSection):
     """Which attacks run against each model (and the oracle), their options and the probe."""
 
     attacks: list[str] = Field(default_factory=lambda: ["embedding", "concept_vector",
-                                                        "relearning"])
-    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+                                                        "relearning"], min_length=1)
     probe: ProbeOptions = ProbeOptions()
-    models: list[str] | None = Field(
-        default=None, description="models to attack, e.g. [unlearned/esd_x]; default: all but "
-                                  "the oracle")
 
 
-class DiffusionRecipe(StrictModel):
+class DiffusionRecipe(RecipeBase):
     """A diffusion unlearning experiment: task, model, fine-tuning, unlearning, evaluation."""
 
     name: str = "diffusion"
     modality: Literal["diffusion"] = "diffusion"
-    seed: int = 0
-    output_dir: str | None = Field(default=None, description="default: runs/<name>")
     task: TaskConfig = TaskConfig()
     model: ModelConfig = ModelConfig()
     finetune: TrainConfig = TrainConfig()

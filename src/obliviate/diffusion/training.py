@@ -10,9 +10,7 @@ temporary folder and renamed, so an interruption never leaves a half-written one
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,8 +23,9 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from obliviate.core.checkpoint import latest_checkpoint, write_checkpoint
 from obliviate.core.errors import ConfigError, TrainingDivergedError
-from obliviate.core.io import atomic_write_json, read_json
+from obliviate.core.io import read_json
 from obliviate.core.profiling import peak_memory, reset_peak
 from obliviate.core.recipe import StrictModel
 from obliviate.diffusion.models import EMA, Denoiser
@@ -114,40 +113,22 @@ def _lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 
 
 # -- checkpoints -------------------------------------------------------------------------------
-def latest_checkpoint(ckpt_dir: str | Path | None) -> Path | None:
-    if ckpt_dir is None or not Path(ckpt_dir).is_dir():
-        return None
-    done = [p for p in Path(ckpt_dir).glob("step-*") if (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
-
-
 def save_checkpoint(ckpt_dir: Path, step: int, params: list[tuple[str, torch.nn.Parameter]],
                     optimizer: torch.optim.Optimizer, ema: EMA | None,
                     history: list[dict[str, float]], extra: dict[str, torch.Tensor] | None = None
                     ) -> Path:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=ckpt_dir))
-    try:
-        state = {n: p.detach().contiguous().cpu() for n, p in params}
-        save_file(state, str(tmp / "trainable.safetensors"))
+    def write(folder: Path) -> None:
+        save_file({n: p.detach().contiguous().cpu() for n, p in params},
+                  str(folder / "trainable.safetensors"))
         if ema is not None:
             save_file({k: v.cpu() for k, v in ema.state_dict().items()},
-                      str(tmp / "ema.safetensors"))
+                      str(folder / "ema.safetensors"))
         if extra:
             save_file({k: v.contiguous().cpu() for k, v in extra.items()},
-                      str(tmp / "extra.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict()}, tmp / "optimizer.pt")
-        atomic_write_json(tmp / "state.json", {"step": step, "history": history})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    final = ckpt_dir / f"step-{step}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in ckpt_dir.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+                      str(folder / "extra.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
+
+    return write_checkpoint(ckpt_dir, step, write, {"history": history})
 
 
 def load_checkpoint(path: Path, params: list[tuple[str, torch.nn.Parameter]],

@@ -6,30 +6,27 @@ Each stage records itself in the run directory's ``run.json``; a stage already m
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from obliviate.core.io import sha256_dir
-from obliviate.core.recipe import dump_recipe
-from obliviate.core.rundir import RunDir, environment_info, utc_now
+from obliviate.core.rundir import RunDir, environment_info
+from obliviate.core.stages import (
+    attack_loop,
+    attack_targets,
+    available_models,
+    check_same_data,
+    check_split_hashes,
+    open_run,  # noqa: F401  (every pipeline offers the same stage functions)
+    oracle_first,
+    record_task,
+    recorded,
+    resolve_attacks,
+)
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.task import build_task
-
-
-def open_run(recipe: LLMRecipe, output_dir: str | Path | None, command: str) -> RunDir:
-    run = RunDir(Path(output_dir or recipe.output_dir or Path("runs") / recipe.name)).create()
-    run.write_recipe(dump_recipe(recipe))
-    record = run.read_record()
-    record.setdefault("commands", []).append({
-        "command": command, "started": utc_now(),
-        "recipe_sha256": hashlib.sha256(dump_recipe(recipe).encode()).hexdigest()})
-    run.update_record(name=recipe.name, modality=recipe.modality,
-                      environment=environment_info(), commands=record["commands"],
-                      recipe=recipe.model_dump(mode="json"))
-    return run
 
 
 def weights_sha256(path: str | Path) -> str | None:
@@ -43,10 +40,7 @@ def weights_sha256(path: str | Path) -> str | None:
 
 
 def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
-    task = build_task(recipe.task, seed=recipe.seed)
-    run.write_task(task.provenance())
-    run.update_record(task=task.provenance())
-    return task
+    return record_task(run, build_task(recipe.task, seed=recipe.seed))
 
 
 def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
@@ -60,23 +54,13 @@ def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         stage = f"finetune_{role}"
         done = run.stage_done(stage) and (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:
-            recorded = run.read_record()["stages"].get(stage, {}).get("split", {})
-            check_same_data(run, stage, recorded.get("sha256"),
+            check_same_data(run, stage, recorded(run, stage).get("split", {}).get("sha256"),
                             task.split(TRAINING_SPLIT[role]).sha256)
         if done:
-            out[role] = run.read_record()["stages"][stage]
+            out[role] = recorded(run, stage)
             continue
         out[role] = finetune(role, recipe.model, recipe.finetune, task, run, seed=recipe.seed)
     return out
-
-
-def check_same_data(run: RunDir, stage: str, recorded: Any, current: Any) -> None:
-    """Refuse to resume or reuse a stage that ran on other data: one run directory, one task."""
-    if recorded is not None and recorded != current:
-        from obliviate.core.errors import ObliviateError
-
-        raise ObliviateError(f"{run.root}: {stage} ran on different data than this recipe's "
-                             "task (the data hashes differ); use a new --output for new data")
 
 
 def method_config(name: str, args: dict[str, Any]) -> Any:
@@ -113,19 +97,15 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         if root and (Path(root) / "idontknow.jsonl").is_file():
             refusals = tuple(load_idontknow(Path(root) / "idontknow.jsonl"))
     data = task.provenance()["splits"]
-    hashes = {split: info["sha256"] for split, info in data.items()}
     out = {}
     for name, (cls, config) in resolved.items():
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
         done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
         if done or (out_dir / "checkpoints").is_dir():
-            recorded = run.read_record()["stages"].get(stage, {}).get("data")
-            before = {split: info["sha256"] for split, info in recorded.items()} \
-                if recorded else None
-            check_same_data(run, stage, before, hashes)
+            check_split_hashes(run, stage, task)
         if done:
-            out[name] = run.read_record()["stages"][stage]
+            out[name] = recorded(run, stage)
             continue
         model, tokenizer, fmt = load_model_for_eval(target, recipe.model)
         if getattr(cls, "starts_from", "target") == "base":
@@ -168,16 +148,6 @@ def evaluation_splits(task: UnlearningTask) -> dict[str, Any]:
     return {"forget": task.forget, "retain": task.retain, **task.eval_splits}
 
 
-def available_models(run: RunDir) -> list[str]:
-    """Models of a run in evaluation order: oracle first (its logs feed Forget Quality)."""
-    names = [n for n in ("oracle", "target") if (run.model(n) / "config.json").is_file()]
-    unlearned = run.root / "models" / "unlearned"
-    if unlearned.is_dir():
-        names += [f"unlearned/{p.name}" for p in sorted(unlearned.iterdir())
-                  if (p / "unlearned.json").is_file()]
-    return names
-
-
 def resolve_eval_model(run: RunDir, name: str) -> Path | str:
     """A model of the run (``target``, ``oracle``, ``unlearned/npo``), else a path or hub id
     (``smollm2`` included) evaluated as it is."""
@@ -212,8 +182,7 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         from obliviate.core.errors import ObliviateError
 
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
-    if "oracle" in names:
-        names = ["oracle", *[n for n in names if n != "oracle"]]
+    names = oracle_first(names)
     cfg = recipe.evaluation
     splits = evaluation_splits(task)
     oracle_dir = run.root / "eval" / "oracle"
@@ -222,7 +191,7 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         stage = f"eval_{name}"
         out_dir = run.root / "eval" / name
         if not force and run.stage_done(stage):
-            summaries[name] = run.read_record()["stages"][stage]["summary"]
+            summaries[name] = recorded(run, stage)["summary"]
             continue
         inputs: dict[str, Any] = {}
         if name != "oracle" and (oracle_dir / "tofu.json").is_file():
@@ -253,58 +222,33 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                  models: list[str] | None = None, attacks: list[str] | None = None,
                  force: bool = False) -> dict[str, dict[str, Any]]:
-    """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``."""
+    """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``.
+
+    One oracle :class:`AttackTarget` serves every model, so what attacks measure on the oracle
+    is measured once (see :meth:`AttackTarget.remember`)."""
     import torch
 
     import obliviate.llm.attacks  # noqa: F401  (registers the attacks)
-    from obliviate.core.errors import ObliviateError
-    from obliviate.core.recipe import validate
-    from obliviate.core.registry import ATTACKS
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.attacks.base import AttackContext, AttackTarget
 
     cfg = recipe.attack
-    names = attacks or cfg.attacks
-    classes = {name: ATTACKS.get(name, "llm") for name in names}
-    configs = {name: validate(cls.config_class, dict(cfg.options.get(name, {})),
-                              source=f"attack.options.{name}") for name, cls in classes.items()}
-    present = [m for m in available_models(run) if m != "oracle"]
-    # the recipe's list names the models worth attacking when present (e.g. the demo's best
-    # methods); models asked for on the command line must exist
-    if models:
-        targets = list(models)
-    elif cfg.models is not None:
-        targets = [m for m in cfg.models if m in present]
-    else:
-        targets = present
-    if not (run.model("oracle") / "config.json").is_file():
-        raise ObliviateError(f"{run.root}: attacks compare against the oracle; run "
-                             "`obliviate finetune --role oracle` first")
+    resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "llm")
+    targets = attack_targets(run, models, cfg.models)
+    loaded: dict[str, AttackTarget] = {}
 
     def target(name: str) -> AttackTarget:
-        model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
-        return AttackTarget(name, model, tokenizer, fmt)
+        if name not in loaded:
+            if name != "oracle":  # one unlearned model in memory at a time
+                loaded.pop(next((n for n in loaded if n != "oracle"), ""), None)
+            model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
+            loaded[name] = AttackTarget(name, model, tokenizer, fmt)
+        return loaded[name]
 
-    oracle = target("oracle")
-    out: dict[str, dict[str, Any]] = {}
-    for name in targets:
-        unlearned = None
-        for attack_name, cls in classes.items():
-            stage = f"attack_{name}_{attack_name}"
-            path = run.root / "attacks" / name / f"{attack_name}.json"
-            if not force and run.stage_done(stage) and path.is_file():
-                out.setdefault(name, {})[attack_name] = run.read_record()["stages"][stage]
-                continue
-            unlearned = unlearned or target(name)
-            torch.manual_seed(recipe.seed)
-            ctx = AttackContext(task=task, target=unlearned, oracle=oracle, probe=cfg.probe,
-                                seed=recipe.seed)
-            result = cls(configs[attack_name]).run(ctx)
-            result.save(path)
-            out.setdefault(name, {})[attack_name] = run.record_stage(
-                stage, status="done", model=name, attack=attack_name, metric=result.metric,
-                plain=result.plain, attacked=result.attacked, oracle_plain=result.oracle_plain,
-                oracle_attacked=result.oracle_attacked, recovery=result.recovery,
-                seconds=result.seconds, output=str(path),
-                config=configs[attack_name].model_dump(mode="json"))
-    return out
+    def attack_one(name: str, cls: Any, config: Any) -> Any:
+        torch.manual_seed(recipe.seed)
+        ctx = AttackContext(task=task, target=target(name), oracle=target("oracle"),
+                            probe=cfg.probe, seed=recipe.seed)
+        return cls(config).run(ctx)
+
+    return attack_loop(run, targets, resolved, attack_one, force=force)

@@ -13,9 +13,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +25,9 @@ from pydantic import Field, model_validator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from obliviate.core.checkpoint import latest_checkpoint, write_checkpoint
 from obliviate.core.errors import ConfigError, TrainingDivergedError
-from obliviate.core.io import atomic_write_json, read_json
+from obliviate.core.io import read_json
 from obliviate.core.profiling import peak_memory, reset_peak
 from obliviate.core.recipe import StrictModel
 
@@ -171,36 +170,20 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
             if p.requires_grad}
 
 
-def latest_checkpoint(ckpt_dir: Path) -> Path | None:
-    done = [p for p in ckpt_dir.glob("step-*") if (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name.split("-")[1])) if done else None
-
-
 def save_checkpoint(ckpt_dir: Path, step: int, model: torch.nn.Module,
                     optimizer: torch.optim.Optimizer, scheduler: Any,
                     history: list[dict[str, float]], running: list[float] | None = None) -> Path:
-    """Write ``step-N`` atomically (temporary folder, then rename) and drop older ones.
+    """Write ``step-N`` atomically and drop older ones (:func:`write_checkpoint`).
 
     ``running`` holds the losses since the last history entry, so that a resumed run logs the
     same averages as an uninterrupted one."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".step-", dir=ckpt_dir))
-    try:
-        save_file(_trainable_state(model), str(tmp / "trainable.safetensors"))
+    def write(folder: Path) -> None:
+        save_file(_trainable_state(model), str(folder / "trainable.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-        atomic_write_json(tmp / "state.json", {"step": step, "history": history,
-                                               "running": list(running or [])})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    final = ckpt_dir / f"step-{step}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    for old in ckpt_dir.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
+                    "rng": torch.get_rng_state()}, folder / "optimizer.pt")
+
+    return write_checkpoint(ckpt_dir, step, write,
+                            {"history": history, "running": list(running or [])})
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
