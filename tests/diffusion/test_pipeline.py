@@ -117,6 +117,12 @@ def test_cli_dispatches_to_diffusion(recipe_file, tmp_path):
     result = runner.invoke(app, ["unlearn", str(recipe_file), "-o", out, "-m", "uce"])
     assert result.exit_code == 0, result.output
     assert "uce:" in result.output
+    result = runner.invoke(app, ["eval", "run", str(recipe_file), "-o", out])
+    assert result.exit_code == 0, result.output
+    header, *rows = result.output.splitlines()
+    assert header.split()[:3] == ["model", "UA", "retain"]  # the diffusion columns
+    target = next(r for r in rows if r.startswith("target")).split()[1:]
+    assert len(target) == 5 and all(0 <= float(v) for v in target)  # numbers, not dashes
     listed = runner.invoke(app, ["methods"])
     assert "diffusion" in listed.output and "esd_x" in listed.output
 

@@ -168,6 +168,7 @@ def _how(info: dict[str, Any]) -> str:
 
 def format_audit(info: dict[str, Any]) -> str:
     """The human-readable audit summary."""
+    from obliviate.cli.common import pipeline_module
     from obliviate.cli.evaluate import format_summary
 
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
@@ -195,7 +196,8 @@ def format_audit(info: dict[str, Any]) -> str:
     if done:
         suites = sorted({s for e in info["evaluation"].values() for s in e.get("suites") or []})
         lines.append(f"  evaluation ({', '.join(suites)}):")
-        lines += [f"    {row}" for row in format_summary(done).splitlines()]
+        headline = pipeline_module(info["modality"] or "llm").HEADLINE
+        lines += [f"    {row}" for row in format_summary(done, headline).splitlines()]
     else:
         lines.append("  no evaluation recorded")
     if info["attacks"]:

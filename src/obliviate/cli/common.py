@@ -89,8 +89,15 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
 def pipeline_for(recipe: Any) -> Any:
     """The modality's pipeline module: every modality offers the same stage functions
     (``open_run``, ``prepare_task``, ``finetune_stage``, ``unlearn_stage``, ``evaluate_stage``,
-    ``attack_stage``), so each CLI command is written once for both."""
-    return importlib.import_module(f"obliviate.{recipe.modality}.pipeline")
+    ``attack_stage``) and ``HEADLINE`` (the numbers its tables show first), so each CLI command
+    is written once for both."""
+    return pipeline_module(recipe.modality)
+
+
+def pipeline_module(modality: str) -> Any:
+    if modality not in MODALITIES:
+        raise ObliviateError(f"unknown modality {modality!r}; known: {', '.join(MODALITIES)}")
+    return importlib.import_module(f"obliviate.{modality}.pipeline")
 
 
 def set_threads() -> None:

@@ -66,22 +66,15 @@ def run_eval(
     run = pipeline.open_run(config, output, command_line())
     task = pipeline.prepare_task(config, run)
     summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
-    typer.echo(format_summary(summaries))
+    typer.echo(format_summary(summaries, pipeline.HEADLINE))
     typer.echo(f"results: {run.root / 'eval'}")
 
 
-HEADLINE = [
-    ("forget Prob", "tofu/forget/prob"), ("forget ROUGE", "tofu/forget/rouge"),
-    ("retain Prob", "tofu/retain/prob"), ("retain ROUGE", "tofu/retain/rouge"),
-    ("Utility", "tofu/model_utility"), ("Forget Q.", "tofu/forget_quality"),
-    ("MIA AUC", "mia/forget/mia_min_k"), ("PrivLeak", "mia/forget/privleak_min_k"),
-    ("Extraction", "memorization/forget/extraction_strength"),
-]
-
-
-def format_summary(summaries: dict[str, dict[str, float]]) -> str:
-    """A fixed-width table of the headline numbers of each evaluated model."""
-    present = [(label, key) for label, key in HEADLINE
+def format_summary(summaries: dict[str, dict[str, float]],
+                   headline: list[tuple[str, str]]) -> str:
+    """A fixed-width table of the ``headline`` numbers (label, summary key) of each model; the
+    modality's pipeline says which numbers those are (``pipeline.HEADLINE``)."""
+    present = [(label, key) for label, key in headline
                if any(key in s for s in summaries.values())]
     width = max([len(n) for n in summaries] + [5]) + 2
     lines = ["model".ljust(width) + "".join(f"{label:>14}" for label, _ in present)]

@@ -197,7 +197,7 @@ def demo(
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
     html, _ = write_report(run.root)
-    typer.echo(format_summary(summaries))
+    typer.echo(format_summary(summaries, pipeline.HEADLINE))
     typer.echo(format_attacks(attacks))
     typer.echo(f"run directory: {run.root}")
     typer.echo(f"report: {html}")

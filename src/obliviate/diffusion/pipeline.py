@@ -29,6 +29,7 @@ from obliviate.core.stages import (
 )
 from obliviate.core.stages import recorded as _recorded
 from obliviate.core.task import UnlearningTask
+from obliviate.diffusion.evaluation import HEADLINE  # noqa: F401  (the CLI's table columns)
 from obliviate.diffusion.recipe import DiffusionRecipe
 
 Role = Literal["target", "oracle"]

@@ -28,6 +28,15 @@ from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.task import build_task
 
+# (label, summary key) of the numbers a table of LLM results shows first
+HEADLINE = [
+    ("forget Prob", "tofu/forget/prob"), ("forget ROUGE", "tofu/forget/rouge"),
+    ("retain Prob", "tofu/retain/prob"), ("retain ROUGE", "tofu/retain/rouge"),
+    ("Utility", "tofu/model_utility"), ("Forget Q.", "tofu/forget_quality"),
+    ("MIA AUC", "mia/forget/mia_min_k"), ("PrivLeak", "mia/forget/privleak_min_k"),
+    ("Extraction", "memorization/forget/extraction_strength"),
+]
+
 
 def weights_sha256(path: str | Path) -> str | None:
     """SHA-256 of a model's safetensors files (None where there are none: a prompt-only model)."""
