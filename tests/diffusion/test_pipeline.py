@@ -122,7 +122,7 @@ def test_cli_dispatches_to_diffusion(recipe_file, tmp_path):
     header, *rows = result.output.splitlines()
     assert header.split()[:3] == ["model", "UA", "retain"]  # the diffusion columns
     target = next(r for r in rows if r.startswith("target")).split()[1:]
-    assert len(target) == 5 and all(0 <= float(v) for v in target)  # numbers, not dashes
+    assert len(target) == 5 and all(float(v) >= 0 for v in target)  # numbers, not dashes
     listed = runner.invoke(app, ["methods"])
     assert "diffusion" in listed.output and "esd_x" in listed.output
 

@@ -115,8 +115,9 @@ def _lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
 # -- checkpoints -------------------------------------------------------------------------------
 def save_checkpoint(ckpt_dir: Path, step: int, params: list[tuple[str, torch.nn.Parameter]],
                     optimizer: torch.optim.Optimizer, ema: EMA | None,
-                    history: list[dict[str, float]], extra: dict[str, torch.Tensor] | None = None
-                    ) -> Path:
+                    history: list[dict[str, float]], extra: dict[str, torch.Tensor] | None = None,
+                    aux: dict[str, torch.optim.Optimizer] | None = None) -> Path:
+    """``aux`` are a method's own optimizers (EraseDiff's inner one), saved with the main one."""
     def write(folder: Path) -> None:
         save_file({n: p.detach().contiguous().cpu() for n, p in params},
                   str(folder / "trainable.safetensors"))
@@ -126,13 +127,16 @@ def save_checkpoint(ckpt_dir: Path, step: int, params: list[tuple[str, torch.nn.
         if extra:
             save_file({k: v.contiguous().cpu() for k, v in extra.items()},
                       str(folder / "extra.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict()}, folder / "optimizer.pt")
+        torch.save({"optimizer": optimizer.state_dict(),
+                    "aux": {k: o.state_dict() for k, o in (aux or {}).items()}},
+                   folder / "optimizer.pt")
 
     return write_checkpoint(ckpt_dir, step, write, {"history": history})
 
 
 def load_checkpoint(path: Path, params: list[tuple[str, torch.nn.Parameter]],
-                    optimizer: torch.optim.Optimizer, ema: EMA | None
+                    optimizer: torch.optim.Optimizer, ema: EMA | None,
+                    aux: dict[str, torch.optim.Optimizer] | None = None
                     ) -> tuple[int, list[dict[str, float]]]:
     state = load_file(str(path / "trainable.safetensors"))
     names = {n for n, _ in params}
@@ -145,7 +149,13 @@ def load_checkpoint(path: Path, params: list[tuple[str, torch.nn.Parameter]],
             p.copy_(state[name])
     if ema is not None and (path / "ema.safetensors").is_file():
         ema.load_state_dict(load_file(str(path / "ema.safetensors")))
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True)["optimizer"])
+    saved = torch.load(path / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    for name, opt in (aux or {}).items():
+        if name not in saved.get("aux", {}):
+            raise ConfigError(f"{path}: checkpoint has no state for optimizer {name!r}; "
+                              "remove it or use a new --output")
+        opt.load_state_dict(saved["aux"][name])
     info = read_json(path / "state.json")
     return int(info["step"]), list(info.get("history", []))
 
@@ -165,7 +175,8 @@ def run_loop(model: Denoiser, params: list[tuple[str, torch.nn.Parameter]], step
              checkpoint_dir: str | Path | None = None, checkpoint_every: int = 100,
              log_every: int = 10, description: str = "training",
              grad_hook: Callable[[], None] | None = None,
-             extra_state: dict[str, torch.Tensor] | None = None) -> LoopOutcome:
+             extra_state: dict[str, torch.Tensor] | None = None,
+             aux_optimizers: dict[str, torch.optim.Optimizer] | None = None) -> LoopOutcome:
     """Optimise ``params`` (the rest of ``model`` frozen) with Adam for ``steps`` steps.
 
     ``step_fn(step, generator)`` returns ``(loss, logs)``; ``grad_hook()`` runs between the
@@ -183,7 +194,7 @@ def run_loop(model: Denoiser, params: list[tuple[str, torch.nn.Parameter]], step
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     step, history, resumed = 0, [], None
     if (last := latest_checkpoint(ckpt)) is not None:
-        step, history = load_checkpoint(last, params, optimizer, ema)
+        step, history = load_checkpoint(last, params, optimizer, ema, aux_optimizers)
         resumed = step
     reset_peak(model.device)
     model.train()
@@ -221,7 +232,8 @@ def run_loop(model: Denoiser, params: list[tuple[str, torch.nn.Parameter]], step
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             running = []
         if ckpt is not None and (step % checkpoint_every == 0 or step == steps):
-            save_checkpoint(ckpt, step, params, optimizer, ema, history, extra_state)
+            save_checkpoint(ckpt, step, params, optimizer, ema, history, extra_state,
+                            aux_optimizers)
     bar.close()
     if ema is not None:
         ema.copy_to(model)

@@ -63,22 +63,21 @@ class EraseDiff(DiffusionUnlearningMethod):
         def step_fn(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             xf, yf = ctx.batch("forget", cfg.batch_size, gen)
             saved = [p.detach().clone() for _, p in params]
-            inner = []
             for _ in range(cfg.inner_steps):
                 loss = deviation(xf, yf, gen)
                 inner_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 inner_opt.step()
-                inner.append(float(loss.detach()))
             with torch.no_grad():
+                f_star = float(deviation(xf, yf, gen)) if cfg.inner_steps else 0.0  # f(θ_K)
                 for (_, p), value in zip(params, saved, strict=True):
                     p.copy_(value)
             inner_opt.zero_grad(set_to_none=True)
-            f_star = sum(inner) / len(inner) if inner else 0.0
             xr, yr = ctx.batch("retain", cfg.batch_size, gen)
             retain = ddpm_loss(model, xr, yr, gen)
             q = deviation(xf, yf, gen) - f_star
             logs = {"retain_loss": float(retain.detach()), "q": float(q.detach())}
             return retain + cfg.lambda_bome * q, logs
 
-        return self.optimise(model, params, step_fn, ctx)
+        # the inner Adam's moments carry over between outer steps: checkpointed with the rest
+        return self.optimise(model, params, step_fn, ctx, aux_optimizers={"inner": inner_opt})
