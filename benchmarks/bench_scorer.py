@@ -1,15 +1,22 @@
-"""Benchmark the answer scorer on SmolLM2-135M and TOFU forget01: packed vs. batched vs. naive.
+"""Benchmark the answer scorer on SmolLM2-135M and TOFU: prefix vs. packed vs. batched vs. naive.
 
-Every TOFU question has 7 answers (answer, paraphrased answer, 5 perturbed), all scored after
-the question. ``naive`` runs each answer in its own sequence, one at a time; ``batched`` sorts
-those sequences by length and pads them; ``packed`` (the default of
-:class:`~obliviate.llm.evaluation.scorer.AnswerScorer`) computes each prompt once, masks the
-answers from each other and runs the LM head only where answer tokens are predicted.
+The questions are the first ``--questions`` of each TOFU evaluation split (forget01, retain,
+real authors, world facts). A forget or retain question has 7 answers (answer, paraphrased
+answer, 5 perturbed), a real-author or world-fact question 4 (answer, 3 perturbed options); all
+are scored after the question. ``naive`` runs each answer in its own sequence, one at a time;
+``batched`` sorts those sequences by length and pads them; ``packed`` puts a prompt and all
+its answers in one row with a block attention mask; ``prefix`` (the default of
+:class:`~obliviate.llm.evaluation.scorer.AnswerScorer`) runs each prompt once into a KV cache
+and scores its answers against it. ``packed`` and ``prefix`` run the LM head only where answer
+tokens are predicted.
 
 FLOPs are counted as 2 x parameters x tokens, split into the transformer body (without the
 embedding lookup) times the tokens it processed (padding included) and the LM head times the
 positions it was applied to; attention score FLOPs are not counted. The peak is a large fp32
 ``torch.mm`` timed in the same run.
+
+After the comparison the whole TOFU evaluation (scoring, greedy generation for ROUGE, the
+aggregation) runs once on the same questions and its wall time is printed.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_scorer.py --questions 40
 """
@@ -39,9 +46,13 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", type=int, default=40, help="first N forget01 questions")
+    parser.add_argument("--questions", type=int, default=40,
+                        help="first N questions of each split")
+    parser.add_argument("--splits", default="forget,retain_eval,real_authors,world_facts")
+    parser.add_argument("--max-new-tokens", type=int, default=48,
+                        help="greedy budget of the full evaluation (0: skip it)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--modes", default="packed,batched,naive")
+    parser.add_argument("--modes", default="prefix,packed,batched,naive")
     parser.add_argument("--batch-tokens", type=int, default=4096)
     parser.add_argument("--repeats", type=int, default=1,
                         help="round-robin passes over the modes; the fastest pass is kept")
@@ -55,8 +66,12 @@ def main() -> None:
     from obliviate.llm.models import load_pretrained
 
     root = args.tofu or default_tofu_root()
-    records = load_tofu(root, forget_splits=("forget01",), evaluation=False
-                        ).forget["forget01"][:args.questions]
+    tofu = load_tofu(root, forget_splits=("forget01",))
+    available = {"forget": tofu.forget["forget01"], **tofu.evaluation}
+    splits = {name: available[name][:args.questions] for name in args.splits.split(",")}
+    records = [r for split in splits.values() for r in split]
+    answers = sum(1 + (r.paraphrased_answer is not None) + len(r.perturbed_answers)
+                  for r in records)
     start = time.perf_counter()
     model, tokenizer = load_pretrained("smollm2")
     load_s = time.perf_counter() - start
@@ -83,8 +98,9 @@ def main() -> None:
             seconds = time.perf_counter() - start
             s = scorer.stats
             flops = 2 * body * s.forward_tokens + 2 * head * s.head_tokens
-            values[mode] = np.array([[x.gt.mean_nll, x.paraphrased.mean_nll,
-                                      *(p.mean_nll for p in x.perturbed)] for x in scores])
+            values[mode] = np.array([nll for x in scores for nll in (
+                x.gt.mean_nll, *([x.paraphrased.mean_nll] if x.paraphrased else []),
+                *(p.mean_nll for p in x.perturbed))])
             row = {"mode": mode, "seconds": seconds, "qps": len(records) / seconds,
                    "aps": s.answers_computed / seconds, "forward": s.forward_tokens,
                    "padding": s.padding_tokens, "head": s.head_tokens,
@@ -95,9 +111,10 @@ def main() -> None:
     peak = max(peak, matmul_gflops())  # again at the end: the best of both
     base = next((r for r in rows if r["mode"] == "naive"), rows[-1])
 
+    sizes = ", ".join(f"{name} {len(split)}" for name, split in splits.items())
     print(f"\nSmolLM2-135M ({total / 1e6:.1f}M parameters, fp32, {args.threads} threads, "
-          f"{platform.processor() or platform.machine()}), TOFU forget01 first "
-          f"{len(records)} questions x 7 answers; model load {load_s:.1f} s; "
+          f"{platform.processor() or platform.machine()}), TOFU questions: {sizes} "
+          f"({len(records)} questions, {answers} answers); model load {load_s:.1f} s; "
           f"fp32 matmul peak {peak:.0f} GFLOP/s (2048^2 torch.mm); best of {args.repeats} "
           f"round-robin pass(es); load average {os.getloadavg()[0]:.2f}\n")
     print("| scorer | questions/s | answers/s | speed-up | body tokens (pad %) | head positions "
@@ -114,8 +131,28 @@ def main() -> None:
         for mode, v in values.items():
             if mode != "naive":
                 print(f"\nmax |mean NLL({mode}) - mean NLL(naive)| = {np.abs(v - ref).max():.2e}")
+    if args.max_new_tokens:
+        full_evaluation(model, tokenizer, fmt, splits, args.max_new_tokens)
     print("\ncommand: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_scorer.py "
-          f"--questions {args.questions} --threads {args.threads}")
+          f"--questions {args.questions} --threads {args.threads} --modes {args.modes} "
+          f"--repeats {args.repeats}")
+
+
+def full_evaluation(model, tokenizer, fmt, splits, max_new_tokens: int) -> None:
+    """The TOFU suite end to end on ``splits`` (default scorer), timed."""
+    from obliviate.llm.evaluation.suites import evaluate
+
+    start = time.perf_counter()
+    out = evaluate(model, tokenizer, fmt, splits, suites=["tofu"],
+                   options={"tofu": {"max_new_tokens": max_new_tokens}})["tofu"]
+    seconds = time.perf_counter() - start
+    summary = out.result.summary()
+    n = sum(len(s) for s in splits.values())
+    print(f"\nFull TOFU evaluation (scoring + greedy generation of {max_new_tokens} tokens + "
+          f"aggregation) of {n} questions: {seconds:.1f} s ({n / seconds:.2f} questions/s); "
+          f"Model Utility {summary.get('model_utility', float('nan')):.4f}, forget Prob "
+          f"{summary.get('forget/prob', float('nan')):.4f}, forget ROUGE "
+          f"{summary.get('forget/rouge', float('nan')):.4f}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""Helpers shared by the end-to-end benchmark scripts (``benchmarks/*/run.py``).
+
+Each script loads one packaged recipe, opens a resumable run directory, runs the pipeline's
+stages with wall-clock timing and prints a markdown table with the exact command, the commit
+and the machine, ready to paste into ``BENCHMARKS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "obliviate" / "recipes"
+
+
+def fmt(value: object, digits: int = 3) -> str:
+    """A number with ``digits`` decimals, or an en dash for a missing value."""
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) else "–"
+
+
+def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
+    out = argparse.ArgumentParser(description=doc.splitlines()[0])
+    out.add_argument("--output", default=default_output)
+    out.add_argument("overrides", nargs="*", help="recipe overrides, section.key=value")
+    return out
+
+
+def set_threads() -> str | None:
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit():
+        torch.set_num_threads(int(threads))
+    return threads
+
+
+def command_line(threads: str | None) -> str:
+    return " ".join(["OMP_NUM_THREADS=" + (threads or "?"), sys.executable.split("/")[-1],
+                     *sys.argv])
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, cwd=RECIPES).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def machine() -> str:
+    return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads, commit {commit()}")
+
+
+class StageTimer:
+    """Runs stages, prints each one's wall time to stderr and keeps them for the table."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.start = time.perf_counter()
+
+    def __call__(self, stage: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args, **kwargs)
+        self.seconds[stage] = time.perf_counter() - t0
+        print(f"[{stage}] {self.seconds[stage]:.0f}s", file=sys.stderr, flush=True)
+        return out
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.start
+
+    def line(self) -> str:
+        return "Stage wall times (s): " + ", ".join(f"{k} {v:.0f}"
+                                                    for k, v in self.seconds.items())
+
+
+def markdown_table(head: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)

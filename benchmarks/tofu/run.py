@@ -1,0 +1,139 @@
+"""TOFU benchmark on SmolLM2-135M-Instruct: the packaged ``tofu_smollm2`` recipe end to end.
+
+Fine-tunes the target (forget01 + a slice of retain authors) and the oracle (the retain slice
+only), runs every LLM method of the recipe, evaluates every model with the TOFU, MIA and
+memorisation suites against the oracle, attacks every unlearned model (relearning, 4-bit
+quantization, rephrasing; each attack also on the oracle) and prints two markdown tables.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/tofu/run.py [--output runs/tofu-bench]
+        [--stages finetune,unlearn,evaluate,attack] [key=value overrides ...]
+
+Every stage resumes: re-running with the same output folder skips finished models, methods,
+evaluations and attacks, and continues an interrupted training from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import (  # noqa: E402
+    RECIPES,
+    StageTimer,
+    command_line,
+    fmt,
+    machine,
+    markdown_table,
+    parser,
+    set_threads,
+)
+
+from obliviate.core.io import read_json  # noqa: E402
+from obliviate.core.recipe import load_recipe  # noqa: E402
+from obliviate.llm import pipeline  # noqa: E402
+from obliviate.llm.recipe import LLMRecipe  # noqa: E402
+
+STAGES = ("finetune", "unlearn", "evaluate", "attack")
+METRICS = [  # (column, summary key, decimals)
+    ("forget Prob", "tofu/forget/prob", 3), ("forget ROUGE", "tofu/forget/rouge", 3),
+    ("forget TR", "tofu/forget/truth_ratio", 3), ("retain Prob", "tofu/retain/prob", 3),
+    ("retain ROUGE", "tofu/retain/rouge", 3), ("Model Utility", "tofu/model_utility", 3),
+    ("Forget Quality", "tofu/forget_quality", 3), ("MIA AUC (Min-K%)", "mia/forget/mia_min_k", 3),
+    ("PrivLeak (Min-K%)", "mia/forget/privleak_min_k", 1),
+    ("extraction", "memorization/forget/extraction_strength", 3),
+]
+
+
+def _order(names: list[str]) -> list[str]:
+    first = [n for n in ("oracle", "target") if n in names]
+    return first + [n for n in names if n not in first]
+
+
+def _stage_seconds(record: dict[str, Any], name: str) -> float | None:
+    stage = (f"finetune_{name}" if name in ("oracle", "target")
+             else f"unlearn_{name.split('/')[-1]}")
+    return record.get(stage, {}).get("seconds")
+
+
+def metrics_table(summaries: dict[str, dict[str, float]], record: dict[str, Any]) -> str:
+    head = ["model", *[c for c, _, _ in METRICS], "train time (s)"]
+    rows = []
+    for name in _order(list(summaries)):
+        summary = summaries[name]
+        label = f"**{name}**" if name == "oracle" else name.removeprefix("unlearned/")
+        rows.append([label, *[fmt(summary.get(key), d) for _, key, d in METRICS],
+                     fmt(_stage_seconds(record, name), 0)])
+    return markdown_table(head, rows)
+
+
+def attack_table(attacks: dict[str, dict[str, Any]], run: pipeline.RunDir) -> str:
+    """Forget ROUGE-L recall plain, relearned, 4-bit and under the best rephrasing."""
+    head = ["model", "plain", "relearned", "4-bit RTN", "best rephrasing", "(variant)"]
+    rows: list[list[str]] = []
+    oracle: dict[str, Any] = {}
+    for name in _order(list(attacks)):
+        by_attack = attacks[name]
+        cells = {a: by_attack.get(a, {}) for a in ("relearning", "quantization", "rephrasing")}
+        best = None
+        path = run.root / "attacks" / name / "rephrasing.json"
+        if path.is_file():
+            best = read_json(path).get("details", {}).get("best_variant")
+        plain = cells["quantization"].get("plain", cells["rephrasing"].get("plain"))
+        rows.append([name.removeprefix("unlearned/"), fmt(plain),
+                     fmt(cells["relearning"].get("attacked")),
+                     fmt(cells["quantization"].get("attacked")),
+                     fmt(cells["rephrasing"].get("attacked")), best or "–"])
+        for attack, cell in cells.items():
+            oracle.setdefault(f"{attack}_plain", cell.get("oracle_plain"))
+            oracle.setdefault(attack, cell.get("oracle_attacked"))
+    rows.insert(0, ["**oracle**", fmt(oracle.get("quantization_plain")),
+                    fmt(oracle.get("relearning")), fmt(oracle.get("quantization")),
+                    fmt(oracle.get("rephrasing")), "same variant as each row"])
+    note = ("Relearning's columns are scored on the held-out half of the forget set (its plain "
+            "value there is in attacks/<model>/relearning.json); the oracle's rephrasing value "
+            "is the first row's best variant.")
+    return markdown_table(head, rows) + "\n\n" + note
+
+
+def main() -> None:
+    args_parser = parser(__doc__, "runs/tofu-bench")
+    args_parser.add_argument("--stages", default=",".join(STAGES),
+                             help=f"comma-separated subset of {', '.join(STAGES)}")
+    args = args_parser.parse_args()
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        args_parser.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    threads = set_threads()
+    recipe = load_recipe(LLMRecipe, RECIPES / "tofu_smollm2.yaml", args.overrides)
+    command = command_line(threads)
+    run = pipeline.open_run(recipe, args.output, command)
+    timed = StageTimer()
+    task = timed("task", pipeline.prepare_task, recipe, run)
+    if "finetune" in stages:
+        timed("finetune", pipeline.finetune_stage, recipe, run, task)
+    if "unlearn" in stages:
+        timed("unlearn", pipeline.unlearn_stage, recipe, run, task)
+    summaries = attacks = None
+    if "evaluate" in stages:
+        summaries = timed("evaluate", pipeline.evaluate_stage, recipe, run, task)
+    if "attack" in stages:
+        attacks = timed("attack", pipeline.attack_stage, recipe, run, task)
+    sizes = {name: info["n"] for name, info in task.provenance()["splits"].items()}
+    print(f"## TOFU slice on SmolLM2-135M-Instruct — {run.root}\n")
+    print(f"```\n{command}\n```\n")
+    print(f"Machine: {machine()}. Wall time of this invocation {timed.total / 60:.1f} min. "
+          f"Splits: {sizes}.\n")
+    record = run.read_record()["stages"]
+    if summaries:
+        print(metrics_table(summaries, record) + "\n")
+    if attacks:
+        print(attack_table(attacks, run) + "\n")
+    print(timed.line())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""The benchmark scripts stay runnable: they import, parse their arguments, and build their
+tables from a run's records (the runs themselves are measured, never timed in tests)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SCRIPTS = ["tofu/run.py", "mnist/run.py", "bench_scorer.py", "bench_npo.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_help(script):
+    out = subprocess.run([sys.executable, str(BENCHMARKS / script), "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+
+
+def load(script: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    spec = importlib.util.spec_from_file_location(script.replace("/", "_"), BENCHMARKS / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tofu_tables(tmp_path):
+    from obliviate.core.io import atomic_write_json
+    from obliviate.core.rundir import RunDir
+
+    bench = load("tofu/run.py")
+    run = RunDir(tmp_path / "run").create()
+    summaries = {"target": {"tofu/forget/prob": 0.9, "tofu/model_utility": 0.5},
+                 "unlearned/npo": {"tofu/forget/prob": 0.2, "tofu/model_utility": 0.45},
+                 "oracle": {"tofu/forget/prob": 0.1, "tofu/model_utility": 0.5,
+                            "mia/forget/privleak_min_k": -1.25}}
+    record = {"finetune_oracle": {"seconds": 100.0}, "unlearn_npo": {"seconds": 12.0}}
+    lines = bench.metrics_table(summaries, record).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["**oracle**", "target", "npo"]
+    oracle = [c.strip() for c in lines[2].split("|")[1:-1]]
+    assert oracle[1] == "0.100" and oracle[9] == "-1.2" and oracle[-1] == "100"
+    assert lines[4].split("|")[-2].strip() == "12"
+
+    attack = {"relearning": {"attacked": 0.6, "oracle_attacked": 0.3},
+              "quantization": {"plain": 0.2, "attacked": 0.25, "oracle_plain": 0.15,
+                               "oracle_attacked": 0.16},
+              "rephrasing": {"plain": 0.2, "attacked": 0.4, "oracle_attacked": 0.35}}
+    atomic_write_json(run.root / "attacks" / "unlearned" / "npo" / "rephrasing.json",
+                      {"details": {"best_variant": "answer_prefix"}})
+    table = bench.attack_table({"unlearned/npo": attack}, run).splitlines()
+    assert [c.strip() for c in table[2].split("|")[1:6]] == [
+        "**oracle**", "0.150", "0.300", "0.160", "0.350"]
+    assert [c.strip() for c in table[3].split("|")[1:-1]] == [
+        "npo", "0.200", "0.600", "0.250", "0.400", "answer_prefix"]
