@@ -78,8 +78,9 @@ def probe(model: Denoiser, judge: JudgeNet, cond: torch.Tensor, labels: torch.Te
     images = []
     for start in range(0, len(cond), options.batch_size):
         chunk = cond[start:start + options.batch_size].to(model.device)
-        images.append(sample_cond(model, chunk, steps=options.sample_steps,
-                                  guidance=options.guidance_scale, generator=gen).cpu())
+        images.append(model.decode(sample_cond(model, chunk, steps=options.sample_steps,
+                                               guidance=options.guidance_scale,
+                                               generator=gen)).cpu())
     model.train(was_training)
     return (predict(judge, torch.cat(images)) == labels.cpu()).float().tolist()
 
@@ -149,6 +150,7 @@ class EmbeddingAttack(DiffusionAttack):
         labels = ctx.forget_labels()
         dev = model.device
         x, y = to_tensor(ctx.task.forget.records[:cfg.images], dev)
+        x = model.encode(x)
         out: dict[str, float] = {}
         curve = []
         gen = torch.Generator().manual_seed(ctx.seed)
@@ -233,6 +235,7 @@ class RelearningAttack(DiffusionAttack):
         labels = ctx.forget_labels()
         victim = copy.deepcopy(model).train().requires_grad_(True)
         x, y = to_tensor(ctx.task.forget.records[:cfg.images], victim.device)
+        x = victim.encode(x)
         points = {k for k in cfg.curve if 0 < k < cfg.steps} | {cfg.steps}
         opt = torch.optim.Adam(victim.parameters(), lr=cfg.learning_rate)
         curve = []

@@ -22,7 +22,15 @@ Three architectures share one interface (:class:`Denoiser`):
     and the condition, so a Stable Diffusion user can run them on a GPU in the UNet's latent
     space with the same code (about 7× slower than ``prompt_unet`` on a CPU at equal size).
 
-Saved models are a folder with ``model.safetensors`` and ``config.json`` (never pickles).
+Latent diffusion (Rombach et al. 2022): with ``vae=PATH`` (a diffusers ``AutoencoderKL``
+folder) the network denoises the VAE's scaled latents instead of pixels; images are encoded once
+where they enter (training, unlearning, attacks) and samples are decoded before the judge sees
+them. ``pretrained`` may also be a diffusers pipeline folder (``model_index.json`` with
+``unet/`` and ``vae/``, as Stable Diffusion ships): its UNet is loaded and its VAE used, so a
+Stable Diffusion user runs every method on the same code, on a GPU.
+
+Saved models are a folder with ``model.safetensors`` and ``config.json`` (never pickles); the
+frozen VAE is not copied into it, its folder is recorded in the config.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ class ModelConfig(StrictModel):
     prompt_embeddings: str | None = Field(
         default=None, description="safetensors with 'tokens' [num_classes+3, D] for a "
                                   "pretrained diffusers_unet")
+    vae: str | None = Field(
+        default=None, description="diffusers AutoencoderKL folder: denoise its latents "
+                                  "(default: the pipeline's vae/ when pretrained is a pipeline)")
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
     cond_dim: int = Field(default=32, ge=1, description="class/token embedding width")
     time_dim: int = Field(default=64, ge=4)
@@ -237,13 +248,64 @@ class ClassUNet(nn.Module):
 
 
 # -- the common interface ----------------------------------------------------------------------
+class LatentCodec:
+    """A frozen diffusers ``AutoencoderKL``: images in [−1, 1] ↔ latents × ``scaling_factor``.
+
+    Encoding takes the posterior's mean (deterministic, as the latents of a fixed image set
+    should be). The codec is shared, never copied: it is not part of the denoiser's parameters,
+    so methods cannot train it and frozen copies of the denoiser do not duplicate it.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        try:
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(str(path))
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelLoadError(f"{path}: cannot load a diffusers AutoencoderKL "
+                                 f"({str(exc).splitlines()[0]})") from None
+        self.path = str(path)
+        self.vae = vae.eval().requires_grad_(False)
+        self.scale = float(vae.config.scaling_factor)
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.channels = int(vae.config.latent_channels)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LatentCodec:
+        return self
+
+    def latent_shape(self, image_size: int, in_channels: int) -> tuple[int, int]:
+        """``(latent size, latent channels)`` for the task's images."""
+        if image_size % self.factor:
+            raise ConfigError(f"{self.path}: the VAE downsamples by {self.factor}; the image "
+                              f"size {image_size} is not a multiple of it")
+        if self.vae.config.in_channels != in_channels:
+            raise ModelLoadError(f"{self.path}: the VAE takes {self.vae.config.in_channels} "
+                                 f"channels, the task's images have {in_channels}")
+        return image_size // self.factor, self.channels
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        self.vae.to(x.device)
+        parts = [self.vae.encode(x[i:i + batch_size]).latent_dist.mean * self.scale
+                 for i in range(0, len(x), batch_size)]
+        return torch.cat(parts) if parts else x
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+        self.vae.to(z.device)
+        parts = [self.vae.decode(z[i:i + batch_size] / self.scale).sample.clamp(-1, 1)
+                 for i in range(0, len(z), batch_size)]
+        return torch.cat(parts) if parts else z
+
+
 class Denoiser(nn.Module):
     """ε_θ(x_t, t, c) plus what methods and attacks need to know about the condition.
 
     Labels ``0..num_classes-1`` are the classes; ``null_label`` (= ``num_classes``) is the
     unconditional condition ∅ of classifier-free guidance. ``embed(labels)`` gives the condition
     tensor the network reads (``[B, D]`` for ``class_unet``, ``[B, L, D]`` for ``prompt_unet``);
-    attacks optimise it directly.
+    attacks optimise it directly. ``image_size`` and ``in_channels`` are those of the space the
+    network denoises: the VAE's latents when ``codec`` is set (see :meth:`encode`).
     """
 
     architecture: str = ""
@@ -257,6 +319,28 @@ class Denoiser(nn.Module):
         self.in_channels = in_channels
         self.schedule = NoiseSchedule(config.schedule, config.timesteps, config.beta_start,
                                       config.beta_end)
+        self.codec: LatentCodec | None = None
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [−1, 1] → the space the network denoises (the identity without a VAE)."""
+        return images if self.codec is None else self.codec.encode(images)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        """The denoised space → images in [−1, 1]."""
+        return x if self.codec is None else self.codec.decode(x)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of the images (not the latents) this model generates."""
+        if self.codec is None:
+            return self.in_channels, self.image_size, self.image_size
+        side = self.image_size * self.codec.factor
+        return int(self.codec.vae.config.in_channels), side, side
+
+    @property
+    def clip_sample(self) -> bool:
+        """Whether x̂₀ is clipped to [−1, 1] while sampling (pixels yes, VAE latents no)."""
+        return self.codec is None
 
     @property
     def null_label(self) -> int:
@@ -451,14 +535,39 @@ ARCHITECTURES: dict[str, type[Denoiser]] = {"class_unet": ClassDenoiser,
                                             "diffusers_unet": PromptDenoiser}
 
 
+def _codec(config: ModelConfig, image_size: int, in_channels: int
+           ) -> tuple[ModelConfig, LatentCodec | None, int, int]:
+    """The config (its ``vae`` resolved), the codec, and the denoised space's size and
+    channels: the task's images, or the VAE's latents of them."""
+    vae = config.vae
+    pipeline_vae = Path(config.pretrained or "") / "vae"
+    if vae is None and config.pretrained and is_pipeline(config.pretrained) \
+            and pipeline_vae.is_dir():
+        vae = str(pipeline_vae)
+    if vae is None:
+        return config, None, image_size, in_channels
+    codec = LatentCodec(vae)
+    size, channels = codec.latent_shape(image_size, in_channels)
+    return config.model_copy(update={"vae": vae}), codec, size, channels
+
+
+def is_pipeline(path: str | Path) -> bool:
+    """A diffusers pipeline folder (``model_index.json``, ``unet/``), e.g. Stable Diffusion's."""
+    return (Path(path) / "model_index.json").is_file() and (Path(path) / "unet").is_dir()
+
+
 def build_denoiser(config: ModelConfig, num_classes: int, image_size: int, in_channels: int,
                    seed: int = 0) -> Denoiser:
-    """Fresh weights (seeded), or ``config.pretrained`` when set."""
+    """Fresh weights (seeded), or ``config.pretrained`` when set. ``image_size`` and
+    ``in_channels`` are the task's images; with a VAE the network is built for its latents."""
     if config.pretrained:
         return load_pretrained(config, num_classes, image_size, in_channels)
+    config, codec, size, channels = _codec(config, image_size, in_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return ARCHITECTURES[config.architecture](config, num_classes, image_size, in_channels)
+        model = ARCHITECTURES[config.architecture](config, num_classes, size, channels)
+    model.codec = codec
+    return model
 
 
 def load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
@@ -469,18 +578,23 @@ def load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
         return load_denoiser(path)
     if config.architecture != "diffusers_unet":
         raise ModelLoadError(f"{path}: not an obliviate model folder (a diffusers "
-                             "UNet2DConditionModel needs model.architecture=diffusers_unet)")
+                             "UNet2DConditionModel or pipeline needs "
+                             "model.architecture=diffusers_unet)")
+    config, codec, size, channels = _codec(config, image_size, in_channels)
+    unet_path = path / "unet" if is_pipeline(path) else path
     try:
         from diffusers import UNet2DConditionModel
 
-        unet = UNet2DConditionModel.from_pretrained(str(path))
+        unet = UNet2DConditionModel.from_pretrained(str(unet_path))
     except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: cannot load a diffusers UNet2DConditionModel "
+        raise ModelLoadError(f"{unet_path}: cannot load a diffusers UNet2DConditionModel "
                              f"({str(exc).splitlines()[0]})") from None
-    if unet.config.in_channels != in_channels:
-        raise ModelLoadError(f"{path}: the UNet takes {unet.config.in_channels} channels, the "
-                             f"task's images have {in_channels}")
-    model = PromptDenoiser(config, num_classes, image_size, in_channels, unet=unet)
+    if unet.config.in_channels != channels:
+        space = "the VAE's latents have" if codec else "the task's images have"
+        raise ModelLoadError(f"{unet_path}: the UNet takes {unet.config.in_channels} channels, "
+                             f"{space} {channels}")
+    model = PromptDenoiser(config, num_classes, size, channels, unet=unet)
+    model.codec = codec
     if config.prompt_embeddings:
         tokens = load_file(config.prompt_embeddings).get("tokens")
         if tokens is None or tuple(tokens.shape) != tuple(model.tokens.weight.shape):
@@ -527,6 +641,7 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
         raise ModelLoadError(f"{path}/{CONFIG}: not an obliviate denoiser")
     config = ModelConfig.model_validate({**info["model"], "pretrained": None})
     args = (config, int(info["num_classes"]), int(info["image_size"]), int(info["in_channels"]))
+    codec = LatentCodec(config.vae) if config.vae else None  # the saved sizes are its latents
     if info["architecture"] == "diffusers_unet":
         from diffusers import UNet2DConditionModel
 
@@ -540,6 +655,7 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
     except RuntimeError as exc:
         raise ModelLoadError(f"{path}: weights do not match the config "
                              f"({str(exc).splitlines()[0]})") from None
+    model.codec = codec
     model.eval()
     return model.to(device) if device is not None else model
 

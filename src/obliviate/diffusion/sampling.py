@@ -38,11 +38,14 @@ def guided_eps(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: torch.Te
 
 def ddim_step(model: Denoiser, x: torch.Tensor, t: int, t_prev: int, eps: torch.Tensor,
               eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """One DDIM update from ``t`` to ``t_prev`` (``-1``: to x_0), x̂₀ clipped to [−1, 1]."""
+    """One DDIM update from ``t`` to ``t_prev`` (``-1``: to x_0), x̂₀ clipped to [−1, 1] in
+    pixel space (latents are not clipped)."""
     abar = model.schedule.alphas_cumprod
     a_t = abar[t]
     a_prev = abar[t_prev] if t_prev >= 0 else torch.ones((), device=x.device)
-    x0 = ((x - (1 - a_t).sqrt() * eps) / a_t.sqrt()).clamp(-1, 1)
+    x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    if model.clip_sample:
+        x0 = x0.clamp(-1, 1)
     eps = (x - a_t.sqrt() * x0) / (1 - a_t).sqrt()
     sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)).sqrt() if t_prev >= 0 \
         else torch.zeros((), device=x.device)
@@ -88,8 +91,9 @@ def sample_cond(model: Denoiser, cond: torch.Tensor, null: torch.Tensor | None =
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor | list[int], steps: int | None = None,
            guidance: float | None = None, seed: int | None = 0, batch_size: int = 256,
-           progress: Any = None) -> torch.Tensor:
-    """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels``, in batches; seeded."""
+           progress: Any = None, decode: bool = True) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels``, in batches; seeded.
+    ``decode=False`` keeps them in the space the model denoises (a VAE's latents)."""
     was_training = model.training
     model.eval()
     labels = torch.as_tensor(labels, dtype=torch.long)
@@ -97,8 +101,9 @@ def sample(model: Denoiser, labels: torch.Tensor | list[int], steps: int | None 
     out = []
     for start in range(0, len(labels), batch_size):
         chunk = labels[start:start + batch_size].to(model.device)
-        out.append(sample_cond(model, model.embed(chunk), steps=steps, guidance=guidance,
-                               generator=generator).cpu())
+        x = sample_cond(model, model.embed(chunk), steps=steps, guidance=guidance,
+                        generator=generator)
+        out.append((model.decode(x) if decode else x).cpu())
         if progress is not None:
             progress.update(len(chunk))
     model.train(was_training)

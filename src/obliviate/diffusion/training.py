@@ -250,9 +250,11 @@ def run_loop(model: Denoiser, params: list[tuple[str, torch.nn.Parameter]], step
 def train_denoiser(model: Denoiser, x: torch.Tensor, y: torch.Tensor, config: TrainConfig,
                    checkpoint_dir: str | Path | None = None, description: str = "training"
                    ) -> LoopOutcome:
-    """DDPM training of every parameter on images ``x`` with labels ``y`` (same device)."""
+    """DDPM training of every parameter on images ``x`` (in [−1, 1]) with labels ``y`` (same
+    device)."""
     if len(x) == 0:
         raise ConfigError(f"{description}: nothing to train on (empty split)")
+    x = model.encode(x)  # a latent model trains on its VAE's latents, encoded once
     dropout = model.config.cond_dropout
 
     def step_fn(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:

@@ -10,6 +10,7 @@ A method is a config class (its paper's defaults, plus ``steps``, ``learning_rat
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,7 +48,10 @@ class DiffusionMethodConfig(MethodConfig):
 
 @dataclass
 class UnlearnContext:
-    """The task's images as tensors on the model's device, and the class ids."""
+    """The task's images as tensors on the model's device, and the class ids.
+
+    ``encode`` maps images to the space the model denoises (its VAE's latents, see
+    :meth:`Denoiser.encode`); :meth:`DiffusionUnlearningMethod.run` sets it from the model."""
 
     task: UnlearningTask
     device: torch.device
@@ -55,6 +59,7 @@ class UnlearnContext:
     checkpoint_dir: Path | None = None
     forget: list[int] = field(default_factory=list)
     retain: list[int] = field(default_factory=list)
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
     _cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
     @classmethod
@@ -66,7 +71,8 @@ class UnlearnContext:
 
     def images(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self._cache:
-            self._cache[split] = to_tensor(self.task.split(split).records, self.device)
+            x, y = to_tensor(self.task.split(split).records, self.device)
+            self._cache[split] = (self.encode(x) if self.encode else x, y)
         return self._cache[split]
 
     def batch(self, split: str, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -132,6 +138,8 @@ class DiffusionUnlearningMethod(UnlearningMethod):
                                           out_dir / "checkpoints")
         if not ctx.forget:
             raise ConfigError(f"task {task.name!r} has no forget classes")
+        if ctx.encode is None and model.codec is not None:
+            ctx.encode = model.encode
         with Stopwatch() as watch:
             result = self.unlearn(model, ctx)
             model.eval()

@@ -94,19 +94,22 @@ class SelectiveAmnesia(DiffusionUnlearningMethod):
             fisher_labels = classes[torch.randint(0, len(classes), (cfg.fisher_samples,),
                                                   generator=torch.Generator().manual_seed(
                                                       cfg.seed))]
-            x_fisher = sample(model, fisher_labels, steps=cfg.sample_steps, seed=cfg.seed)
+            x_fisher = sample(model, fisher_labels, steps=cfg.sample_steps, seed=cfg.seed,
+                              decode=False)  # replay and Fisher stay in the denoised space
             fisher = diagonal_fisher(model, x_fisher.to(ctx.device),
                                      fisher_labels.to(ctx.device), cfg.fisher_timesteps, params,
                                      seed=cfg.seed)
             y_replay = torch.tensor(ctx.retain).repeat_interleave(cfg.replay_per_class)
-            x_replay = sample(model, y_replay, steps=cfg.sample_steps, seed=cfg.seed + 1)
+            x_replay = sample(model, y_replay, steps=cfg.sample_steps, seed=cfg.seed + 1,
+                              decode=False)
             x_replay, y_replay = x_replay.to(ctx.device), y_replay.to(ctx.device)
         dev = ctx.device
 
         def step_fn(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             n = cfg.batch_size
             idx = torch.randint(0, len(x_replay), (n,), generator=gen).to(dev)
-            x_forget = torch.rand((n, *x_replay.shape[1:]), generator=gen).to(dev) * 2 - 1
+            noise = torch.rand((n, *model.image_shape), generator=gen).to(dev) * 2 - 1
+            x_forget = model.encode(noise)  # noise images (their latents for a latent model)
             loss = ddpm_loss(model, x_forget, ctx.forget_labels(n, gen), gen)
             replay = ddpm_loss(model, x_replay[idx], y_replay[idx], gen)
             ewc = sum((fisher[name] * (p - anchor[name]) ** 2).sum() for name, p in params)
