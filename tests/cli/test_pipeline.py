@@ -36,6 +36,11 @@ def test_demo_runs_every_stage_and_records_it(tmp_path):
     target = stages["eval_target"]["summary"]
     assert "tofu/forget_quality" in target and "mia/forget/privleak_loss" in target
     assert "tofu/forget_quality" not in stages["eval_oracle"]["summary"]  # the yardstick itself
+    session = json.loads((run / "eval" / "target" / "tofu.json").read_text()
+                         )["provenance"]["session"]
+    # the stage's wall time covers the shared scoring and generation, not only the aggregation
+    assert stages["eval_target"]["seconds"] >= \
+        session["scoring_seconds"] + session["generation_seconds"] > 0
     for attack in ("quantization", "rephrasing"):
         assert stages[f"attack_unlearned/npo_{attack}"]["oracle_attacked"] is not None
         assert (run / "attacks" / "unlearned" / "npo" / f"{attack}.json").is_file()

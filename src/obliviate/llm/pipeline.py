@@ -6,6 +6,7 @@ Each stage records itself in the run directory's ``run.json``; a stage already m
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -211,8 +212,10 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
         torch.manual_seed(recipe.seed)
         run.record_stage(stage, status="running", model=str(path))
+        start = time.perf_counter()  # the shared scoring and generation run before the suites
         outputs = evaluate(model, tokenizer, fmt, splits, suites=cfg.suites,
                            options=cfg.options, model_name=name, **inputs)
+        seconds = time.perf_counter() - start
         summary: dict[str, float] = {}
         for suite, output in outputs.items():
             output.result.provenance.update(  # oracle logs are artefacts reused by later runs
@@ -220,7 +223,6 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                 obliviate=environment_info()["obliviate"], task=task.name)
             output.save(out_dir)
             summary.update({f"{suite}/{k}": v for k, v in output.result.summary().items()})
-        seconds = sum(o.result.seconds or 0.0 for o in outputs.values())
         summaries[name] = summary
         run.record_stage(stage, status="done", model=str(path), summary=summary,
                          seconds=seconds, suites=list(outputs), output=str(out_dir),
