@@ -98,10 +98,23 @@ def attack_table(attacks: dict[str, dict[str, Any]], run: pipeline.RunDir) -> st
     return markdown_table(head, rows) + "\n\n" + note
 
 
+def recorded_results(record: dict[str, Any]
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """The evaluations and attacks a run has finished, from its audit record."""
+    summaries = {k.removeprefix("eval_"): v["summary"] for k, v in record.items()
+                 if k.startswith("eval_") and v.get("status") == "done"}
+    attacks: dict[str, dict[str, Any]] = {}
+    for stage in record.values():
+        if stage.get("attack") and stage.get("status") == "done":
+            attacks.setdefault(stage["model"], {})[stage["attack"]] = stage
+    return summaries, attacks
+
+
 def main() -> None:
     args_parser = parser(__doc__, "runs/tofu-bench")
     args_parser.add_argument("--stages", default=",".join(STAGES),
-                             help=f"comma-separated subset of {', '.join(STAGES)}")
+                             help=f"comma-separated subset of {', '.join(STAGES)} (empty: "
+                                  "print the tables of what the run has)")
     args = args_parser.parse_args()
     stages = [s for s in args.stages.split(",") if s]
     unknown = set(stages) - set(STAGES)
@@ -128,6 +141,8 @@ def main() -> None:
     print(f"Machine: {machine()}. Wall time of this invocation {timed.total / 60:.1f} min. "
           f"Splits: {sizes}.\n")
     record = run.read_record()["stages"]
+    summaries = summaries or recorded_results(record)[0]  # `--stages ""` re-prints the tables
+    attacks = attacks or recorded_results(record)[1]
     if summaries:
         print(metrics_table(summaries, record) + "\n")
     if attacks:
