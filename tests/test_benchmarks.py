@@ -47,14 +47,15 @@ def test_tofu_tables(tmp_path):
     assert oracle[1] == "0.100" and oracle[9] == "-1.2" and oracle[-1] == "100"
     assert lines[4].split("|")[-2].strip() == "12"
 
-    attack = {"relearning": {"attacked": 0.6, "oracle_attacked": 0.3},
+    attack = {"relearning": {"plain": 0.1, "attacked": 0.6, "oracle_plain": 0.2,
+                             "oracle_attacked": 0.3},
               "quantization": {"plain": 0.2, "attacked": 0.25, "oracle_plain": 0.15,
                                "oracle_attacked": 0.16},
               "rephrasing": {"plain": 0.2, "attacked": 0.4, "oracle_attacked": 0.35}}
     atomic_write_json(run.root / "attacks" / "unlearned" / "npo" / "rephrasing.json",
                       {"details": {"best_variant": "answer_prefix"}})
     table = bench.attack_table({"unlearned/npo": attack}, run).splitlines()
-    assert [c.strip() for c in table[2].split("|")[1:6]] == [
-        "**oracle**", "0.150", "0.300", "0.160", "0.350"]
+    assert [c.strip() for c in table[2].split("|")[1:-1]] == [
+        "**oracle**", "0.150", "0.160", "(in each row)", "", "0.200 → 0.300"]
     assert [c.strip() for c in table[3].split("|")[1:-1]] == [
-        "npo", "0.200", "0.600", "0.250", "0.400", "answer_prefix"]
+        "npo", "0.200", "0.250", "0.400 (0.350)", "answer_prefix", "0.100 → 0.600 (0.300)"]
