@@ -9,6 +9,7 @@ check the plumbing — shapes, spaces, storage, errors — not the quality of th
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -138,6 +139,7 @@ def test_the_stages_run_in_latent_space(sd_folder, tmp_path, digits_task):
     assert set(attacks["unlearned/esd_x"]) == {"embedding", "concept_vector", "relearning"}
     unlearned = load_denoiser(run.model("unlearned/uce") / "model")
     assert unlearned.codec is not None and unlearned.image_shape == (1, 8, 8)
+    assert unlearned.codec is target.codec  # one frozen VAE read once, shared by every model
 
 
 def test_a_vae_that_does_not_fit_the_task_is_a_clear_error(sd_folder, tmp_path):
@@ -146,13 +148,9 @@ def test_a_vae_that_does_not_fit_the_task_is_a_clear_error(sd_folder, tmp_path):
     with pytest.raises(ModelLoadError, match="the VAE takes 1 channels"):
         build_denoiser(latent_config(sd_folder), 10, 8, 3)
     other = save_pipeline(tmp_path / "other", latent_channels=3)
-    (other / "unet").rename(other / "unet3")
-    (sd_folder / "unet").rename(sd_folder / "unet_keep")
-    try:
-        (other / "unet").symlink_to(sd_folder / "unet_keep")
-        with pytest.raises(ModelLoadError, match="the VAE's latents have 3"):
-            build_denoiser(latent_config(other), 10, 8, 1)
-    finally:
-        (sd_folder / "unet_keep").rename(sd_folder / "unet")
+    shutil.rmtree(other / "unet")
+    shutil.copytree(sd_folder / "unet", other / "unet")  # a UNet for 2-channel latents
+    with pytest.raises(ModelLoadError, match="the VAE's latents have 3"):
+        build_denoiser(latent_config(other), 10, 8, 1)
     with pytest.raises(ModelLoadError, match="cannot load a diffusers AutoencoderKL"):
         build_denoiser(ModelConfig(vae=str(tmp_path / "nowhere")), 10, 8, 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.errors import ObliviateError
-from obliviate.core.recipe import StrictModel, dump_recipe, validate
+from obliviate.core.recipe import RecipeBase, StrictModel, dump_recipe, validate
 from obliviate.core.result import AttackResult
 from obliviate.core.rundir import RunDir, environment_info, utc_now
 from obliviate.core.task import UnlearningTask
@@ -23,18 +23,17 @@ MANIFEST = "unlearned.json"
 """The file that marks a finished unlearned model: ``models/unlearned/<method>/unlearned.json``."""
 
 
-def open_run(recipe: StrictModel, output_dir: str | Path | None, command: str) -> RunDir:
+def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str) -> RunDir:
     """Create (or reopen) the run directory and append ``command`` to its audit record."""
-    name = getattr(recipe, "name", "experiment")
-    root = Path(output_dir or getattr(recipe, "output_dir", None) or Path("runs") / name)
-    run = RunDir(root).create()
+    name = recipe.name
+    run = RunDir(Path(output_dir or recipe.output_dir or Path("runs") / name)).create()
     text = dump_recipe(recipe)
     run.write_recipe(text)
     record = run.read_record()
     record.setdefault("commands", []).append({
         "command": command, "started": utc_now(),
         "recipe_sha256": hashlib.sha256(text.encode()).hexdigest()})
-    run.update_record(name=name, modality=getattr(recipe, "modality", None),
+    run.update_record(name=name, modality=getattr(recipe, "modality", None),  # subclasses
                       environment=environment_info(), commands=record["commands"],
                       recipe=recipe.model_dump(mode="json"))
     return run
@@ -105,6 +104,24 @@ def attack_targets(run: RunDir, models: Sequence[str] | None,
         return list(models)
     present = [m for m in available_models(run) if m != "oracle"]
     return [m for m in listed if m in present] if listed is not None else present
+
+
+class ResidentModels:
+    """Models loaded on first use and kept: the ``pinned`` ones (the oracle, a judge) for the
+    whole stage, the others one at a time, so attacking many models holds at most one of them
+    beside the oracle."""
+
+    def __init__(self, load: Callable[[str], Any], pinned: Sequence[str] = ("oracle",)) -> None:
+        self.load, self.pinned = load, tuple(pinned)
+        self.loaded: dict[str, Any] = {}
+
+    def __call__(self, name: str) -> Any:
+        if name not in self.loaded:
+            if name not in self.pinned:
+                for other in [n for n in self.loaded if n not in self.pinned]:
+                    del self.loaded[other]
+            self.loaded[name] = self.load(name)
+        return self.loaded[name]
 
 
 AttackOne = Callable[[str, Any, StrictModel], AttackResult]

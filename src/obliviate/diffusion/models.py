@@ -270,6 +270,15 @@ class LatentCodec:
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.channels = int(vae.config.latent_channels)
 
+    @classmethod
+    def load(cls, path: str | Path) -> LatentCodec:
+        """The codec of ``path``, read from disk once per process: the target, the oracle and
+        every unlearned model of a run share one frozen VAE."""
+        key = str(Path(path).resolve())
+        if key not in _CODECS:
+            _CODECS[key] = cls(path)
+        return _CODECS[key]
+
     def __deepcopy__(self, memo: dict[int, Any]) -> LatentCodec:
         return self
 
@@ -296,6 +305,9 @@ class LatentCodec:
         parts = [self.vae.decode(z[i:i + batch_size] / self.scale).sample.clamp(-1, 1)
                  for i in range(0, len(z), batch_size)]
         return torch.cat(parts) if parts else z
+
+
+_CODECS: dict[str, LatentCodec] = {}
 
 
 class Denoiser(nn.Module):
@@ -540,13 +552,12 @@ def _codec(config: ModelConfig, image_size: int, in_channels: int
     """The config (its ``vae`` resolved), the codec, and the denoised space's size and
     channels: the task's images, or the VAE's latents of them."""
     vae = config.vae
-    pipeline_vae = Path(config.pretrained or "") / "vae"
-    if vae is None and config.pretrained and is_pipeline(config.pretrained) \
-            and pipeline_vae.is_dir():
-        vae = str(pipeline_vae)
+    if vae is None and config.pretrained and is_pipeline(config.pretrained):
+        found = Path(config.pretrained) / "vae"
+        vae = str(found) if found.is_dir() else None
     if vae is None:
         return config, None, image_size, in_channels
-    codec = LatentCodec(vae)
+    codec = LatentCodec.load(vae)
     size, channels = codec.latent_shape(image_size, in_channels)
     return config.model_copy(update={"vae": vae}), codec, size, channels
 
@@ -641,7 +652,7 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
         raise ModelLoadError(f"{path}/{CONFIG}: not an obliviate denoiser")
     config = ModelConfig.model_validate({**info["model"], "pretrained": None})
     args = (config, int(info["num_classes"]), int(info["image_size"]), int(info["in_channels"]))
-    codec = LatentCodec(config.vae) if config.vae else None  # the saved sizes are its latents
+    codec = LatentCodec.load(config.vae) if config.vae else None  # saved sizes: its latents
     if info["architecture"] == "diffusers_unet":
         from diffusers import UNet2DConditionModel
 

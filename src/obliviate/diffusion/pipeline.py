@@ -17,6 +17,7 @@ from obliviate.core.errors import ObliviateError
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.stages import (
     MANIFEST,
+    ResidentModels,
     attack_loop,
     attack_targets,
     available_models,
@@ -282,16 +283,9 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     cfg = recipe.attack
     resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "diffusion")
     targets = attack_targets(run, models, cfg.models)
-    loaded: dict[str, Any] = {}
     cache: dict[str, Any] = {}  # what the attacks measured on the oracle, shared by all models
-
-    def model(name: str) -> Any:
-        if name not in loaded:
-            if name not in ("oracle", "judge"):  # one attacked model in memory at a time
-                loaded.pop(next((n for n in loaded if n not in ("oracle", "judge")), ""), None)
-            loaded[name] = (ensure_judge(recipe, run, task)[0] if name == "judge"
-                            else load_model(recipe, run, task, name))
-        return loaded[name]
+    model = ResidentModels(lambda name: ensure_judge(recipe, run, task)[0] if name == "judge"
+                           else load_model(recipe, run, task, name), pinned=("oracle", "judge"))
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
         judge, oracle = model("judge"), model("oracle")

@@ -13,10 +13,11 @@ from typing import Any
 
 from obliviate.core.errors import ModelLoadError
 from obliviate.core.io import read_json
+from obliviate.core.stages import MANIFEST
 from obliviate.llm.data.formatting import PromptFormat, resolve_format
 from obliviate.llm.models import ModelConfig, load_pretrained
 
-MANIFEST = "unlearned.json"
+__all__ = ["MANIFEST", "load_model_for_eval"]
 
 
 def load_model_for_eval(path: str | Path, model_config: ModelConfig

@@ -13,6 +13,8 @@ from typing import Any
 from obliviate.core.io import sha256_dir
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.stages import (
+    MANIFEST,
+    ResidentModels,
     attack_loop,
     attack_targets,
     available_models,
@@ -91,7 +93,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.core.errors import ObliviateError
     from obliviate.core.io import atomic_write_json, sha256_file
     from obliviate.core.profiling import peak_memory
-    from obliviate.llm.artifacts import MANIFEST, load_model_for_eval
+    from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.data.tofu import default_tofu_root, load_idontknow
     from obliviate.llm.finetune import base_model
     from obliviate.llm.methods.base import DEFAULT_REFUSALS, UnlearnContext
@@ -246,15 +248,12 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     cfg = recipe.attack
     resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "llm")
     targets = attack_targets(run, models, cfg.models)
-    loaded: dict[str, AttackTarget] = {}
 
-    def target(name: str) -> AttackTarget:
-        if name not in loaded:
-            if name != "oracle":  # one unlearned model in memory at a time
-                loaded.pop(next((n for n in loaded if n != "oracle"), ""), None)
-            model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
-            loaded[name] = AttackTarget(name, model, tokenizer, fmt)
-        return loaded[name]
+    def load(name: str) -> AttackTarget:
+        model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
+        return AttackTarget(name, model, tokenizer, fmt)
+
+    target = ResidentModels(load)  # the oracle stays, with what the attacks measured on it
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
         torch.manual_seed(recipe.seed)
