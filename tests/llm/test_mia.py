@@ -191,20 +191,31 @@ def test_mia_auc_separable_and_not():
         mia_auc([math.nan], [1.0])
 
 
-def test_privleak_sign_and_conventions():
-    # Unlearned model still separates forget from holdout better than the oracle: positive.
-    assert privleak(0.9, 0.5) == pytest.approx(80.0)
-    assert privleak(0.3, 0.5) == pytest.approx(-40.0)
-    assert privleak(0.5, 0.5) == 0.0
-    # MUSE / OpenUnlearning report (1 - AUC): same magnitude at AUC_o = 0.5, opposite sign.
-    assert privleak(0.9, 0.5, convention="muse") == pytest.approx(-80.0)
+def test_privleak_muse_default_hand_computed():
+    # AUC_u = 0.9 (forget = members), AUC_r = 0.6: ((1-0.9) - (1-0.6)) / (1-0.6) * 100
+    # = (0.1 - 0.4) / 0.4 * 100 = -75: the unlearned model still tells forget from holdout.
+    assert privleak(0.9, 0.6) == pytest.approx(-75.0)
+    assert privleak(0.9, 0.6, convention="muse") == pytest.approx(-75.0)
+    # Over-unlearning: forget now looks *less* like training data than holdout does.
+    # ((1-0.2) - (1-0.6)) / 0.4 * 100 = (0.8 - 0.4) / 0.4 * 100 = +100
+    assert privleak(0.2, 0.6) == pytest.approx(100.0)
+    assert privleak(0.6, 0.6) == 0.0
     # MUSE News target model: -99.8 published against AUC_RETRAIN["forget_holdout_Min-40%"] =
-    # 0.4772, i.e. a MUSE-oriented AUC of 0.4772 * 0.002 and a conventional one of 1 minus it.
-    auc_target = 1 - 0.4772 * 0.002
-    assert privleak(auc_target, 1 - 0.4772, convention="muse") == pytest.approx(-99.8)
-    assert math.isnan(privleak(0.7, 0.0))
+    # 0.4772 (MUSE labels forget 0, so its AUCs are 1 - ours): MUSE-oriented target AUC of
+    # 0.4772 * 0.002 gives (0.4772*0.002 - 0.4772) / 0.4772 * 100 = -99.8.
+    assert privleak(1 - 0.4772 * 0.002, 1 - 0.4772) == pytest.approx(-99.8)
+    assert math.isnan(privleak(0.7, 1.0))
+
+
+def test_privleak_relative_auc_is_the_old_default():
+    # (AUC_u - AUC_r) / AUC_r * 100: (0.9 - 0.6) / 0.6 * 100 = 50; opposite sign, other scale.
+    assert privleak(0.9, 0.6, convention="relative_auc") == pytest.approx(50.0)
+    assert privleak(0.3, 0.5, convention="relative_auc") == pytest.approx(-40.0)
+    # At AUC_r = 0.5 the two conventions have the same magnitude and opposite signs.
+    assert privleak(0.9, 0.5) == pytest.approx(-privleak(0.9, 0.5, convention="relative_auc"))
+    assert math.isnan(privleak(0.7, 0.0, convention="relative_auc"))
     with pytest.raises(ConfigError):
-        privleak(0.5, 0.5, convention="other")
+        privleak(0.5, 0.5, convention="guide")
 
 
 def test_run_mia_returns_metric_results():

@@ -292,10 +292,14 @@ def test_mia_reference_and_privleak(model, tok, fmt, splits):
     leak = with_oracle.result.metrics["forget/privleak_loss"]
     auc, auc_o = res.metrics["forget/mia_loss"].value, oracle.result.metrics[
         "forget/mia_loss"].value
-    assert leak.value == pytest.approx((auc - auc_o) / auc_o * 100)
+    assert leak.value == pytest.approx(((1 - auc) - (1 - auc_o)) / (1 - auc_o) * 100)
+    assert leak.details["convention"] == "muse"
     by_dict = get_suite("mia", {"attacks": ["loss"]})(
         model, tok, fmt, splits, oracle_mia={"loss": 0.5}).result
-    assert by_dict.metrics["forget/privleak_loss"].value == pytest.approx((auc - 0.5) / 0.5 * 100)
+    assert by_dict.metrics["forget/privleak_loss"].value == pytest.approx((0.5 - auc) / 0.5 * 100)
+    old = get_suite("mia", {"attacks": ["loss"], "privleak_convention": "relative_auc"})(
+        model, tok, fmt, splits, oracle_mia={"loss": 0.5}).result
+    assert old.metrics["forget/privleak_loss"].value == pytest.approx((auc - 0.5) / 0.5 * 100)
     with pytest.raises(ConfigError, match="unknown attack"):
         get_suite("mia", {"attacks": ["los"]})(model, tok, fmt, splits)
     with pytest.raises(DataError, match="no split"):

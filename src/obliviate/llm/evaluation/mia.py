@@ -365,31 +365,43 @@ def mia_auc(
     return float(roc_auc_score(labels, np.concatenate([members, nonmembers])))
 
 
+PRIVLEAK_CONVENTIONS: tuple[str, ...] = ("muse", "relative_auc")
+"""PrivLeak conventions: ``muse`` (the default, published) and ``relative_auc`` (the default
+before 0.2; see :func:`privleak`)."""
+
+
 def privleak(
-    auc_unlearned: float, auc_oracle: float, *, convention: Literal["guide", "muse"] = "guide"
+    auc_unlearned: float,
+    auc_oracle: float,
+    *,
+    convention: Literal["muse", "relative_auc"] = "muse",
 ) -> float:
     """PrivLeak (Shi et al. 2024, "MUSE: Machine Unlearning Six-Way Evaluation for Language
-    Models"): the relative gap, in percent, between the MIA AUC of the unlearned model and of
-    the oracle (retrained without the forget set).
+    Models", arXiv:2407.06460): the relative gap, in percent, between the MIA AUC of the
+    unlearned model and of the oracle (retrained without the forget set).
 
-    - ``"guide"`` (default, GUIDE.md §4): ``(AUC_u - AUC_o) / AUC_o * 100`` with AUCs as
-      :func:`mia_auc` orients them (forget = members). Near 0 is good; large positive =
-      under-unlearning (forget still recognisable); large negative = over-unlearning.
-    - ``"muse"``: the number MUSE and OpenUnlearning publish. MUSE's AUC puts the forget set on
-      the non-member side (key ``forget_holdout_Min-40%``), i.e. it is ``1 - AUC``, and
-      OpenUnlearning's ``privleak`` converts ``score = 1 - AUC`` before the same formula:
-      ``((1 - AUC_u) - (1 - AUC_o)) / (1 - AUC_o) * 100``. Its sign is the opposite (MUSE's
-      target models score about -100, over-unlearned ones large positive); its magnitude equals
-      the ``"guide"`` one only when ``AUC_o = 0.5``.
+    Both AUCs are oriented as :func:`mia_auc` computes them: forget = members (label 1).
+
+    - ``"muse"`` (default): the number MUSE and OpenUnlearning publish,
+      ``((1 - AUC_u) - (1 - AUC_o)) / (1 - AUC_o) * 100``. MUSE's ``privleak.py`` labels the
+      forget set 0 and holdout 1 (key ``forget_holdout_Min-40%``), so its AUC is ``1 - AUC``
+      here; OpenUnlearning's ``privleak`` converts ``score = 1 - AUC`` before the same formula.
+      Near 0 is good; large negative = under-unlearning (MUSE's News target model: -99.8);
+      large positive = over-unlearning. Comparable with MUSE's and OpenUnlearning's tables.
+    - ``"relative_auc"`` (the default before 0.2): ``(AUC_u - AUC_o) / AUC_o * 100``. The
+      opposite sign (positive = under-unlearning) and a different scale; its magnitude equals
+      the ``"muse"`` one only when ``AUC_o = 0.5``. Not comparable with published tables.
 
     Returns NaN when the denominator is 0 (the relative gap is undefined).
     """
-    if convention == "guide":
-        num, den = auc_unlearned - auc_oracle, auc_oracle
-    elif convention == "muse":
+    if convention == "muse":
         num, den = (1.0 - auc_unlearned) - (1.0 - auc_oracle), 1.0 - auc_oracle
+    elif convention == "relative_auc":
+        num, den = auc_unlearned - auc_oracle, auc_oracle
     else:
-        raise ConfigError(f"convention must be 'guide' or 'muse', got {convention!r}")
+        raise ConfigError(
+            f"convention must be one of {', '.join(PRIVLEAK_CONVENTIONS)}, got {convention!r}"
+        )
     if den == 0:
         return math.nan
     return float(num / den * 100.0)
@@ -457,6 +469,7 @@ def run_mia(
 
 __all__ = [
     "DEFAULT_K",
+    "PRIVLEAK_CONVENTIONS",
     "SIGMA_FLOOR",
     "TOKEN_ATTACKS",
     "TokenStats",

@@ -94,7 +94,8 @@ class MiaOptions(StrictModel):
     forget_split: str = "forget"
     holdout_split: str = "holdout"
     ds_size: int | None = Field(default=None, ge=1)
-    privleak_convention: Literal["guide", "muse"] = "guide"
+    privleak_convention: Literal["muse", "relative_auc"] = Field(
+        default="muse", description="muse: MUSE's published PrivLeak; relative_auc: pre-0.2")
 
 
 class MemorizationOptions(StrictModel):
