@@ -22,8 +22,8 @@ def test_synthetic_task_provenance_is_deterministic():
     a, b = build_task(config), build_task(config)
     assert (len(a.forget), len(a.retain), len(a.eval_splits["holdout"])) == (2, 8, 2)
     assert a.provenance() == b.provenance()
-    other = build_task(config.model_copy(update={"synthetic": SyntheticFactsConfig(
-        num_people=5, facts_per_person=2, forget_people=1, holdout_people=1, seed=1)}))
+    other = build_task(TaskConfig(synthetic=SyntheticFactsConfig(
+        num_people=5, facts_per_person=2, forget_people=1, holdout_people=1, seed=1)))
     assert other.forget.sha256 != a.forget.sha256
 
 
@@ -76,3 +76,36 @@ def test_jsonl_source_needs_paths():
 
     with pytest.raises(ConfigError, match="needs task.forget_path"):
         validate(TaskConfig, {"source": "jsonl"})
+
+
+def test_benchmark_is_chosen_by_name_and_source_is_its_alias(tmp_path):
+    from obliviate.core.recipe import validate
+
+    forget = write_jsonl(tmp_path / "f.jsonl", [{"question": "Q1?", "answer": "A1"}])
+    retain = write_jsonl(tmp_path / "r.jsonl", [{"question": "Q2?", "answer": "A2"}])
+    by_name = validate(TaskConfig, {"benchmark": "jsonl", "forget_path": forget,
+                                    "retain_path": retain})
+    by_alias = validate(TaskConfig, {"source": "jsonl", "forget_path": forget,
+                                     "retain_path": retain})
+    assert by_name == by_alias and by_name.settings.forget_path == forget
+    dumped = by_name.model_dump(mode="json")  # flat again, so a dumped recipe reloads as it was
+    assert dumped["benchmark"] == "jsonl" and dumped["retain_path"] == retain
+    assert validate(TaskConfig, dumped) == by_name
+    assert build_task(by_name).metadata == {"benchmark": "jsonl"}
+
+
+def test_unknown_benchmark_lists_the_registered_ones():
+    from obliviate.core.recipe import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(TaskConfig, {"benchmark": "mmlu"}, source="r.yaml")
+    message = str(err.value)
+    assert "\n" not in message and "unknown benchmark 'mmlu'" in message
+    assert "jsonl" in message and "synthetic" in message and "tofu" in message
+
+
+def test_a_key_of_another_benchmark_is_named():
+    from obliviate.core.recipe import validate
+
+    with pytest.raises(ConfigError, match="forget_split: Extra inputs are not permitted"):
+        validate(TaskConfig, {"benchmark": "synthetic", "forget_split": "forget01"})

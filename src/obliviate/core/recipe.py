@@ -111,7 +111,8 @@ def validate(schema: type[M], data: dict[str, Any], source: str = "recipe") -> M
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise ConfigError(f"{source}: {loc}: {err['msg']}{more}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix says nothing
+        raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
 
 
 def load_recipe(schema: type[M], path: str | Path | None, overrides: list[str] | None = None,

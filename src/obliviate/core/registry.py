@@ -1,4 +1,4 @@
-"""Name → implementation registries for methods, evaluation suites and attacks.
+"""Name → implementation registries: benchmarks, methods, metrics, evaluation suites, attacks.
 
 A modality registers its entries when its package is imported::
 
@@ -41,6 +41,9 @@ class Registry(Generic[T]):
             if (modality, key) in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is already registered for {modality}")
             doc = (getattr(obj, "__doc__", None) or "").strip().splitlines()
+            for attr, value in (("name", key), ("modality", modality)):
+                if isinstance(obj, type) and getattr(obj, attr, None) == "":
+                    setattr(obj, attr, value)  # a class that leaves them blank learns them here
             self._entries[(modality, key)] = Entry(key, modality, obj, doc[0] if doc else "")
             return obj
 
@@ -67,3 +70,7 @@ class Registry(Generic[T]):
 METHODS: Registry[Any] = Registry("method")
 SUITES: Registry[Any] = Registry("evaluation suite")
 ATTACKS: Registry[Any] = Registry("attack")
+BENCHMARKS: Registry[Any] = Registry("benchmark")
+"""Where a task's data come from (:class:`obliviate.core.benchmark.Benchmark`)."""
+METRICS: Registry[Any] = Registry("metric")
+"""One number per model (:class:`obliviate.core.metric.Metric`), with its declared needs."""

@@ -94,20 +94,15 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.core.io import atomic_write_json, sha256_file
     from obliviate.core.profiling import peak_memory
     from obliviate.llm.artifacts import load_model_for_eval
-    from obliviate.llm.data.tofu import default_tofu_root, load_idontknow
     from obliviate.llm.finetune import base_model
-    from obliviate.llm.methods.base import DEFAULT_REFUSALS, UnlearnContext
+    from obliviate.llm.methods.base import UnlearnContext
     from obliviate.llm.training import barrier
 
     cfg = recipe.unlearn
     names = methods or cfg.methods
     resolved = {name: method_config(name, cfg.method_args.get(name, {})) for name in names}
     target = Path(cfg.target) if cfg.target else run.model("target")
-    refusals = DEFAULT_REFUSALS
-    if recipe.task.source == "tofu":
-        root = recipe.task.tofu_path or default_tofu_root()
-        if root and (Path(root) / "idontknow.jsonl").is_file():
-            refusals = tuple(load_idontknow(Path(root) / "idontknow.jsonl"))
+    refusals = recipe.task.bench.refusals(recipe.task.settings)
     data = task.provenance()["splits"]
     out = {}
     for name, (cls, config) in resolved.items():
