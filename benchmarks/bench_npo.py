@@ -84,7 +84,7 @@ def run_case(case: str, steps: int, batch_size: int, forget: int) -> dict[str, A
             "seconds_total": round(total, 2),
             "seconds_per_step": round(sorted(per_step)[len(per_step) // 2], 3),
             "trainable_parameters": outcome.trainable_parameters,
-            "peak_rss_gib": round(outcome.extra["peak_memory"]["host_peak_rss_bytes"] / 2**30, 3),
+            "peak_rss_gib": round(outcome.peak_memory["host_peak_rss_bytes"] / 2**30, 3),
             "process_peak_rss_gib": round(peak_rss_bytes() / 2**30, 3)}
 
 

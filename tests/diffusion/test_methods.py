@@ -111,7 +111,7 @@ def test_methods_resume_from_their_checkpoint(trained, tmp_path, name):
     cls(**{**settings, "steps": 3}).unlearn(interrupted, ctx)  # stops after step 3
     resumed = trained.fresh()
     out = cls(**settings).run(resumed, trained.task, tmp_path / "b", ctx=ctx)
-    assert out.extra["resumed_from"] == 3
+    assert out.resumed_from == 3
     for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert len(out.history) == len(expected.history) == 6

@@ -161,7 +161,7 @@ def world(tmp_path_factory) -> World:
                                                   log_every=4))
     unlearned = METHODS.get("grad_ascent", "llm")().run(
         copy.deepcopy(memorised), task, tmp_path_factory.mktemp("ga"), ctx=ctx,
-        save=False).extra["model"]
+        save=False).model
     states = {name: copy.deepcopy(m.state_dict()) for name, m in
               (("memorised", memorised), ("oracle", oracle), ("ga", unlearned))}
     return World(task, tokenizer, fmt, config, states)

@@ -84,7 +84,7 @@ def trio(tmp_path_factory) -> Trio:
                                                   log_every=4))
     unlearned = METHODS.get("grad_ascent", "llm")().run(
         copy.deepcopy(target), task, tmp_path_factory.mktemp("ga"), ctx=ctx,
-        save=False).extra["model"].eval()
+        save=False).model.eval()
     return Trio(task, tokenizer, fmt, target, oracle, unlearned)
 
 

@@ -47,11 +47,11 @@ class DataSplit:
 
 @dataclass
 class UnlearningTask:
-    """Target model + forget set + retain set (+ oracle and evaluation splits).
+    """Forget set + retain set (+ evaluation splits): the data of an unlearning problem.
 
-    ``target`` and ``oracle`` are model locations (paths or hub ids) or ``None`` when the run
-    trains them. ``eval_splits`` holds extra named splits (holdout, paraphrases, real-world
-    knowledge) used by evaluation suites.
+    A task holds data only; the models it is applied to are passed to the methods, suites and
+    attacks (and each run records which weights it used). ``eval_splits`` holds extra named
+    splits (holdout, paraphrases, real-world knowledge) used by evaluation suites.
     """
 
     name: str
@@ -59,8 +59,6 @@ class UnlearningTask:
     forget: DataSplit
     retain: DataSplit
     eval_splits: dict[str, DataSplit] = field(default_factory=dict)
-    target: str | None = None
-    oracle: str | None = None
     seed: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -102,8 +100,6 @@ class UnlearningTask:
             "name": self.name,
             "modality": self.modality,
             "seed": self.seed,
-            "target": self.target,
-            "oracle": self.oracle,
             "splits": {s.name: s.provenance() for s in
                        [self.forget, self.retain, *self.eval_splits.values()]},
             "roles": {"forget": self.forget.name, "retain": self.retain.name},

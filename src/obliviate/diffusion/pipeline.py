@@ -188,15 +188,14 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
         atomic_write_json(out_dir / MANIFEST, {
             "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
             "base_model": str(target)})
-        extra = {k: v for k, v in outcome.extra.items() if k not in ("peak_memory",)}
         out[name] = run.record_stage(
             stage, status="done", method=name, paper=cls.paper,
             config=config.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
             trainable_parameters=outcome.trainable_parameters,
             total_parameters=outcome.total_parameters,
-            peak_memory=outcome.extra.get("peak_memory"), history=outcome.history,
+            peak_memory=outcome.peak_memory, history=outcome.history,
             target=str(target), output=str(out_dir), model_path=outcome.model_path, data=data,
-            details=extra, weights_sha256=sha256_dir(out_dir / "model", ("*.safetensors",)),
+            details=outcome.extra, weights_sha256=sha256_dir(out_dir / "model", ("*.safetensors",)),
             target_weights_sha256=sha256_dir(target, ("*.safetensors",))
             if target.is_dir() else None)
     return out

@@ -115,7 +115,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             out[name] = recorded(run, stage)
             continue
         model, tokenizer, fmt = load_model_for_eval(target, recipe.model)
-        if getattr(cls, "starts_from", "target") == "base":
+        if cls.starts_from == "base":
             model = base_model(recipe.model, tokenizer, recipe.seed)
         model.train()
         method = cls(config)
@@ -129,7 +129,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         except ObliviateError as exc:  # e.g. diverged: the record says so, not "running"
             run.record_stage(stage, status="failed", error=str(exc))
             raise
-        prompt = outcome.extra.get("prompt_format")
+        prompt = outcome.prompt_format
         atomic_write_json(out_dir / MANIFEST, {
             "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
             "base_model": str(target), "changes_weights": cls.changes_weights,
@@ -141,10 +141,10 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             lora=cfg.lora.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
             trainable_parameters=outcome.trainable_parameters,
             total_parameters=outcome.total_parameters,
-            peak_memory=outcome.extra.get("peak_memory") or peak_memory(),
-            selection=outcome.extra.get("selection"), history=outcome.history,
+            peak_memory=outcome.peak_memory or peak_memory(),
+            selection=outcome.selection, history=outcome.history,
             target=str(target), output=str(out_dir), data=data,
-            resumed_from=outcome.extra.get("resumed_from"),
+            resumed_from=outcome.resumed_from,
             weights_sha256=weights_sha256(out_dir), target_weights_sha256=weights_sha256(target),
             manifest_sha256=sha256_file(out_dir / MANIFEST))
     return out

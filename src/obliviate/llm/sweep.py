@@ -86,7 +86,7 @@ def unlearn_tokens_per_sequence(method: str, lengths: dict[str, float]) -> float
     from obliviate.core.registry import METHODS
 
     cls = METHODS.get(method, "llm")
-    if getattr(cls, "starts_from", "target") == "base":
+    if cls.starts_from == "base":
         return lengths["retain"]
     return (lengths["forget"] + lengths["retain"] * bool(getattr(cls, "uses_retain", False))
             + lengths["forget"] * bool(getattr(cls, "uses_alternative", False)))

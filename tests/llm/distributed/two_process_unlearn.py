@@ -51,7 +51,7 @@ ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task,
                      train=UnlearnTrainConfig(max_steps=4, learning_rate=3e-3, batch_size=1,
                                               warmup_ratio=0.0))
 outcome = NPO().run(model, task, out_dir, ctx=ctx, save=state.is_main_process)
-after = forget_nll(outcome.extra["model"])
+after = forget_nll(outcome.model)
 # every process must hold the same weights after DDP
 total = torch.tensor([sum(float(p.detach().sum()) for p in model.parameters())])
 gathered = [torch.zeros(1) for _ in range(state.num_processes)]

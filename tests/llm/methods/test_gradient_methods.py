@@ -32,7 +32,7 @@ def test_method_forgets_and_keeps_utility(memorised, tmp_path, name, steps, lr):
     retain_before = memorised.mean_nll(model, "retain")
     ctx = memorised.context(max_steps=steps, learning_rate=lr)
     outcome = method.run(model, memorised.task, tmp_path, ctx=ctx)
-    unlearned = outcome.extra["model"].eval()
+    unlearned = outcome.model.eval()
     forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
     retain_after = memorised.mean_nll(unlearned, "retain")
     assert forget_rise >= 1.5, (name, forget_rise)

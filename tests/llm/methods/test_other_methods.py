@@ -37,7 +37,7 @@ def unlearn(memorised, tmp_path, method, model=None, lora=None, selection=None, 
     if selection is not None:
         ctx = dataclasses.replace(ctx, selection=selection)
     outcome = method.run(model, memorised.task, tmp_path, ctx=ctx, save=False)
-    return outcome, outcome.extra["model"].eval()
+    return outcome, outcome.model.eval()
 
 
 def changed_keys(before: dict[str, torch.Tensor], model: nn.Module) -> set[str]:
@@ -235,7 +235,7 @@ def test_starts_from_flags_and_registration():
     assert METHODS.get("retrain", "llm") is Retrain and Retrain.starts_from == "base"
     assert METHODS.get("finetune_retain", "llm") is FinetuneRetain
     assert FinetuneRetain.starts_from == "target"
-    assert getattr(METHODS.get("rmu", "llm"), "starts_from", "target") == "target"
+    assert METHODS.get("rmu", "llm").starts_from == "target"
     assert METHODS.get("task_vector", "llm") is TaskVector
 
 
@@ -277,4 +277,4 @@ def test_retrain_learns_retain_and_never_the_forget_set(memorised, tmp_path):
     retain_after = memorised.mean_nll(oracle, "retain")
     assert retain_after < 1.5, retain_after
     assert forget_after > 2.5 and forget_after > retain_after + 1.5, (forget_after, retain_after)
-    assert outcome.steps == 60 and outcome.extra["selection"]["rule"] == "last"
+    assert outcome.steps == 60 and outcome.selection["rule"] == "last"

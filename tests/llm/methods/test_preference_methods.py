@@ -73,7 +73,7 @@ def test_method_forgets_and_keeps_utility(memorised, tmp_path, name, steps, lr, 
     idk_before = refusal_nll(method, model, items, pad) if refuses else None
 
     outcome = method.run(model, memorised.task, tmp_path, ctx=ctx)
-    unlearned = outcome.extra["model"].eval()
+    unlearned = outcome.model.eval()
     forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
     retain_after = memorised.mean_nll(unlearned, "retain")
     retain_rise = retain_after - retain_before
@@ -128,7 +128,7 @@ def test_kl_keeps_a_frozen_copy_and_releases_it(memorised, tmp_path):
                          save=False)
     assert len(seen) == 3 and all(all(s.values()) for s in seen), seen
     assert method.reference_model is None
-    trained = outcome.extra["model"].state_dict()
+    trained = outcome.model.state_dict()
     assert any(not torch.equal(trained[k], original[k]) for k in original)
 
 

@@ -15,7 +15,7 @@ def test_guardrail_names_every_forget_entity_and_changes_no_weight(memorised, tm
     before = {n: p.clone() for n, p in model.state_dict().items()}
     outcome = METHODS.get("guardrail", "llm")().run(model, memorised.task, tmp_path,
                                                    ctx=memorised.context())
-    fmt = outcome.extra["prompt_format"]
+    fmt = outcome.prompt_format
     forget_people = {r.entity for r in memorised.task.forget.records}
     retain_people = {r.entity for r in memorised.task.retain.records}
     assert all(person in fmt.system_prompt for person in forget_people)
@@ -31,7 +31,7 @@ def test_guardrail_names_every_forget_entity_and_changes_no_weight(memorised, tm
 def test_icul_context_shows_forget_questions_with_changed_answers(memorised, tmp_path):
     method = METHODS.get("icul", "llm")(forget_shots=2, retain_shots=3)
     outcome = method.run(memorised.model(), memorised.task, tmp_path, ctx=memorised.context())
-    context = outcome.extra["prompt_format"].context
+    context = outcome.prompt_format.context
     assert len(context) == 5
     forget = {r.question: r.answer for r in memorised.task.forget.records}
     retain = {r.question: r.answer for r in memorised.task.retain.records}
@@ -49,7 +49,7 @@ def test_icul_context_lowers_the_tiny_models_forget_likelihood(memorised, tmp_pa
     method = METHODS.get("icul", "llm")(forget_shots=1, retain_shots=0,
                                         forget_answer="perturbed")
     fmt = method.run(memorised.model(), memorised.task, tmp_path,
-                     ctx=memorised.context()).extra["prompt_format"]
+                     ctx=memorised.context()).prompt_format
     model = memorised.model()
 
     def forget_nll(f: PromptFormat) -> float:

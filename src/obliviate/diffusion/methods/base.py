@@ -129,13 +129,15 @@ class DiffusionUnlearningMethod(UnlearningMethod):
                         log_every=cfg.log_every, description=f"unlearn ({type(self).__name__})",
                         **kwargs)
 
-    def run(self, model: Denoiser, task: UnlearningTask, out_dir: Any,
+    def run(self, model: Denoiser, task: UnlearningTask, out_dir: Any = None,
             ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
-        """Unlearn ``task``'s forget classes from ``model`` (in place); save to ``out_dir``."""
-        out_dir = Path(out_dir)
+        """Unlearn ``task``'s forget classes from ``model`` (in place); save to ``out_dir``
+        if given (without it nothing is written: no weights, no checkpoints)."""
+        out = Path(out_dir) if out_dir is not None else None
+        save = save and out is not None
         self.check(model)
         ctx = ctx or UnlearnContext.build(task, model.device, self.config.seed,
-                                          out_dir / "checkpoints")
+                                          out / "checkpoints" if out is not None else None)
         if not ctx.forget:
             raise ConfigError(f"task {task.name!r} has no forget classes")
         if ctx.encode is None and model.codec is not None:
@@ -144,21 +146,22 @@ class DiffusionUnlearningMethod(UnlearningMethod):
             result = self.unlearn(model, ctx)
             model.eval()
             if save:
-                save_denoiser(model, out_dir / "model", extra={"method": type(self).__name__})
+                save_denoiser(model, out / "model", extra={"method": type(self).__name__})
         if ctx.checkpoint_dir is not None:
             remove_checkpoints(ctx.checkpoint_dir)
+        path = str(out / "model") if save else None
         if isinstance(result, LoopOutcome):
             return MethodOutcome(
-                model_path=str(out_dir / "model") if save else None, seconds=watch.seconds,
-                steps=result.steps, trainable_parameters=result.trainable_parameters,
+                model_path=path, seconds=watch.seconds, steps=result.steps,
+                trainable_parameters=result.trainable_parameters,
                 total_parameters=result.total_parameters,
                 peak_memory_bytes=result.peak_memory.get("host_peak_rss_bytes"),
-                history=result.history,
-                extra={"peak_memory": result.peak_memory, "resumed_from": result.resumed_from})
+                history=result.history, model=model, peak_memory=result.peak_memory,
+                resumed_from=result.resumed_from)
         total = sum(p.numel() for p in model.parameters())
         memory = peak_memory(model.device)
         return MethodOutcome(
-            model_path=str(out_dir / "model") if save else None, seconds=watch.seconds, steps=0,
+            model_path=path, seconds=watch.seconds, steps=0,
             trainable_parameters=int(result.get("edited_parameters", 0)),
             total_parameters=total, peak_memory_bytes=memory.get("host_peak_rss_bytes"),
-            extra={"peak_memory": memory, **result})
+            extra=dict(result), model=model, peak_memory=memory)

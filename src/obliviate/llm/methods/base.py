@@ -89,6 +89,15 @@ class UnlearnItem:
 
 
 @dataclass
+class LLMMethodOutcome(MethodOutcome):
+    """:class:`MethodOutcome` plus the LLM specifics: the prompt format a prompt-only method
+    produced (its "model") and the checkpoint-selection record."""
+
+    prompt_format: PromptFormat | None = None
+    selection: dict[str, Any] | None = None
+
+
+@dataclass
 class UnlearnContext:
     """Everything a method needs besides its own config."""
 
@@ -109,7 +118,6 @@ class LLMUnlearningMethod(UnlearningMethod):
     uses_retain: ClassVar[bool] = False
     uses_alternative: ClassVar[bool] = False
     reference: ClassVar[Reference] = "none"
-    changes_weights: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -192,14 +200,41 @@ class LLMUnlearningMethod(UnlearningMethod):
         return self.reference_logprobs[key].to(index.device)[index]
 
     # -- running -----------------------------------------------------------------------------------
-    def run(self, model: Any, task: UnlearningTask, out_dir: Any,
-            ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
-        """Unlearn ``task.forget`` from ``model`` (in place) and save it to ``out_dir``."""
-        if ctx is None:
-            raise ConfigError("LLM methods need an UnlearnContext (tokenizer, prompt format)")
-        out_dir = Path(out_dir)
+    def context(self, task: UnlearningTask, tokenizer: Any, **settings: Any) -> UnlearnContext:
+        """The context :meth:`run` builds when given only a tokenizer: the tokenizer's prompt
+        format (its chat template if it has one) and the default optimiser (``settings``
+        override :class:`UnlearnContext`'s fields)."""
+        from obliviate.llm.data.formatting import resolve_format
+
+        fmt = settings.pop("fmt", None) or resolve_format(tokenizer)
+        return UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, **settings)
+
+    def resolve_context(self, task: UnlearningTask, ctx: UnlearnContext | None,
+                        tokenizer: Any) -> UnlearnContext:
+        """``ctx`` when given, else :meth:`context` from the tokenizer (one-line error without)."""
+        if ctx is not None:
+            return ctx
+        if tokenizer is None:
+            raise ConfigError(f"{type(self).__name__}.run needs the model's tokenizer: "
+                              "run(model, task, tokenizer=tokenizer) (or ctx=UnlearnContext)")
+        return self.context(task, tokenizer)
+
+    def run(self, model: Any, task: UnlearningTask, out_dir: Any = None,
+            ctx: UnlearnContext | None = None, save: bool = True, *,
+            tokenizer: Any = None) -> LLMMethodOutcome:
+        """Unlearn ``task.forget`` from ``model`` (in place); save it to ``out_dir`` if given.
+
+        Give either ``ctx`` or the model's ``tokenizer`` (then :meth:`context` builds one).
+        Without ``out_dir`` nothing is written: no weights and no checkpoints. The model trains
+        where accelerate places it and is returned on the device it came on.
+        """
+        ctx = self.resolve_context(task, ctx, tokenizer)
+        out = Path(out_dir) if out_dir is not None else None
+        save = save and out is not None
         if self.uses_retain and len(task.retain) == 0:
             raise ConfigError(f"{type(self).__name__} needs a non-empty retain set")
+        check_single_device(model, type(self).__name__)
+        home = next(model.parameters()).device
         with Stopwatch() as watch:
             model.to(default_device())  # precompute and copy the reference where training runs
             items = self.build_items(ctx)
@@ -209,43 +244,57 @@ class LLMUnlearningMethod(UnlearningMethod):
             elif self.reference == "model":
                 self.reference_model = copy.deepcopy(model).eval().requires_grad_(False)
             model = apply_lora(model, ctx.lora)
-            outcome = self.train(model, items, ctx, out_dir)
+            outcome = self.train(model, items, ctx, out)
             model = merge_lora(model)
             self.reference_model = None
             if save and is_main_process():
-                save_model(model, ctx.tokenizer, out_dir / "model")
-        trainable, total = outcome.trainable_parameters, outcome.total_parameters
-        return MethodOutcome(
-            model_path=str(out_dir / "model") if save else None, seconds=watch.seconds,
-            steps=outcome.steps, trainable_parameters=trainable, total_parameters=total,
+                save_model(model, ctx.tokenizer, out / "model")
+        model.to(home)
+        return LLMMethodOutcome(
+            model_path=str(out / "model") if save else None, seconds=watch.seconds,
+            steps=outcome.steps, trainable_parameters=outcome.trainable_parameters,
+            total_parameters=outcome.total_parameters,
             peak_memory_bytes=outcome.peak_memory.get("host_peak_rss_bytes"),
-            history=outcome.history,
-            extra={"model": model, "peak_memory": outcome.peak_memory,
-                   "resumed_from": outcome.resumed_from,
-                   "selection": outcome.selection or {"rule": "last", "step": outcome.steps}})
+            history=outcome.history, model=model, peak_memory=outcome.peak_memory,
+            resumed_from=outcome.resumed_from,
+            selection=outcome.selection or {"rule": "last", "step": outcome.steps})
 
     def train(self, model: torch.nn.Module, items: list[UnlearnItem], ctx: UnlearnContext,
-              out_dir: Path) -> TrainOutcome:
-        checkpoints = out_dir / "checkpoints"
-        selector = ProxySelector(ctx, checkpoints / "best") if ctx.selection.rule == "proxy" \
-            else None
+              out_dir: Path | None) -> TrainOutcome:
+        """The shared loop; checkpoints under ``out_dir/checkpoints`` (none without it)."""
+        checkpoints = out_dir / "checkpoints" if out_dir is not None else None
+        selector = ProxySelector(ctx, checkpoints / "best" if checkpoints else None) \
+            if ctx.selection.rule == "proxy" else None
         outcome = train(model, items, self.collate_fn(ctx.tokenizer.pad_token_id), ctx.train,
                         checkpoint_dir=checkpoints, loss_fn=self.loss,
                         description=f"unlearn ({type(self).__name__})",
                         on_step=selector.observe if selector else None)
         if selector is not None:
             outcome.selection = selector.restore_best(model)
-        remove_checkpoints(checkpoints)
+        if checkpoints is not None:
+            remove_checkpoints(checkpoints)
         return outcome
+
+
+def check_single_device(model: Any, method: str) -> None:
+    """Refuse, in one line, a model sharded over several devices (``device_map``): the LLM
+    methods train one copy of the weights per process (accelerate's data parallelism)."""
+    placed = set((getattr(model, "hf_device_map", None) or {}).values())
+    if len(placed) > 1:
+        raise ConfigError(
+            f"{method} trains the whole model on one device per process, but this model is "
+            f"sharded over {len(placed)} devices (device_map); load it on one device, or run "
+            "`accelerate launch` with FSDP/DeepSpeed to shard it")
 
 
 class ProxySelector:
     """Tracks ``forget_nll − w·retain_nll`` every N steps and keeps the best trainable weights.
 
-    The best weights live on disk (``best/``) so that a resumed run keeps its earlier choice.
+    The best weights live on disk (``best/``) so that a resumed run keeps its earlier choice;
+    without a ``path`` (nothing written) they are kept in memory.
     """
 
-    def __init__(self, ctx: UnlearnContext, path: Path) -> None:
+    def __init__(self, ctx: UnlearnContext, path: Path | None) -> None:
         self.ctx, self.path = ctx, path
         n = ctx.selection.subset
         pad = ctx.tokenizer.pad_token_id
@@ -255,8 +304,9 @@ class ProxySelector:
             for name, split in (("forget", ctx.task.forget), ("retain", ctx.task.retain))
             if len(split)}
         self.history: list[dict[str, float]] = []
-        info = path / "best.json"
-        self.best = read_json(info) if info.is_file() else None
+        self.kept: dict[str, torch.Tensor] | None = None  # the best weights when path is None
+        info = path / "best.json" if path is not None else None
+        self.best = read_json(info) if info is not None and info.is_file() else None
 
     @torch.no_grad()
     def proxy(self, model: torch.nn.Module) -> dict[str, float]:
@@ -282,7 +332,10 @@ class ProxySelector:
         if self.best is not None and entry["score"] <= self.best["score"]:
             return
         self.best = entry  # every process decides alike: same weights, same proxy data
-        if is_main_process():
+        if self.path is None:
+            self.kept = {n: p.detach().clone() for n, p in model.named_parameters()
+                         if p.requires_grad}
+        elif is_main_process():
             tmp = self.path.with_name(".best-tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
@@ -296,7 +349,8 @@ class ProxySelector:
         """Load the best weights into ``model``; return the rule, the choice and the history."""
         barrier()
         if self.best is not None:
-            state = load_file(str(self.path / "trainable.safetensors"))
+            state = self.kept if self.path is None else \
+                load_file(str(self.path / "trainable.safetensors"))
             params = dict(model.named_parameters())
             with torch.no_grad():
                 for name, tensor in state.items():

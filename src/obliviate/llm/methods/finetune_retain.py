@@ -10,7 +10,7 @@ loss is the plain answer NLL on them.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 
@@ -20,24 +20,16 @@ from obliviate.llm.data.formatting import collate, encode_record
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnItem
 from obliviate.llm.methods.losses import nll
 
-StartsFrom = Literal["target", "base"]
-
 
 class RetainTrainingConfig(MethodConfig):
     """No hyperparameter beyond the optimiser's (``unlearn.train``)."""
 
 
 class RetainTraining(LLMUnlearningMethod):
-    """Train on the retain set with the plain NLL.
-
-    ``starts_from`` tells the pipeline which weights to pass to :meth:`run`: ``"target"`` (the
-    model to unlearn, the default for every method) or ``"base"`` (the weights the target was
-    fine-tuned from: a freshly seeded tiny model, or the pretrained checkpoint).
-    """
+    """Train on the retain set with the plain NLL (from the weights ``starts_from`` names)."""
 
     config_class = RetainTrainingConfig
     uses_retain = True
-    starts_from: ClassVar[StartsFrom] = "target"
 
     def build_items(self, ctx: UnlearnContext) -> list[UnlearnItem]:
         # Items carry no forget example: nothing in these methods may read the forget set.

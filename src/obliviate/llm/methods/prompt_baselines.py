@@ -20,11 +20,11 @@ from typing import Any
 from pydantic import Field
 
 from obliviate.core.io import atomic_write_json
-from obliviate.core.method import MethodConfig, MethodOutcome
+from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat
-from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext
+from obliviate.llm.methods.base import LLMMethodOutcome, LLMUnlearningMethod, UnlearnContext
 
 PROMPT_FILE = "prompt.json"
 
@@ -37,16 +37,17 @@ class PromptOnlyMethod(LLMUnlearningMethod):
     def prompt_format(self, ctx: UnlearnContext) -> PromptFormat:
         raise NotImplementedError
 
-    def run(self, model: Any, task: UnlearningTask, out_dir: Any,
-            ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
-        if ctx is None:
-            raise ValueError("prompt baselines need an UnlearnContext")
+    def run(self, model: Any, task: UnlearningTask, out_dir: Any = None,
+            ctx: UnlearnContext | None = None, save: bool = True, *,
+            tokenizer: Any = None) -> LLMMethodOutcome:
+        """Build the prompt format (weights untouched: a sharded model may stay sharded)."""
+        ctx = self.resolve_context(task, ctx, tokenizer)
         start = time.perf_counter()
         fmt = self.prompt_format(ctx)
-        if save:
+        if save and out_dir is not None:
             atomic_write_json(Path(out_dir) / PROMPT_FILE, fmt.to_dict())
-        return MethodOutcome(model_path=None, seconds=time.perf_counter() - start,
-                             extra={"model": model, "prompt_format": fmt})
+        return LLMMethodOutcome(model_path=None, seconds=time.perf_counter() - start,
+                                model=model, prompt_format=fmt)
 
 
 class GuardrailConfig(MethodConfig):

@@ -196,10 +196,10 @@ class RMU(LLMUnlearningMethod):
         return out
 
     # -- running -----------------------------------------------------------------------------------
-    def run(self, model: Any, task: UnlearningTask, out_dir: Any,
-            ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
-        if ctx is None:
-            raise ConfigError("LLM methods need an UnlearnContext (tokenizer, prompt format)")
+    def run(self, model: Any, task: UnlearningTask, out_dir: Any = None,
+            ctx: UnlearnContext | None = None, save: bool = True, *,
+            tokenizer: Any = None) -> MethodOutcome:
+        ctx = self.resolve_context(task, ctx, tokenizer)
         cfg = self.config
         setup_start = time.perf_counter()
         path, owner, attr, layers = decoder_layers(model)

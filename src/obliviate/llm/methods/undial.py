@@ -119,9 +119,10 @@ class UNDIAL(LLMUnlearningMethod):
         loss = self.add_retain_nll(model, batch, loss, logs)
         return loss, logs
 
-    def run(self, model: Any, task: UnlearningTask, out_dir: Any,
-            ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:
+    def run(self, model: Any, task: UnlearningTask, out_dir: Any = None,
+            ctx: UnlearnContext | None = None, save: bool = True, *,
+            tokenizer: Any = None) -> MethodOutcome:
         try:
-            return super().run(model, task, out_dir, ctx=ctx, save=save)
+            return super().run(model, task, out_dir, ctx=ctx, save=save, tokenizer=tokenizer)
         finally:
             self.reference_logits = []  # release the teacher cache with the run
