@@ -1,0 +1,128 @@
+"""Experiment trackers (TensorBoard, MLflow, Weights & Biases, ...) through accelerate's tracking.
+
+``log_with`` takes accelerate's tracker names (``accelerate.tracking.LOGGER_TYPE_TO_CLASS``:
+``tensorboard``, ``mlflow``, ``wandb``, ``comet_ml``, ``aim``, ...). Everything stays offline
+by default: TensorBoard writes event files, MLflow a file store (``file:<logging_dir>/mlruns``
+unless ``MLFLOW_TRACKING_URI`` says otherwise), W&B runs with ``WANDB_MODE=offline`` unless
+the environment sets a mode.
+
+What is logged: an unlearning run's configuration, its training curve (loss, learning rate and
+the method's own terms at every logged step) and its cost; an evaluation's metrics; attack
+results (plain, attacked, recovery).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from obliviate.core.method import check_names
+
+PROJECT = "obliviate"
+
+
+def _names(log_with: str | Sequence[str]) -> list[str]:
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    names = [log_with] if isinstance(log_with, str) else list(log_with)
+    names = [str(n).lower() for n in names]
+    check_names(names, sorted(LOGGER_TYPE_TO_CLASS), "log_with")
+    return names
+
+
+def _offline(names: list[str], logging_dir: Path) -> None:
+    """Point MLflow at a local file store and W&B at offline mode, unless the user chose."""
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        import mlflow
+
+        mlflow.set_tracking_uri((logging_dir / "mlruns").resolve().as_uri())
+    if "wandb" in names:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ.setdefault("WANDB_DIR", str(logging_dir))
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested configs as ``a/b`` keys with scalar values (what every tracker accepts)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{name}/"))
+        elif isinstance(value, (bool, int, float, str)) or value is None:
+            out[name] = value if value is not None else "None"
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _scalars(values: Mapping[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+
+
+class Tracking:
+    """accelerate trackers opened for one run (``with Tracking(...) as t: t.log(...)``)."""
+
+    def __init__(self, log_with: str | Sequence[str], logging_dir: str | Path,
+                 run_name: str, config: Mapping[str, Any] | None = None,
+                 project: str = PROJECT) -> None:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        names = _names(log_with)
+        self.logging_dir = Path(logging_dir)
+        self.logging_dir.mkdir(parents=True, exist_ok=True)
+        _offline(names, self.logging_dir)
+        self.trackers = []
+        for name in names:  # as Accelerator.init_trackers builds them
+            cls = LOGGER_TYPE_TO_CLASS[name]
+            kwargs = {"mlflow": {"run_name": run_name}, "wandb": {"name": run_name},
+                      "tensorboard": {}}.get(name, {})
+            tracker = cls(run_name if name == "tensorboard" else project,
+                          str(self.logging_dir), **kwargs) \
+                if cls.requires_logging_directory else cls(project, **kwargs)
+            tracker.start()
+            if config:
+                tracker.store_init_configuration(_flat(config))
+            self.trackers.append(tracker)
+
+    def log(self, values: Mapping[str, Any], step: int | None = None) -> None:
+        scalars = _scalars(values)
+        if scalars:
+            for tracker in self.trackers:
+                tracker.log(scalars, step=step)
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+
+    def __enter__(self) -> Tracking:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def log_unlearning(result: Any, log_with: str | Sequence[str], logging_dir: str | Path) -> None:
+    """An unlearning run: its config, the training curve step by step, and its cost."""
+    config = {"method": result.method, "modality": result.modality, "config": result.config,
+              "train": result.train, "base_model": result.base_model,
+              "data": {k: v.get("sha256") for k, v in result.data.items()}}
+    with Tracking(log_with, logging_dir, f"unlearn-{result.method}", config) as tracking:
+        for entry in result.history:
+            step = entry.get("step")
+            tracking.log({f"train/{k}": v for k, v in entry.items() if k != "step"},
+                         step=int(step) if step is not None else None)
+        tracking.log({"cost/seconds": result.seconds, "cost/steps": result.steps,
+                      "cost/trainable_parameters": result.trainable_parameters,
+                      **{f"cost/{k}": v for k, v in result.peak_memory.items()}},
+                     step=result.steps)
+
+
+def log_metrics(values: Mapping[str, Any], log_with: str | Sequence[str],
+                logging_dir: str | Path, run_name: str, step: int = 0) -> None:
+    """One set of final numbers (an evaluation's summary, attack results)."""
+    with Tracking(log_with, logging_dir, run_name) as tracking:
+        tracking.log(values, step=step)
