@@ -6,6 +6,8 @@ To add a method: write ``my_method.py`` with a config class (paper defaults) and
 """
 
 from obliviate.llm.methods import (  # noqa: F401  (importing registers the methods)
+    altpo,
+    ce_u,
     finetune_retain,
     grad_ascent,
     grad_diff,
@@ -13,9 +15,11 @@ from obliviate.llm.methods import (  # noqa: F401  (importing registers the meth
     idk_nll,
     kl,
     npo,
+    pdu,
     prompt_baselines,
     retrain,
     rmu,
+    satimp,
     simnpo,
     task_vector,
     undial,

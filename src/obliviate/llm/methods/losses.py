@@ -134,16 +134,56 @@ def rmu_loss(forget_activations: torch.Tensor, control: torch.Tensor, forget_mas
     return forget_term + alpha * retain_term, forget_term, retain_term
 
 
-def wga_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
-    """WGA ascent term: ``mean_t w_t·log p(y_t)`` over answer tokens, ``w_t = p(y_t)^β`` detached.
+def reweighted_ascent_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, beta_sat: float,
+                           beta_imp: float = 0.0) -> torch.Tensor:
+    """Token-reweighted gradient ascent: ``mean_t w_t·log p(y_t)`` over answer tokens, with
+    ``w_t = p(y_t)^β_sat · (1 − p(y_t))^β_imp`` detached.
 
     Minimising it lowers the answer log-probs, each token's gradient scaled by its (constant)
-    weight. It is OpenUnlearning's ``-(w·CE)[mask].mean()``: one mean over all answer tokens of the
-    batch, no renormalisation of the weights. β = 0 gives plain gradient ascent, ``−NLL``.
+    weight. One mean over all answer tokens of the batch, no renormalisation of the weights
+    (OpenUnlearning's ``-(w·CE)[mask].mean()``). ``β_imp = 0`` is WGA; ``β_sat = β_imp = 0`` is
+    plain gradient ascent, ``−NLL``.
     """
-    weights = torch.exp(beta * token_logprobs).detach()
+    p = torch.exp(token_logprobs).detach()
+    weights = p.pow(beta_sat) * (1 - p).pow(beta_imp)
     maskf = mask.to(token_logprobs.dtype)
     return (weights * token_logprobs * maskf).sum() / maskf.sum().clamp_min(1)
+
+
+def wga_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """WGA ascent term: :func:`reweighted_ascent_loss` with weights ``p(y_t)^β`` (Wang et al.)."""
+    return reweighted_ascent_loss(token_logprobs, mask, beta)
+
+
+def satimp_loss(token_logprobs: torch.Tensor, mask: torch.Tensor, beta1: float, beta2: float
+                ) -> torch.Tensor:
+    """SatImp ascent term: weights ``p^β1·(1 − p)^β2`` (saturation × importance, Yang et al.)."""
+    return reweighted_ascent_loss(token_logprobs, mask, beta1, beta2)
+
+
+def ceu_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """CE-U: cross-entropy of the ``[N, V]`` logits against the model's own detached distribution
+    with the label's logit set to −∞, averaged over the N tokens (rows already selected).
+
+    The target is ``softmax(sg(z) − ∞·onehot(y))`` (UNDIAL's teacher with β → ∞, taken from the
+    student itself), so the gradient on the logits is ``softmax(z) − target``: exactly ``p_y`` is
+    pushed off the label and redistributed over the other tokens in proportion to their mass.
+    """
+    z = logits.float()
+    target_logits = z.detach().scatter(-1, labels.unsqueeze(-1), float("-inf"))
+    target = torch.softmax(target_logits, dim=-1)
+    return -(target * torch.log_softmax(z, dim=-1)).sum(-1).mean()
+
+
+def logit_margin_flattening(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """PDU's forget loss: ``mean_t (max_v z_tv − mean_v z_tv)²`` over the positions in ``mask``.
+
+    Zero exactly when every logit at a position is equal, i.e. the output is uniform.
+    """
+    z = logits.float()
+    margin = (z.max(dim=-1).values - z.mean(dim=-1)).pow(2)
+    maskf = mask.to(margin.dtype)
+    return (margin * maskf).sum() / maskf.sum().clamp_min(1)
 
 
 def undial_targets(ref_logits: torch.Tensor, labels: torch.Tensor, beta: float) -> torch.Tensor:
