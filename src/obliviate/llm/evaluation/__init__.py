@@ -1,9 +1,10 @@
 """LLM evaluation: a shared answer scorer, batched greedy generation and registered suites.
 
-Importing this package registers the ``tofu``, ``mia`` and ``memorization`` suites in
+Importing this package registers the ``tofu``, ``mia``, ``memorization`` and ``muse`` suites in
 :data:`obliviate.core.registry.SUITES` (modality ``llm``).
 """
 
+from obliviate.llm.evaluation import muse  # noqa: F401  (registers the muse suite)
 from obliviate.llm.evaluation.generation import greedy_generate
 from obliviate.llm.evaluation.scorer import AnswerScore, AnswerScorer, RecordScores
 from obliviate.llm.evaluation.suites import (
