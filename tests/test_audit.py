@@ -65,7 +65,7 @@ def test_run_record_holds_what_a_reviewer_needs(finished_run):
     assert stages["finetune_target"]["weights_sha256"] == weights(models / "target")
     assert stages["finetune_oracle"]["weights_sha256"] == weights(models / "oracle")
     npo = stages["unlearn_npo"]
-    assert npo["weights_sha256"] == weights(models / "unlearned" / "npo" / "model")
+    assert npo["weights_sha256"] == weights(models / "unlearned" / "npo")
     assert npo["target_weights_sha256"] == stages["finetune_target"]["weights_sha256"]
     assert npo["data"][forget["name"]]["sha256"] == forget["sha256"]
     assert npo["config"]["beta"] > 0 and npo["train"]["max_steps"] == 2
@@ -116,7 +116,7 @@ def test_audit_json_and_verify(finished_run, tmp_path):
     # weights changed after the run: --verify says which model and exits 1
     tampered = tmp_path / "run"
     shutil.copytree(finished_run, tampered)
-    path = tampered / "models" / "unlearned" / "npo" / "model" / "model.safetensors"
+    path = tampered / "models" / "unlearned" / "npo" / "model.safetensors"
     tensors = load_file(str(path))
     name = next(iter(tensors))
     tensors[name] = tensors[name] + 1

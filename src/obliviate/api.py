@@ -75,6 +75,12 @@ class UnlearnResult(_Table):
     base_model: str | None = None
     output_dir: str | None = None
 
+    def __repr__(self) -> str:
+        data = ", ".join(f"{k}={v.get('n')} records" for k, v in self.data.items())
+        return (f"UnlearnResult(method={self.method!r}, steps={self.steps}, "
+                f"seconds={self.seconds:.1f}, trainable_parameters={self.trainable_parameters:,}"
+                f", {data})")
+
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items()
                if k not in ("model", "tokenizer", "prompt_format")}
@@ -123,8 +129,8 @@ class EvaluationResult(_Table):
     """
 
     model: str
-    suites: dict[str, EvalResult]
-    oracle: EvaluationResult | None = None
+    suites: dict[str, EvalResult] = field(repr=False)
+    oracle: EvaluationResult | None = field(default=None, repr=False)
     seconds: float | None = None
 
     @property
@@ -134,6 +140,18 @@ class EvaluationResult(_Table):
 
     def __getitem__(self, key: str) -> float:
         return self.summary[key]
+
+    def __str__(self) -> str:
+        oracle = self.oracle.summary if self.oracle is not None else {}
+        width = max([len(k) for k in self.summary] + [6])
+        lines = [f"{self.model}:".ljust(width + 2) + f"{'value':>10}"
+                 + (f"{'oracle':>10}" if oracle else "")]
+        for key, value in self.summary.items():
+            line = f"  {key:<{width}}{value:>10.4g}"
+            if oracle:
+                line += f"{oracle[key]:>10.4g}" if key in oracle else f"{'-':>10}"
+            lines.append(line)
+        return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "summary": self.summary, "seconds": self.seconds,
@@ -390,6 +408,7 @@ def unlearn(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     ``output_dir/logs``).
     """
     model, tokenizer, _ = _unwrap(model, tokenizer)
+    logs = _logging_dir(log_with, logging_dir, output_dir)
     modality = _modality(model)
     cls = _method(method, modality)
     own, train = _split_hyperparameters(cls, modality, dict(hyperparameters))
@@ -428,7 +447,7 @@ def unlearn(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     if log_with:
         from obliviate.core.tracking import log_unlearning
 
-        log_unlearning(result, log_with, _logging_dir(logging_dir, output_dir))
+        log_unlearning(result, log_with, logs)
     if output_dir is not None:
         result.save_pretrained(output_dir, push_to_hub=push_to_hub)
     elif push_to_hub:
@@ -455,6 +474,7 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     import torch
 
     start = time.perf_counter()
+    logs = _logging_dir(log_with, logging_dir, output_dir)
     model, tokenizer, fmt = _unwrap(model, tokenizer)
     modality = _modality(model)
     task = _task(model, modality, forget, retain, holdout, seed, extra=splits)
@@ -493,8 +513,7 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     if log_with:
         from obliviate.core.tracking import log_metrics
 
-        log_metrics(result.summary, log_with, _logging_dir(logging_dir, output_dir),
-                    run_name=f"evaluate-{name}")
+        log_metrics(result.summary, log_with, logs, run_name=f"evaluate-{name}")
     return result
 
 
@@ -519,6 +538,7 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
 
     from obliviate.core.registry import ATTACKS
 
+    logs = _logging_dir(log_with, logging_dir, output_dir)
     model, tokenizer, fmt = _unwrap(model, tokenizer)
     oracle, _, _ = _unwrap(oracle, None)
     modality = _modality(model)
@@ -567,7 +587,7 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
 
         log_metrics({f"attack/{r['attack']}/{k}": r[k] for r in out.rows()
                      for k in ("plain", "attacked", "recovery") if r[k] is not None},
-                    log_with, _logging_dir(logging_dir, output_dir), run_name=f"attack-{name}")
+                    log_with, logs, run_name=f"attack-{name}")
     return out
 
 
@@ -668,7 +688,14 @@ def _model_name(model: Any) -> str | None:
     return str(name) if name else None
 
 
-def _logging_dir(logging_dir: str | Path | None, output_dir: str | Path | None) -> Path:
+def _logging_dir(log_with: str | Sequence[str] | None, logging_dir: str | Path | None,
+                 output_dir: str | Path | None) -> Path | None:
+    """Where the trackers write (checked, with the tracker names, before any work)."""
+    if not log_with:
+        return None
+    from obliviate.core.tracking import tracker_names
+
+    tracker_names(log_with)
     if logging_dir is not None:
         return Path(logging_dir)
     if output_dir is not None:

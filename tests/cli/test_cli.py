@@ -126,7 +126,7 @@ def test_unlearn_after_finetune_writes_models_and_records(tmp_path):
                     "unlearn.method_args.npo.beta=0.5")
     assert result.exit_code == 0, result.stderr
     npo_dir = run / "models" / "unlearned" / "npo"
-    assert (npo_dir / "model" / "model.safetensors").is_file()
+    assert (npo_dir / "model.safetensors").is_file()
     manifest = json.loads((npo_dir / "unlearned.json").read_text())
     assert manifest["config"]["beta"] == 0.5 and manifest["changes_weights"]
     guard = json.loads((run / "models" / "unlearned" / "guardrail" / "unlearned.json").read_text())
@@ -134,6 +134,20 @@ def test_unlearn_after_finetune_writes_models_and_records(tmp_path):
     stage = json.loads((run / "run.json").read_text())["stages"]["unlearn_npo"]
     assert stage["steps"] == 2 and stage["trainable_parameters"] > 0 and stage["seconds"] > 0
     assert stage["data"]["forget"]["sha256"]
+
+    # every folder the command prints loads with from_pretrained, beside its model card
+    from huggingface_hub import ModelCard
+    from transformers import AutoModelForCausalLM
+
+    printed = dict(line.split(": ", 1) for line in result.stdout.splitlines()
+                   if line.startswith(("npo: ", "guardrail: ")))
+    assert printed["npo"].split("  (")[0] == str(npo_dir)
+    assert AutoModelForCausalLM.from_pretrained(str(npo_dir)).config.num_hidden_layers == 1
+    assert "with the prompt" in printed["guardrail"]  # a prompt-only method: target + prompt
+    AutoModelForCausalLM.from_pretrained(printed["guardrail"].split(" with the prompt")[0])
+    card = ModelCard.load(npo_dir / "README.md").data.to_dict()["obliviate"]
+    assert card["method"] == "npo" and card["config"]["beta"] == 0.5
+    assert card["data"]["forget"]["sha256"] == stage["data"]["forget"]["sha256"]
 
 
 @pytest.mark.parametrize("args, fragments", [

@@ -63,7 +63,7 @@ def test_method_forgets_and_keeps(name, trained, before, tmp_path):
     model = trained.fresh()
     method = METHODS.get(name, "diffusion")(**FAST[name])
     outcome = method.run(model, trained.task, tmp_path)
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "model.safetensors").is_file()
     assert outcome.steps == FAST[name].get("steps", 0)
     assert not (tmp_path / "checkpoints").exists()
     forget, retain = accuracies(model, trained.judge)

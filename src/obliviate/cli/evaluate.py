@@ -60,12 +60,14 @@ def run_eval(
     Quality and PrivLeak. Results: RUN_DIR/eval/<model>/<suite>.json.
     """
     from obliviate.cli.common import command_line, load_any_recipe, pipeline_for
+    from obliviate.core.modelcard import write_run_cards
 
     config = load_any_recipe(recipe, overrides or [])
     pipeline = pipeline_for(config)
     run = pipeline.open_run(config, output, command_line())
     task = pipeline.prepare_task(config, run)
     summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
+    write_run_cards(run.root, run.read_record())  # the model cards show the new metrics
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
     typer.echo(f"results: {run.root / 'eval'}")
 

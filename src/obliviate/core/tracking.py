@@ -24,7 +24,7 @@ from obliviate.core.method import check_names
 PROJECT = "obliviate"
 
 
-def _names(log_with: str | Sequence[str]) -> list[str]:
+def tracker_names(log_with: str | Sequence[str]) -> list[str]:
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
     names = [log_with] if isinstance(log_with, str) else list(log_with)
@@ -38,6 +38,9 @@ def _offline(names: list[str], logging_dir: Path) -> None:
     if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
         import mlflow
 
+        # MLflow 3 keeps its file store (the offline store that needs no database package)
+        # behind this switch; obliviate chose the store, so it opts in
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri((logging_dir / "mlruns").resolve().as_uri())
     if "wandb" in names:
         os.environ.setdefault("WANDB_MODE", "offline")
@@ -71,7 +74,7 @@ class Tracking:
                  project: str = PROJECT) -> None:
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-        names = _names(log_with)
+        names = tracker_names(log_with)
         self.logging_dir = Path(logging_dir)
         self.logging_dir.mkdir(parents=True, exist_ok=True)
         _offline(names, self.logging_dir)

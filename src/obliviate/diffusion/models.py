@@ -358,6 +358,11 @@ class Denoiser(nn.Module):
     def null_label(self) -> int:
         return self.num_classes
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: Any = None) -> Denoiser:
+        """Load a saved model folder (``config.json`` + ``model.safetensors``)."""
+        return load_denoiser(path, device)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

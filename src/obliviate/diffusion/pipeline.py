@@ -195,7 +195,8 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
             total_parameters=outcome.total_parameters,
             peak_memory=outcome.peak_memory, history=outcome.history,
             target=str(target), output=str(out_dir), model_path=outcome.model_path, data=data,
-            details=outcome.extra, weights_sha256=sha256_dir(out_dir / "model", ("*.safetensors",)),
+            details=outcome.extra,
+            weights_sha256=sha256_dir(model_path(run, f"unlearned/{name}"), ("*.safetensors",)),
             target_weights_sha256=sha256_dir(target, ("*.safetensors",))
             if target.is_dir() else None)
     return out
@@ -203,9 +204,10 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
 
 # -- evaluation -----------------------------------------------------------------------------------
 def model_path(run: RunDir, name: str) -> Path:
-    """A model of the run (``target``, ``oracle``, ``unlearned/esd_x``), else a folder."""
+    """A model of the run (``target``, ``oracle``, ``unlearned/esd_x``), else a folder. An
+    unlearned model's weights sit in its folder (in ``model/`` in runs before 0.2)."""
     inside = run.model(name)
-    if (inside / MANIFEST).is_file():
+    if (inside / MANIFEST).is_file() and (inside / "model").is_dir():
         return inside / "model"
     if inside.exists():
         return inside

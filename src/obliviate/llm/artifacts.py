@@ -27,7 +27,8 @@ def load_model_for_eval(path: str | Path, model_config: ModelConfig
     manifest = path / MANIFEST
     if manifest.is_file():
         info = read_json(manifest)
-        weights = path / "model" if (path / "model").is_dir() else Path(info["base_model"])
+        weights = path / "model" if (path / "model").is_dir() else path \
+            if (path / "config.json").is_file() else Path(info["base_model"])
         model, tokenizer = load_pretrained(str(weights), model_config.trust_remote_code)
         if info.get("prompt_format"):
             return model.eval(), tokenizer, PromptFormat.from_dict(info["prompt_format"])

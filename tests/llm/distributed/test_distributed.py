@@ -25,4 +25,4 @@ def test_npo_runs_in_two_gloo_processes(tmp_path):
     assert report["param_sums"][0] == report["param_sums"][1]  # replicas stayed in sync
     assert report["after"] > report["before"] + 0.5  # NPO raised the forget loss
     assert report["steps"] == 4
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "model.safetensors").is_file()

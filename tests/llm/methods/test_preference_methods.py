@@ -85,7 +85,7 @@ def test_method_forgets_and_keeps_utility(memorised, tmp_path, name, steps, lr, 
         idk_fall = idk_before - refusal_nll(method, unlearned, items, pad)
         assert idk_fall >= 3.0, (name, idk_before, idk_fall)
         assert idk_fall > 2 * retain_rise, (name, idk_fall, retain_after)
-    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert (tmp_path / "model.safetensors").is_file()
     assert outcome.steps == steps
 
 

@@ -146,10 +146,10 @@ class DiffusionUnlearningMethod(UnlearningMethod):
             result = self.unlearn(model, ctx)
             model.eval()
             if save:
-                save_denoiser(model, out / "model", extra={"method": type(self).__name__})
+                save_denoiser(model, out, extra={"method": type(self).__name__})
         if ctx.checkpoint_dir is not None:
             remove_checkpoints(ctx.checkpoint_dir)
-        path = str(out / "model") if save else None
+        path = str(out) if save else None  # the folder itself loads (Denoiser.from_pretrained)
         if isinstance(result, LoopOutcome):
             return MethodOutcome(
                 model_path=path, seconds=watch.seconds, steps=result.steps,

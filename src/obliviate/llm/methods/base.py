@@ -247,11 +247,11 @@ class LLMUnlearningMethod(UnlearningMethod):
             outcome = self.train(model, items, ctx, out)
             model = merge_lora(model)
             self.reference_model = None
-            if save and is_main_process():
-                save_model(model, ctx.tokenizer, out / "model")
+            if save and is_main_process():  # the folder itself loads with from_pretrained
+                save_model(model, ctx.tokenizer, out)
         model.to(home)
         return LLMMethodOutcome(
-            model_path=str(out / "model") if save else None, seconds=watch.seconds,
+            model_path=str(out) if save else None, seconds=watch.seconds,
             steps=outcome.steps, trainable_parameters=outcome.trainable_parameters,
             total_parameters=outcome.total_parameters,
             peak_memory_bytes=outcome.peak_memory.get("host_peak_rss_bytes"),

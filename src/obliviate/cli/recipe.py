@@ -1,0 +1,113 @@
+"""``obliviate recipe show NAME``: every key of a recipe with its type, value, default and
+meaning, read from the typed configs (pydantic fields and their descriptions), so shrinking a
+recipe needs no source reading."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+
+from obliviate.cli.common import friendly_errors, load_any_recipe
+
+recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                         help="Show what a recipe's keys are and mean.")
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for prefix in ("typing.", "obliviate.", "pydantic."):
+        text = text.replace(prefix, "")
+    return text.replace("NoneType", "None")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _doc(model: type[BaseModel]) -> str:
+    lines = (model.__doc__ or "").strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def describe(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, str, str, str, str]]:
+    """``(key, type, value, default, meaning)`` for every field of ``config``, nested configs
+    walked (their own docstring's first line is the meaning of the section)."""
+    for name, info in type(config).model_fields.items():
+        key = f"{prefix}{name}"
+        value = getattr(config, name)
+        if isinstance(value, BaseModel):
+            yield key, type(value).__name__, "", "", _doc(type(value))
+            yield from describe(value, f"{key}.")
+            continue
+        default = info.get_default(call_default_factory=True) \
+            if not info.is_required() else "(required)"
+        yield (key, _type_name(info.annotation), _short(value), _short(default),
+               info.description or "")
+
+
+def method_sections(recipe: BaseModel) -> Iterator[tuple[str, str, str, str, str]]:
+    """The hyperparameters of each method the recipe runs (``unlearn.method_args.<name>``)."""
+    from obliviate.core.registry import METHODS
+
+    unlearn = getattr(recipe, "unlearn", None)
+    if unlearn is None:
+        return
+    modality = getattr(recipe, "modality", "llm")
+    importlib.import_module(f"obliviate.{modality}.methods")
+    for name in getattr(unlearn, "methods", []):
+        cls = METHODS.get(name, modality)
+        given = (getattr(unlearn, "method_args", {}) or {}).get(name, {})
+        config = cls.config_class.model_validate(given)
+        key = f"unlearn.method_args.{name}"
+        yield key, cls.__name__, "", "", f"{_doc(cls)} [{cls.paper}]"
+        yield from describe(config, f"{key}.")
+
+
+def attack_sections(recipe: BaseModel) -> Iterator[tuple[str, str, str, str, str]]:
+    """The settings of each attack the recipe runs (``attack.options.<name>``)."""
+    from obliviate.core.registry import ATTACKS
+
+    section = getattr(recipe, "attack", None)
+    if section is None:
+        return
+    modality = getattr(recipe, "modality", "llm")
+    importlib.import_module(f"obliviate.{modality}.attacks")
+    for name in getattr(section, "attacks", []):
+        cls = ATTACKS.get(name, modality)
+        config = cls.config_class.model_validate((section.options or {}).get(name, {}))
+        key = f"attack.options.{name}"
+        yield key, cls.__name__, "", "", _doc(cls)
+        yield from describe(config, f"{key}.")
+
+
+@recipe_app.command("show")
+@friendly_errors
+def show(
+    recipe: Annotated[str, typer.Argument(help="YAML recipe or a packaged name (demo, mnist)")],
+    overrides: Annotated[list[str] | None, typer.Argument(
+        help="recipe overrides as section.key=value")] = None,
+) -> None:
+    """Print every key of RECIPE: type, value in this recipe, default, meaning.
+
+    The method and attack sections list each one's own settings (paper defaults); any key can
+    be set in the YAML file or as section.key=value on the command line.
+    """
+    config = load_any_recipe(recipe, overrides or [])
+    rows = [*describe(config), *method_sections(config), *attack_sections(config)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    typer.echo(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'value':<{widths[2]}}  "
+               "default | meaning")
+    for key, kind, value, default, meaning in rows:
+        if not kind or value == "" and default == "":  # a section heading
+            typer.echo(f"{key}  ({kind}) {meaning}".rstrip())
+            continue
+        tail = f"{default}" + (f" | {meaning}" if meaning else "")
+        typer.echo(f"{key:<{widths[0]}}  {kind:<{widths[1]}}  {value:<{widths[2]}}  {tail}")

@@ -1,0 +1,33 @@
+"""``obliviate recipe show``: every key of a recipe, walked from its typed configs, with the
+methods' and attacks' own settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from obliviate.cli.common import load_any_recipe
+from obliviate.cli.main import app
+
+
+def keys(config: BaseModel, prefix: str = "") -> list[str]:
+    out = []
+    for name in type(config).model_fields:
+        value = getattr(config, name)
+        out += keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) \
+            else [f"{prefix}{name}"]
+    return out
+
+
+def test_recipe_show_lists_every_key_with_type_value_and_default():
+    result = CliRunner().invoke(app, ["recipe", "show", "mnist", "task.image_size=8"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
+    for key in keys(load_any_recipe("mnist", [])):
+        assert key in lines, key
+    assert lines["task.image_size"].split()[1:4] == ["int", "8", "16"]  # type, value, default
+    assert "the image folder" in lines["task.path"]  # the field's description
+    assert lines["unlearn.method_args.esd_x.ddim_steps"].split()[2] == "25"
+    assert "unlearn.method_args.uce.seed" in lines
+    assert "attack.options.relearning.steps" in lines
