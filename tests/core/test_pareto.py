@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from obliviate.core.axes import AxisMap, ScoreExpr
+from obliviate.core.axes import AxisMap, References, ScoreExpr
 from obliviate.core.errors import ConfigError
 from obliviate.core.pareto import (
     AXES_2D,
@@ -20,6 +20,7 @@ from obliviate.core.pareto import (
     aggregate_seeds,
     dominates,
     is_oracle_metric,
+    oracle_distance,
     pareto_front,
     parse_rule,
     select_reported,
@@ -28,7 +29,8 @@ from obliviate.core.pareto import (
 
 def point(name: str, f: float | None, u: float | None, r: float | None = None,
           method: str = "m", config: str | None = None, seed: int = 0, **metrics) -> Point:
-    scores = {"forgetting": f, "utility": u, "robustness": r}
+    scores = {"forgetting": f, "utility": u, "robustness": r, "raw_forgetting": f,
+              "raw_utility": u}
     return Point(label=name, method=method, config_id=config or name, scores=scores,
                  seed=seed, run=f"{name}/{seed}", metrics=metrics)
 
@@ -149,16 +151,86 @@ def test_score_expressions():
         ScoreExpr("hmean()")
 
 
-def test_axis_map_defaults_fall_back_and_say_which_key():
+def test_raw_axes_stay_available_by_name():
     llm = AxisMap.for_modality("llm")
     scores, used = llm.score({"tofu/forget/rouge": 0.25, "tofu/model_utility": 0.6})
-    assert scores == {"forgetting": 0.75, "utility": 0.6, "robustness": None}
-    assert used["forgetting"] == "1-tofu/forget/rouge" and used["robustness"] is None
-    diffusion = AxisMap.for_modality("diffusion")
-    scores, used = diffusion.score({"classify/forget/unlearning_accuracy": 0.9,
-                                    "classify/retain/retain_accuracy": 0.8})
-    assert scores["forgetting"] == 0.9 and scores["utility"] == 0.8
+    assert scores["raw_forgetting"] == 0.75 and scores["raw_utility"] == 0.6
+    assert used["raw_forgetting"] == "1-tofu/forget/rouge"
+    # without the oracle's metrics the oracle-relative axes say nothing (no silent fallback)
+    assert scores["forgetting"] is None and scores["utility"] is None
+    raw = AxisMap.for_modality("llm", {"forgetting": "raw"})
+    assert raw.score({"tofu/forget/prob": 0.2})[0]["forgetting"] == pytest.approx(0.8)
+    assert not raw.uses_oracle("forgetting") and llm.uses_oracle("forgetting")
+    assert not llm.uses_oracle("raw_utility") and llm.uses_oracle("robustness")
     custom = AxisMap.for_modality("llm", {"utility": "tofu/retain/rouge"})
     assert custom.score({"tofu/retain/rouge": 0.4})[0]["utility"] == 0.4
     with pytest.raises(ConfigError):
         AxisMap.for_modality("llm", {"utility": "max(a"})
+
+
+# Oracle: forget prob 0.1, MIA AUC 0.5; target: 0.9 and 1.0 (gaps 0.8 and 0.5).
+REFS = References(oracle={"tofu/forget/prob": 0.1, "mia/forget/mia_min_k": 0.5,
+                          "tofu/retain/prob": 0.8, "tofu/retain/rouge": 0.9,
+                          "attack/relearning/rouge/recovery": 0.0},
+                  target={"tofu/forget/prob": 0.9, "mia/forget/mia_min_k": 1.0,
+                          "tofu/retain/prob": 0.9, "tofu/retain/rouge": 0.8,
+                          "attack/relearning/rouge/recovery": 0.6})
+CLOSE = "close(tofu/forget/prob, mia/forget/mia_min_k)"
+
+
+@pytest.mark.parametrize(("prob", "auc", "expected"), [
+    (0.1, 0.5, 1.0),                                 # exactly the oracle
+    (0.9, 1.0, 0.0),                                 # the target: nothing forgotten
+    (0.5, 0.75, (1 - 0.4 / 0.8 + 1 - 0.25 / 0.5) / 2),  # under-forgetting: halfway back
+    (0.0, 0.25, (1 - 0.1 / 0.8 + 1 - 0.25 / 0.5) / 2),  # over-forgetting: past the oracle
+    (0.0, 0.0, (1 - 0.1 / 0.8 + 0.0) / 2),              # as far past the oracle as the target
+])
+def test_oracle_relative_forgetting_penalises_both_directions(prob, auc, expected):
+    metrics = {"tofu/forget/prob": prob, "mia/forget/mia_min_k": auc}
+    assert ScoreExpr(CLOSE).evaluate(metrics, REFS) == pytest.approx(expected)
+    # the raw axis rewards the over-forgetting model above the oracle itself
+    raw = ScoreExpr("1-tofu/forget/prob")
+    assert (raw.evaluate(metrics) > raw.evaluate({"tofu/forget/prob": 0.1})) == (prob < 0.1)
+
+
+def test_oracle_relative_axes_symmetric_and_defaults():
+    # an AUC as far below the oracle as another is above scores the same
+    below = ScoreExpr("close(mia/forget/mia_min_k)").evaluate({"mia/forget/mia_min_k": 0.3}, REFS)
+    above = ScoreExpr("close(mia/forget/mia_min_k)").evaluate({"mia/forget/mia_min_k": 0.7}, REFS)
+    assert below == pytest.approx(above) == pytest.approx(1 - 0.2 / 0.5)
+    assert ScoreExpr(CLOSE).evaluate({"tofu/forget/prob": 0.1}, References()) is None
+    # utility: the share of the better of target and oracle kept, per key, capped at 1
+    kept = ScoreExpr("kept(tofu/retain/prob, tofu/retain/rouge)")
+    assert kept.evaluate({"tofu/retain/prob": 0.45, "tofu/retain/rouge": 1.0}, REFS) == \
+        pytest.approx((0.5 + 1.0) / 2)
+    assert ScoreExpr("kept(-x/fid)").evaluate({"x/fid": 40.0}, References(
+        oracle={"x/fid": 20.0}, target={"x/fid": 30.0})) == pytest.approx(0.5)
+    # robustness: the share of the target's lead that the strongest attack restores
+    robust = ScoreExpr("1-recovered(attack/*/rouge/recovery)")
+    attacked = {"attack/relearning/rouge/recovery": 0.3, "attack/quantization/rouge/recovery": -0.2}
+    assert robust.evaluate(attacked, REFS) == pytest.approx(1 - 0.3 / 0.6)
+    assert robust.evaluate({"attack/relearning/rouge/recovery": -0.1}, REFS) == 1.0
+    assert robust.evaluate({}, REFS) is None  # never attacked: no robustness
+    # the default maps, for both modalities, on the oracle and target themselves
+    for modality, forget, retain in (("llm", "tofu/forget/prob", "tofu/model_utility"),
+                                     ("diffusion", "judge/forget/unlearning_accuracy",
+                                      "judge/retain/retain_accuracy")):
+        axes = AxisMap.for_modality(modality)
+        attack = "rouge" if modality == "llm" else "accuracy"
+        oracle = {forget: 0.02, retain: 0.9, f"attack/a/{attack}/recovery": 0.0}
+        target = {forget: 0.98, retain: 0.95, f"attack/a/{attack}/recovery": 0.5}
+        refs = References(oracle, target)
+        on_oracle, used = axes.score(oracle, refs)
+        assert on_oracle["forgetting"] == 1.0 and on_oracle["robustness"] == 1.0
+        assert on_oracle["utility"] == pytest.approx(0.9 / 0.95)
+        on_target, _ = axes.score(target, refs)
+        assert on_target["forgetting"] == 0.0 and on_target["robustness"] == 0.0
+        assert used["forgetting"].startswith("close(")
+
+
+def test_oracle_distance():
+    c = aggregate_seeds([point("a", 0.5, 1.0, 0.8)])[0]
+    assert oracle_distance(c, {"forgetting": 1.0, "utility": 1.0, "robustness": 1.0}) == \
+        pytest.approx(math.hypot(0.5, 0.2))
+    assert oracle_distance(c, {}) == pytest.approx(math.hypot(0.5, 0.2))  # 1 where unknown
+    assert oracle_distance(aggregate_seeds([point("b", 0.5, 1.0)])[0], {}) is None

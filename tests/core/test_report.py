@@ -85,17 +85,30 @@ def test_llm_report_holds_every_section(llm_run):
     assert {m["name"] for m in data["models"]} == {"oracle", "target", "unlearned/npo",
                                                    "unlearned/grad_ascent"}
     assert re.search(r'<tr class="oracle"><td class="l">oracle</td>', html)
-    # the axes say which keys they used (no model_utility here: the harmonic-mean fallback)
-    assert data["axes"]["used"]["unlearned/npo"]["utility"].startswith("hmean(")
+    # the axes say which keys they used (no model_utility here: the retain prob/ROUGE fallback)
+    assert data["axes"]["used"]["unlearned/npo"]["utility"] == \
+        "kept(tofu/retain/prob, tofu/retain/rouge)"
     npo = next(m for m in data["models"] if m["name"] == "unlearned/npo")
-    assert npo["scores"]["forgetting"] == pytest.approx(0.9)
-    assert npo["scores"]["robustness"] == pytest.approx(0.4)  # 1 − attacked ROUGE
+    # oracle 0.05, target 0.99: forget prob and ROUGE 0.1 are 0.05 of the 0.94 gap away
+    assert npo["scores"]["forgetting"] == pytest.approx(1 - 0.05 / 0.94)
+    assert npo["scores"]["utility"] == pytest.approx(0.8 / 0.97)  # of the target's 0.97
+    # relearning lifts npo 0.3 above the oracle; the target 0.7 above it
+    assert npo["scores"]["robustness"] == pytest.approx(1 - 0.3 / 0.7)
+    assert npo["scores"]["raw_forgetting"] == pytest.approx(0.9)  # 1 − forget prob
+    assert npo["scores"]["raw_robustness"] == pytest.approx(0.4)  # 1 − attacked ROUGE
     oracle = next(m for m in data["models"] if m["name"] == "oracle")
-    assert oracle["scores"]["robustness"] == pytest.approx(0.7)  # from oracle_attacked
-    assert data["pareto"]["front"] == ["unlearned/npo", "unlearned/grad_ascent"]
+    assert oracle["scores"]["robustness"] == 1.0 and oracle["scores"]["forgetting"] == 1.0
+    target = next(m for m in data["models"] if m["name"] == "target")
+    assert target["scores"]["robustness"] == 0.0 and target["scores"]["forgetting"] == 0.0
+    # grad_ascent forgets as far past the oracle as npo stays short of it: the same score
+    ga = next(m for m in data["models"] if m["name"] == "unlearned/grad_ascent")
+    assert ga["scores"]["forgetting"] == pytest.approx(npo["scores"]["forgetting"])
+    assert data["pareto"]["front"] == ["unlearned/npo"]
     assert data["pareto"]["axes"] == ["forgetting", "utility", "robustness"]
     assert data["reported"]["npo"]["label"] == "unlearned/npo"
     assert data["selection_rule"]["uses_oracle"] is False
+    assert data["axes"]["uses_oracle"]["forgetting"] is True
+    assert data["axes"]["uses_oracle"]["raw_forgetting"] is False
     assert "reads no oracle-derived metric" in html
     rows = {r["model"]: r for r in data["attacks"]}
     assert rows["unlearned/npo"]["recovery"] == pytest.approx(0.3)
@@ -106,9 +119,94 @@ def test_llm_report_holds_every_section(llm_run):
     assert data["samples"]["unlearned/npo"][0]["generated"] == "I do not know."
     assert "She &lt;b&gt;sings&lt;/b&gt;." in html  # generations are escaped
     board = (llm_run / "report" / "leaderboard.md").read_text()
-    assert board.index("| 1 | npo |") < board.index("| 2 | grad_ascent |")
-    assert "| – | oracle |" in board and "max mean utility" in board
+    assert board.index("## Verdict") < board.index("| 1 | npo |") < board.index(
+        "| – | grad_ascent |")
+    assert "| – | oracle |" in board and "max mean raw_utility" in board
     assert (llm_run / "report" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_unattacked_model_is_never_ranked(llm_run):
+    """grad_ascent matches the oracle exactly on every evaluation metric, but nothing attacked
+    it: it is listed, unranked, with the reason, below the attacked npo."""
+    record = json.loads((llm_run / "run.json").read_text())
+    record["stages"]["eval_unlearned/grad_ascent"]["summary"] = summary(0.05, 0.95)
+    write(llm_run / "run.json", record)
+    data = json.loads(write_report(llm_run)[1].read_text())
+    ranking = {e["method"]: e for e in data["ranking"]}
+    assert ranking["grad_ascent"]["mean"]["forgetting"] == 1.0
+    assert ranking["grad_ascent"]["rank"] is None
+    assert ranking["grad_ascent"]["reason"].startswith("not attacked")
+    assert ranking["npo"]["rank"] == 1
+    assert [e["method"] for e in data["ranking"]] == ["npo", "grad_ascent"]
+    unranked = next(v for v in data["verdict"] if v["kind"] == "unranked")
+    assert "grad_ascent (not attacked" in unranked["text"]
+    closest = next(v for v in data["verdict"] if v["kind"] == "closest")
+    assert closest["text"].startswith("npo comes closest")
+    board = (llm_run / "report" / "leaderboard.md").read_text()
+    assert "| – | grad_ascent |" in board and "unranked: not attacked" in board
+    assert "| 1 | grad_ascent |" not in board
+
+
+def demo_like_run(tmp_path) -> Path:
+    """Evaluation and attack numbers shaped like the demo's (a 0.8M-parameter Llama trained on
+    24 synthetic people): IdkNLL answers "I don't know" (ROUGE below the oracle's) while the
+    likelihood of the true answers and the MIA AUC stay near the target's; the guardrail
+    changes no weights; NPO forgets honestly."""
+    def s(prob, rouge, auc, truth, extraction, retain):
+        return {"tofu/forget/prob": prob, "tofu/forget/rouge": rouge,
+                "tofu/forget/truth_ratio": truth, "mia/forget/mia_min_k": auc,
+                "memorization/forget/extraction_strength": extraction,
+                "tofu/retain/prob": retain, "tofu/retain/rouge": retain}
+
+    def attacked(model, value):
+        return attack(model, "relearning", 0.1, value, 0.25)
+
+    stages = {
+        "eval_oracle": {"status": "done", "summary": s(0.04, 0.46, 0.53, 0.48, 0.21, 0.99)},
+        "eval_target": {"status": "done", "summary": s(0.99, 1.0, 1.0, 0.31, 1.0, 0.99)},
+        "unlearn_idk_nll": {**cost(1.0, 5), "method": "idk_nll", "weights_sha256": "ab"},
+        "unlearn_npo": {**cost(1.0, 5), "method": "npo", "weights_sha256": "cd"},
+        "unlearn_guardrail": {**cost(0.0, 0), "method": "guardrail", "weights_sha256": None},
+        "eval_unlearned/idk_nll": {"status": "done",
+                                   "summary": s(0.39, 0.02, 0.99, 0.32, 0.51, 0.82)},
+        "eval_unlearned/npo": {"status": "done", "summary": s(0.05, 0.45, 0.6, 0.5, 0.15, 0.9)},
+        "eval_unlearned/guardrail": {"status": "done",
+                                     "summary": s(0.42, 0.42, 1.0, 0.45, 0.29, 0.41)},
+        "attack_target_relearning": attacked("target", 0.99),
+        "attack_unlearned/idk_nll_relearning": attacked("unlearned/idk_nll", 0.71),
+        "attack_unlearned/npo_relearning": attacked("unlearned/npo", 0.3),
+        "attack_unlearned/guardrail_relearning": attacked("unlearned/guardrail", 0.4)}
+    run = tmp_path / "demo_like"
+    write(run / "run.json", {"name": "demo-like", "modality": "llm", "stages": stages})
+    return run
+
+
+def test_verdict_names_output_suppression(tmp_path):
+    run = demo_like_run(tmp_path)
+    data = json.loads(write_report(run)[1].read_text())
+    kinds = {v["kind"]: v for v in data["verdict"]}
+    assert list(kinds)[0] == "closest" and kinds["closest"]["text"].startswith("npo comes")
+    suppress = kinds["suppresses"]
+    assert "idk_nll: its forget-set answer ROUGE is at or past the oracle's (0.02 vs 0.46)" \
+        in suppress["text"]
+    assert "its forget-set Min-K% MIA AUC stays near the target's (0.99; oracle 0.53, target " \
+        "1.00)" in suppress["text"]
+    assert "relearning brings the probe back to 0.71" in suppress["text"]
+    assert "guardrail (it changes no weights)" in suppress["text"]
+    assert "npo" not in suppress["text"]
+    assert {e["section"] for e in suppress["evidence"]} == {"metrics", "attacks"}
+    ranking = {e["method"]: e for e in data["ranking"]}
+    assert ranking["guardrail"]["changes_weights"] is False and ranking["guardrail"]["rank"]
+    assert ranking["npo"]["rank"] == 1
+    board = (run / "report" / "leaderboard.md").read_text()
+    assert "output only: changes no weights" in board
+    assert "([metrics](report.html#metrics)) ([attacks](report.html#attacks))" in board
+    html = (run / "report" / "report.html").read_text()
+    assert html.index('id="verdict"') < html.index('id="ranking"') < html.index('id="task"')
+    assert '<a href="#attacks">[Attacks]</a>' in html
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.stderr
+    assert "idk_nll: its forget-set answer ROUGE" in result.stdout
 
 
 def test_html_is_self_contained(llm_run):
@@ -158,6 +256,9 @@ def test_diffusion_report_embeds_image_grids(tmp_path):
     stages = {"eval_oracle": {"status": "done", "summary": {
                   "classify/forget/unlearning_accuracy": 0.98,
                   "classify/retain/retain_accuracy": 0.9}},
+              "eval_target": {"status": "done", "summary": {
+                  "classify/forget/unlearning_accuracy": 0.1,
+                  "classify/retain/retain_accuracy": 0.95}},
               "eval_unlearned/esd": {"status": "done", "summary": {
                   "classify/forget/unlearning_accuracy": 0.9,
                   "classify/retain/retain_accuracy": 0.85, "fid/all/fid": 30.0}}}
@@ -169,8 +270,12 @@ def test_diffusion_report_embeds_image_grids(tmp_path):
     html_path, json_path = write_report(run)
     data = json.loads(json_path.read_text())
     esd = next(m for m in data["models"] if m["name"] == "unlearned/esd")
-    assert esd["scores"]["forgetting"] == 0.9 and esd["scores"]["utility"] == 0.85
-    assert data["axes"]["used"]["unlearned/esd"]["forgetting"] == "*unlearning_accuracy"
+    # UA 0.9: 0.08 of the oracle-to-target gap of 0.88 away; retain 0.85 of the target's 0.95
+    assert esd["scores"]["forgetting"] == pytest.approx(1 - 0.08 / 0.88)
+    assert esd["scores"]["utility"] == pytest.approx(0.85 / 0.95)
+    assert esd["scores"]["raw_forgetting"] == 0.9
+    assert data["axes"]["used"]["unlearned/esd"]["forgetting"] == "close(*unlearning_accuracy)"
+    assert "not attacked" in data["ranking"][0]["reason"]
     assert data["images"]["unlearned/esd"] == [str(grid)]
     html = html_path.read_text()
     assert html.count("data:image/png;base64,") == 2  # the plot and the grid

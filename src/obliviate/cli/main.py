@@ -20,10 +20,8 @@ from obliviate.cli.common import (
     set_threads,
 )
 from obliviate.cli.evaluate import eval_app
-from obliviate.cli.recipe import recipe_app
 from obliviate.cli.report import report as report_command
 from obliviate.cli.sweep import sweep as sweep_command
-from obliviate.core.modelcard import write_run_cards
 
 app = typer.Typer(
     name="obliviate", no_args_is_help=True, rich_markup_mode=None,
@@ -31,7 +29,6 @@ app = typer.Typer(
          "Start with `obliviate demo`; every command takes a YAML recipe plus key=value "
          "overrides, e.g. `obliviate finetune recipes/demo.yaml finetune.epochs=10`.")
 app.add_typer(eval_app, name="eval")
-app.add_typer(recipe_app, name="recipe")
 
 Overrides = Annotated[list[str] | None, typer.Argument(
     help="recipe overrides as section.key=value (values are YAML), e.g. finetune.epochs=3")]
@@ -104,22 +101,9 @@ def unlearn(
     run = pipeline.open_run(config, output, command_line())
     task = pipeline.prepare_task(config, run)
     done = pipeline.unlearn_stage(config, run, task, method or None)
-    write_run_cards(run.root, run.read_record())
     for name, stage in done.items():
-        typer.echo(f"{name}: {model_folder(stage)}  ({stage['steps']} steps, "
-                   f"{stage['seconds']:.1f}s)")
+        typer.echo(f"{name}: {stage['output']}  ({stage['steps']} steps, {stage['seconds']:.1f}s)")
     typer.echo(f"run directory: {run.root}")
-
-
-def model_folder(stage: dict) -> str:
-    """Where an unlearned model loads from: its folder (``from_pretrained`` reads it), or for
-    a prompt-only method the target plus the prompt it is used with."""
-    from pathlib import Path
-
-    folder = Path(stage['output'])
-    if (folder / "config.json").is_file() or (folder / "model").is_dir():
-        return str(folder)
-    return f"{stage.get('target')} with the prompt {folder / 'prompt.json'}"
 
 
 @app.command("methods")
@@ -166,7 +150,6 @@ def attack(
     run = pipeline.open_run(config, output, command_line())
     task = pipeline.prepare_task(config, run)
     results = pipeline.attack_stage(config, run, task, model or None, name or None, force=force)
-    write_run_cards(run.root, run.read_record())
     typer.echo(format_attacks(results))
     typer.echo(f"results: {run.root / 'attacks'}")
 
@@ -202,6 +185,7 @@ def demo(
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
     from obliviate.cli.evaluate import format_summary
+    from obliviate.cli.report import format_verdict
     from obliviate.core.report import write_report
 
     config = load_any_recipe("demo", overrides or [])
@@ -213,10 +197,10 @@ def demo(
     pipeline.unlearn_stage(config, run, task)
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
-    write_run_cards(run.root, run.read_record())
-    html, _ = write_report(run.root)
+    html, data = write_report(run.root)
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
     typer.echo(format_attacks(attacks))
+    typer.echo(format_verdict(data))
     typer.echo(f"run directory: {run.root}")
     typer.echo(f"report: {html}")
 

@@ -11,6 +11,20 @@ import typer
 from obliviate.cli.common import fail, friendly_errors
 
 
+def format_verdict(json_path: Path) -> str:
+    """The report's verdict as the closing lines of a command, each with its evidence."""
+    from obliviate.core.io import read_json
+    from obliviate.core.report_html import sections_of
+
+    data = read_json(json_path)
+    page = json_path.parent / "report.html"
+    lines = ["verdict:"]
+    for item in data.get("verdict", []):
+        links = ", ".join(f"{page}#{s}" for s in sections_of(item))
+        lines.append(f"  - {item['text']}\n    evidence: {links}")
+    return "\n".join(lines)
+
+
 def refresh_costs(run_dir: Path, modality: str) -> None:
     """Let the modality write ``cost.json`` (FLOPs estimates need its tokenizer); best effort:
     the report falls back to the costs in ``run.json``."""
@@ -36,7 +50,8 @@ def report(
              "(max of a metric; proxy:-KEY minimises) or oracle (closest to the oracle; "
              "needs --allow-oracle)")] = None,
     forgetting: Annotated[str | None, typer.Option(
-        help="score expression for the forgetting axis, e.g. '1-tofu/forget/rouge'")] = None,
+        help="score expression for the forgetting axis, e.g. 'close(tofu/forget/rouge)', or "
+             "'raw' for the raw axis (1 - forget prob, no oracle)")] = None,
     utility: Annotated[str | None, typer.Option(
         help="score expression for the utility axis, e.g. 'tofu/model_utility'")] = None,
     robustness: Annotated[str | None, typer.Option(
@@ -47,11 +62,15 @@ def report(
 ) -> None:
     """Write RUN_DIR/report/: report.html (self-contained), report.json, leaderboard.md.
 
-    The page holds the task and its data hashes, the methods and their configs, every
+    The page opens with a verdict (closest to the oracle on all axes, over-forgetting,
+    output-only suppression, what nothing reached) and the ranking by distance to the oracle
+    (unattacked models unranked). It holds the task and its data hashes, the methods and
+    their configs, every
     evaluated model's metrics (oracle highlighted), the Pareto front of forgetting against
     utility (robustness under attack as a third axis; seed error bars), attacks, cost against
     retraining, and sample generations or images. Score expressions: KEY, 1-KEY, -KEY or
-    hmean/mean/max/min(KEY, ...), keys as in run.json's eval summaries.
+    hmean/mean/max/min(KEY, ...), or the oracle-relative close/kept/recovered(KEY, ...) (see
+    obliviate.core.axes); keys as in run.json's eval summaries.
     """
     from obliviate.core.io import read_json
     from obliviate.core.report import write_report
@@ -64,6 +83,7 @@ def report(
     axes = {k: v for k, v in (("forgetting", forgetting), ("utility", utility),
                               ("robustness", robustness)) if v}
     html, data = write_report(root, rule=rule, axes=axes or None, allow_oracle=allow_oracle)
+    typer.echo(format_verdict(data))
     typer.echo(f"report: {html}")
     typer.echo(f"data: {data}")
     typer.echo(f"leaderboard: {html.parent / 'leaderboard.md'}")

@@ -1,34 +1,68 @@
 """Which metrics are "forgetting", "utility" and "robustness": a small, documented mapping.
 
+The yardstick of unlearning is the oracle, the model trained without the forget set. Both
+failing directions count: a model that keeps the forget set (under-forgetting) and one pushed
+*past* the oracle (over-forgetting: MUSE's PrivLeak is signed both ways, and a forget loss far
+above a never-seen set's makes the forget set detectable). So the default axes measure
+closeness to the oracle; the older raw axes stay available by name (``raw_forgetting`` …).
+
 A model's metrics are one flat ``{key: value}`` dict: its evaluation summary
 (``suite/split/metric``, e.g. ``tofu/forget/prob``) plus, when it was attacked,
 ``attack/<attack>/<metric>/<field>`` (``field`` ∈ ``plain``, ``attacked``, ``oracle_attacked``,
-``recovery``). Each axis has a list of
-*score expressions* tried in order; the first one every key of which is present wins, and the
-report states which one was used. A score expression is::
+``recovery``). Each axis has a list of *score expressions* tried in order; the first one every
+key of which is present wins, and the report states which one was used. A score expression::
 
     KEY             the value (KEY may be an fnmatch pattern matching exactly one key)
     1-EXPR          one minus EXPR (turns "lower is better" in [0, 1] around)
     -EXPR           minus EXPR (any other "lower is better")
     f(P, P, ...)    f ∈ hmean, mean, max, min over every key matching the patterns P
 
-Defaults (every axis "higher is better"):
+and three functions that read the oracle's (o) and the target's (t) value of the same key
+(m is the scored model's):
+
+    close(P, ...)      mean over the keys of  1 − min(1, |m − o| / max(|t − o|, 0.05)):
+                       1 at the oracle, 0 as far from it as the target (or farther), in either
+                       direction. Without a target value the denominator is 1 (metrics in
+                       [0, 1]). The floor 0.05 keeps a metric on which the target already sits
+                       at the oracle from dividing by ~0.
+    kept(P, ...)       mean over the keys of  min(1, m / max(t, o)): the share of the better
+                       reference's retain-side score kept. ``-P`` marks a lower-is-better key:
+                       min(1, min(t, o) / m).
+    recovered(P, ...)  P matches ``attack/<a>/<m>/recovery`` keys (recovery = the probe under
+                       attack minus the oracle's under the same attack): the largest, over
+                       attacks, of  clip(recovery / max(r_t, 0.05), 0, 1)  with r_t the
+                       target's recovery under the same attack (1 without it): the share of
+                       the target's lead over the oracle that the strongest attack restores.
+
+Defaults (every axis "higher is better"; the oracle scores 1 on forgetting and robustness):
 
 LLM
-  forgetting  ``1-tofu/forget/prob``, else ``1-tofu/forget/rouge``
-  utility     ``tofu/model_utility``, else ``hmean(tofu/retain/prob, tofu/retain/rouge)``
-  robustness  ``1-max(attack/*/rouge/attacked)``, else ``1-max(attack/*/prob/attacked)``: the
-              forget probe after the strongest attack (relearning, quantization and rephrasing
-              measure the same probe, so they are comparable; white-box probes report other
-              metrics and are left out)
+  forgetting  ``close(tofu/forget/prob, tofu/forget/rouge, tofu/forget/truth_ratio,
+              mia/forget/mia_min_k, memorization/forget/extraction_strength)``, then shorter
+              lists: answer likelihood, greedy answers, the truth ratio, the Min-K% MIA AUC
+              (the AUC MUSE's PrivLeak reads) and extraction strength. Forget Quality and
+              PrivLeak are derived from the truth ratio and the MIA AUC, so they are shown but
+              not counted twice.
+  utility     ``kept(tofu/model_utility)``, else ``kept(tofu/retain/prob, tofu/retain/rouge,
+              tofu/retain/truth_ratio)``
+  robustness  ``1-recovered(attack/*/rouge/recovery)``, else the same on ``prob``: the forget
+              probe under relearning, quantization and rephrasing (they measure the same
+              probe). White-box probes report other metrics and are left out: on the demo the
+              linear probe lifts the target only 0.06 above the oracle, too small a lead to
+              normalise by; the verdict and the attack table still show them.
 
-Diffusion (the key names the diffusion evaluation is to write; ``*`` matches any suite/split
-prefix, e.g. ``judge/forget/unlearning_accuracy``)
-  forgetting  ``*unlearning_accuracy`` (UA: 1 − the judge's accuracy on images of the forgotten
-              class/concept), else ``1-*forget_accuracy``
-  utility     ``*retain_accuracy`` (the judge's accuracy on retained classes), else ``-*fid``
-  robustness  ``1-max(attack/*/accuracy/attacked)``: forget-concept classifier accuracy after
-              the strongest attack
+Diffusion (``*`` matches any suite/split prefix, e.g. ``judge/forget/unlearning_accuracy``)
+  forgetting  ``close(*unlearning_accuracy)`` (UA: 1 − the judge's accuracy on the forgotten
+              concept; a two-sided gap to the oracle's UA), else ``close(*forget_accuracy)``
+  utility     ``kept(*retain_accuracy)``, else ``kept(-*fid)``
+  robustness  ``1-recovered(attack/*/accuracy/recovery)``: the judge's forget-concept accuracy
+              under the strongest attack
+
+Raw axes (no oracle; what selection rules read): ``raw_forgetting``, ``raw_utility``,
+``raw_robustness`` — LLM ``1-tofu/forget/prob`` | ``hmean(tofu/retain/prob, tofu/retain/rouge)``
+| ``1-max(attack/*/rouge/attacked)``; diffusion ``*unlearning_accuracy`` | ``*retain_accuracy`` |
+``1-max(attack/*/accuracy/attacked)``. Pass ``raw`` as an axis override to use the raw
+expression on a main axis (``obliviate report --forgetting raw``).
 """
 
 from __future__ import annotations
@@ -38,37 +72,62 @@ import math
 import re
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from obliviate.core.errors import ConfigError
 
+AXES = ("forgetting", "utility", "robustness")
+RAW = {axis: f"raw_{axis}" for axis in AXES}
+FLOOR = 0.05  # smallest target-to-oracle gap a normalisation divides by
+
+_LLM_FORGET = ("tofu/forget/prob", "tofu/forget/rouge", "tofu/forget/truth_ratio",
+               "mia/forget/mia_min_k", "memorization/forget/extraction_strength")
 DEFAULT_AXES: dict[str, dict[str, tuple[str, ...]]] = {
     "llm": {
-        "forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge"),
-        "utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)"),
-        "robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
+        "forgetting": (f"close({', '.join(_LLM_FORGET)})",
+                       f"close({', '.join(_LLM_FORGET[:3])})",
+                       "close(tofu/forget/prob, tofu/forget/rouge)", "close(tofu/forget/prob)",
+                       "close(tofu/forget/rouge)"),
+        "utility": ("kept(tofu/model_utility)",
+                    "kept(tofu/retain/prob, tofu/retain/rouge, tofu/retain/truth_ratio)",
+                    "kept(tofu/retain/prob, tofu/retain/rouge)"),
+        "robustness": ("1-recovered(attack/*/rouge/recovery)",
+                       "1-recovered(attack/*/prob/recovery)"),
+        "raw_forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge"),
+        "raw_utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)"),
+        "raw_robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
     },
     "diffusion": {
-        "forgetting": ("*unlearning_accuracy", "1-*forget_accuracy"),
-        "utility": ("*retain_accuracy", "-*fid"),
-        "robustness": ("1-max(attack/*/accuracy/attacked)",),
+        "forgetting": ("close(*unlearning_accuracy)", "close(*forget_accuracy)"),
+        "utility": ("kept(*retain_accuracy)", "kept(-*fid)"),
+        "robustness": ("1-recovered(attack/*/accuracy/recovery)",),
+        "raw_forgetting": ("*unlearning_accuracy", "1-*forget_accuracy"),
+        "raw_utility": ("*retain_accuracy", "-*fid"),
+        "raw_robustness": ("1-max(attack/*/accuracy/attacked)",),
     },
 }
 
-_CALL = re.compile(r"^(hmean|mean|max|min)\((.*)\)$")
+# Metrics computed relative to the oracle: an expression or rule that reads them "peeks".
+ORACLE_PATTERNS = ("*forget_quality*", "*privleak*", "*recovery*", "*oracle*")
+ORACLE_FUNCTIONS = ("close", "kept", "recovered")
+
+_CALL = re.compile(r"^(hmean|mean|max|min|close|kept|recovered)\((.*)\)$")
+
+
+def is_oracle_metric(key: str) -> bool:
+    """True when ``key`` is computed from the oracle model (Forget Quality, PrivLeak, ...)."""
+    return any(fnmatch.fnmatch(key.lower(), pat) for pat in ORACLE_PATTERNS)
 
 
 def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _matches(pattern: str, metrics: Mapping[str, Any]) -> list[float] | None:
+def _matching(pattern: str, metrics: Mapping[str, Any]) -> list[str]:
     if pattern in metrics:
-        return [float(metrics[pattern])] if _finite(metrics[pattern]) else None
-    hits = [metrics[k] for k in sorted(metrics) if fnmatch.fnmatchcase(k, pattern)]
-    values = [float(v) for v in hits if _finite(v)]
-    return values or None
+        return [pattern] if _finite(metrics[pattern]) else []
+    return [k for k in sorted(metrics) if fnmatch.fnmatchcase(k, pattern) and _finite(metrics[k])]
 
 
 def _hmean(values: list[float]) -> float:
@@ -78,6 +137,40 @@ def _hmean(values: list[float]) -> float:
 
 
 FUNCTIONS = {"hmean": _hmean, "mean": statistics.fmean, "max": max, "min": min}
+
+
+@dataclass(frozen=True)
+class References:
+    """The oracle's and the target's metrics, which the oracle-relative functions read."""
+
+    oracle: Mapping[str, Any] = field(default_factory=dict)
+    target: Mapping[str, Any] = field(default_factory=dict)
+
+
+def closeness(m: float, o: float, t: float | None) -> float:
+    """``1 − min(1, |m − o| / max(|t − o|, FLOOR))`` (denominator 1 without a target value)."""
+    scale = max(abs(t - o), FLOOR) if t is not None else 1.0
+    return 1.0 - min(1.0, abs(m - o) / scale)
+
+
+def position(m: float, o: float, t: float | None) -> float | None:
+    """Where ``m`` sits on the line from the oracle (0) to the target (1); below 0 is past the
+    oracle, away from the target (over-forgetting). ``None`` when the target is missing or sits
+    within FLOOR of the oracle (the metric then says nothing about direction)."""
+    if t is None or abs(t - o) < FLOOR:
+        return None
+    return (m - o) / (t - o)
+
+
+def _kept(m: float, o: float, t: float | None, lower_is_better: bool) -> float:
+    refs = [v for v in (o, t) if v is not None]
+    if lower_is_better:
+        best = min(refs)
+        return 1.0 if m <= best else (best / m if m > 0 else 0.0)
+    best = max(refs)
+    if best <= 0:
+        return 1.0 if m >= best else 0.0
+    return min(1.0, m / best)
 
 
 @dataclass(frozen=True)
@@ -102,25 +195,61 @@ class ScoreExpr:
         args = [a for a in args if a]
         if not args or any(c in a for a in args for c in "()"):
             raise ConfigError(f"score expression {self.text!r}: expected KEY, 1-KEY, -KEY or "
-                              "f(KEY, ...) with f in hmean, mean, max, min")
+                              "f(KEY, ...) with f in hmean, mean, max, min, close, kept, "
+                              "recovered")
         return offset, sign, func, args
 
     def keys(self) -> list[str]:
         return self.parse()[3]
 
-    def evaluate(self, metrics: Mapping[str, Any]) -> float | None:
-        """The score, or ``None`` when a key is missing (or a bare pattern is ambiguous)."""
+    @property
+    def uses_oracle(self) -> bool:
+        """Whether the value depends on the oracle (an oracle function or metric)."""
+        _, _, func, patterns = self.parse()
+        return func in ORACLE_FUNCTIONS or any(is_oracle_metric(p) for p in patterns)
+
+    def evaluate(self, metrics: Mapping[str, Any], refs: References | None = None
+                 ) -> float | None:
+        """The score, or ``None`` when a key is missing (or a bare pattern is ambiguous, or an
+        oracle function has no oracle value for a key)."""
         offset, sign, func, patterns = self.parse()
+        if func in ORACLE_FUNCTIONS:
+            raw = self._relative(func, patterns, metrics, refs or References())
+            return None if raw is None else offset + sign * raw
         values: list[float] = []
         for pattern in patterns:
-            found = _matches(pattern, metrics)
-            if found is None:
+            found = _matching(pattern, metrics)
+            if not found or (func is None and len(found) != 1):
                 return None
-            if func is None and len(found) != 1:
-                return None
-            values += found
+            values += [float(metrics[k]) for k in found]
         raw = FUNCTIONS[func](values) if func else values[0]
         return offset + sign * raw
+
+    @staticmethod
+    def _relative(func: str, patterns: list[str], metrics: Mapping[str, Any],
+                  refs: References) -> float | None:
+        def ref(source: Mapping[str, Any], key: str) -> float | None:
+            return float(source[key]) if _finite(source.get(key)) else None
+
+        values: list[float] = []
+        for pattern in patterns:
+            lower = func == "kept" and pattern.startswith("-")
+            found = _matching(pattern.lstrip("-") if lower else pattern, metrics)
+            if not found:
+                return None
+            for key in found:
+                m = float(metrics[key])
+                if func == "recovered":
+                    r_t = ref(refs.target, key)
+                    scale = max(r_t, FLOOR) if r_t is not None else 1.0
+                    values.append(min(1.0, max(0.0, m / scale)))
+                    continue
+                o = ref(refs.oracle, key)
+                if o is None:
+                    return None
+                t = ref(refs.target, key)
+                values.append(closeness(m, o, t) if func == "close" else _kept(m, o, t, lower))
+        return max(values) if func == "recovered" else statistics.fmean(values)
 
 
 @dataclass
@@ -132,23 +261,31 @@ class AxisMap:
     @classmethod
     def for_modality(cls, modality: str, overrides: Mapping[str, str | Sequence[str]] | None = None
                      ) -> AxisMap:
-        axes = dict(DEFAULT_AXES.get(modality, DEFAULT_AXES["llm"]))
+        defaults = DEFAULT_AXES.get(modality, DEFAULT_AXES["llm"])
+        axes = dict(defaults)
         for axis, value in (overrides or {}).items():
+            if value == "raw" and axis in RAW:
+                axes[axis] = defaults[RAW[axis]]
+                continue
             axes[axis] = (value,) if isinstance(value, str) else tuple(value)
         for exprs in axes.values():
             for text in exprs:
                 ScoreExpr(text)  # fail early on a malformed expression
         return cls(axes)
 
-    def score(self, metrics: Mapping[str, Any]) -> tuple[dict[str, float | None],
-                                                          dict[str, str | None]]:
+    def uses_oracle(self, axis: str) -> bool:
+        """Whether any expression of ``axis`` reads the oracle."""
+        return any(ScoreExpr(text).uses_oracle for text in self.axes.get(axis, ()))
+
+    def score(self, metrics: Mapping[str, Any], refs: References | None = None
+              ) -> tuple[dict[str, float | None], dict[str, str | None]]:
         """``({axis: value}, {axis: expression used})``; ``None`` where nothing applies."""
         values: dict[str, float | None] = {}
         used: dict[str, str | None] = {}
         for axis, exprs in self.axes.items():
             values[axis], used[axis] = None, None
             for text in exprs:
-                value = ScoreExpr(text).evaluate(metrics)
+                value = ScoreExpr(text).evaluate(metrics, refs)
                 if value is not None:
                     values[axis], used[axis] = value, text
                     break

@@ -10,32 +10,27 @@ dominate each other, so ties stay on the front together. A point missing an axis
 NaN) is left out of the front it cannot be compared on.
 
 A method reports one configuration, chosen by a stated :class:`SelectionRule`. The default,
-:class:`ThresholdRule`, uses only the forgetting and utility axes of the unlearned models;
-rules that look at oracle-derived metrics must say so (``uses_oracle``) and are refused unless
-the caller passes ``allow_oracle=True``.
+:class:`ThresholdRule`, reads only the *raw* forgetting and utility axes (``raw_forgetting``,
+``raw_utility``: no oracle) of the unlearned models; rules that look at oracle-derived metrics
+or axes must say so (``uses_oracle``) and are refused unless the caller passes
+``allow_oracle=True``. Only the evaluation axes (forgetting, utility, robustness: closeness to
+the oracle) and the ranking built on them (:func:`oracle_distance`) read the oracle.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from obliviate.core.axes import is_oracle_metric
 from obliviate.core.errors import ConfigError
 
 AXES_2D = ("forgetting", "utility")
 AXES_3D = ("forgetting", "utility", "robustness")
-
-# Metrics computed relative to the oracle: a rule that reads them "peeks" at the oracle.
-ORACLE_PATTERNS = ("*forget_quality*", "*privleak*", "*recovery*", "*oracle*")
-
-
-def is_oracle_metric(key: str) -> bool:
-    """True when ``key`` is computed from the oracle model (Forget Quality, PrivLeak, ...)."""
-    return any(fnmatch.fnmatch(key.lower(), pat) for pat in ORACLE_PATTERNS)
+RAW_2D = ("raw_forgetting", "raw_utility")
 
 
 def _finite(value: Any) -> bool:
@@ -140,6 +135,17 @@ def aggregate_seeds(points: Iterable[Point]) -> list[Configuration]:
     return out
 
 
+def oracle_distance(item: Point | Configuration, oracle: dict[str, float | None],
+                    axes: Sequence[str] = AXES_3D) -> float | None:
+    """Euclidean distance from ``item`` to the oracle's point on ``axes`` (an axis the oracle
+    lacks counts as 1, the oracle's value by construction); ``None`` when ``item`` lacks one."""
+    values = [item.value(a) for a in axes]
+    if any(v is None for v in values):
+        return None
+    point = [float(v) if _finite(v := oracle.get(a)) else 1.0 for a in axes]
+    return math.dist(values, point)  # type: ignore[arg-type]
+
+
 # -- choosing a method's reported point ------------------------------------------------------
 @dataclass
 class SelectionRule:
@@ -162,25 +168,30 @@ class SelectionRule:
 @dataclass
 class ThresholdRule(SelectionRule):
     """Max mean utility among configurations with mean forgetting ≥ ``min_forgetting``; when
-    none reaches it, the configuration with the highest mean forgetting (noted)."""
+    none reaches it, the configuration with the highest mean forgetting (noted). Reads the
+    ``axes`` (forgetting, utility), by default the raw ones, which use no oracle."""
 
     name: str = "max_utility_at_forgetting"
     min_forgetting: float = 0.5
+    axes: tuple[str, str] = RAW_2D
 
     def describe(self) -> str:
-        return (f"max mean utility subject to mean forgetting >= {self.min_forgetting:g}; "
-                "if no configuration reaches it, max mean forgetting (no oracle metrics used)")
+        forget, utility = self.axes
+        return (f"max mean {utility} subject to mean {forget} >= {self.min_forgetting:g}; "
+                f"if no configuration reaches it, max mean {forget}"
+                + (" (reads the oracle)" if self.uses_oracle else " (no oracle metrics used)"))
 
     def pick(self, candidates: list[Configuration]) -> tuple[Configuration | None, str]:
-        scored = [c for c in candidates if _comparable(c, AXES_2D)]
+        forget, utility = self.axes
+        scored = [c for c in candidates if _comparable(c, self.axes)]
         if not scored:
-            return None, "no configuration has both forgetting and utility"
-        ok = [c for c in scored if (c.value("forgetting") or 0.0) >= self.min_forgetting]
+            return None, f"no configuration has both {forget} and {utility}"
+        ok = [c for c in scored if (c.value(forget) or 0.0) >= self.min_forgetting]
         if ok:
-            best = max(ok, key=lambda c: (c.value("utility"), c.value("forgetting")))
+            best = max(ok, key=lambda c: (c.value(utility), c.value(forget)))
             return best, "threshold met"
-        best = max(scored, key=lambda c: (c.value("forgetting"), c.value("utility")))
-        return best, f"fallback: no configuration reaches forgetting >= {self.min_forgetting:g}"
+        best = max(scored, key=lambda c: (c.value(forget), c.value(utility)))
+        return best, f"fallback: no configuration reaches {forget} >= {self.min_forgetting:g}"
 
 
 @dataclass
@@ -188,7 +199,7 @@ class ProxyRule(SelectionRule):
     """The configuration maximising (or minimising) one named metric's seed mean."""
 
     name: str = "best_proxy"
-    key: str = "forgetting"
+    key: str = "raw_forgetting"
     maximize: bool = True
 
     def __post_init__(self) -> None:
@@ -263,7 +274,7 @@ def parse_rule(text: str) -> SelectionRule:
         except ValueError:
             raise ConfigError(f"rule {text!r}: threshold must be a number") from None
     if kind == "proxy":
-        key = arg or "forgetting"
+        key = arg or "raw_forgetting"
         return ProxyRule(key=key.lstrip("-"), maximize=not key.startswith("-"))
     if kind == "oracle":
         return OracleDistanceRule()

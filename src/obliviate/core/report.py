@@ -5,7 +5,12 @@ Modality-neutral: everything comes from files in the run directory — ``run.jso
 configs), ``task.json`` (data hashes), ``cost.json`` (FLOPs estimates, when written),
 ``sweep/`` (cells, see :mod:`obliviate.core.sweep`), and each model's ``eval/<model>/`` folder
 for samples (``eval_log_aggregated.json`` or ``samples.json``) and images (``*.png``).
-Which metric is forgetting, utility and robustness is set by :mod:`obliviate.core.axes`.
+Which metric is forgetting, utility and robustness is set by :mod:`obliviate.core.axes`: by
+default closeness to the oracle (the oracle and target rows are the references). Each method's
+reported point is chosen by a selection rule that reads no oracle information (the raw axes);
+methods are then ranked by their distance to the oracle's point on forgetting × utility ×
+robustness, and only attacked models are ranked (:func:`ranking`); the verdict
+(:mod:`obliviate.core.verdict`) sums it up in a few sentences at the top of every output.
 
 Outputs (written atomically)::
 
@@ -21,23 +26,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from obliviate.core.axes import AxisMap
+from obliviate.core.axes import AXES, AxisMap, References
 from obliviate.core.cost import FLOPS_RULE, cost_from_stage, cost_ratios
 from obliviate.core.errors import DataError
 from obliviate.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from obliviate.core.pareto import (
     AXES_2D,
     AXES_3D,
+    Configuration,
     OracleDistanceRule,
     Point,
+    ProxyRule,
     SelectionRule,
+    ThresholdRule,
     aggregate_seeds,
+    oracle_distance,
     pareto_front,
     parse_rule,
     select_reported,
 )
 from obliviate.core.rundir import RunDir, utc_now
 from obliviate.core.sweep import load_results, load_spec
+from obliviate.core.verdict import THRESHOLDS, verdict
 
 DEFAULT_RULE = "threshold:0.5"
 MAX_SAMPLES = 4
@@ -61,6 +71,7 @@ class ModelRow:
     eval_name: str = ""
     scores: dict[str, float | None] = field(default_factory=dict)
     used: dict[str, str | None] = field(default_factory=dict)
+    changes_weights: bool = True  # False for prompt-only methods (guardrail, ICUL)
 
     @property
     def label(self) -> str:
@@ -74,6 +85,14 @@ def _kind(name: str) -> str:
     if name in ("oracle", "target"):
         return name
     return "unlearned" if name.startswith("unlearned/") else "other"
+
+
+def changes_weights(stage: dict[str, Any]) -> bool:
+    """False for a method that wrote no weights (a prompt-only baseline): the stage says so, or
+    it recorded the hash of its weights as ``None``."""
+    if "changes_weights" in stage:
+        return bool(stage["changes_weights"])
+    return not ("weights_sha256" in stage and stage["weights_sha256"] is None)
 
 
 def _attack_metrics(stage: dict[str, Any]) -> dict[str, float]:
@@ -107,6 +126,7 @@ def root_rows(run: RunDir, record: dict[str, Any]) -> list[ModelRow]:
             row = rows.get(f"unlearned/{method}")
             if row is not None:
                 row.method = method
+                row.changes_weights = changes_weights(stage)
                 row.config = {"method": stage.get("config", {}), "train": stage.get("train"),
                               "lora": stage.get("lora"), "paper": stage.get("paper")}
     for name, row in rows.items():
@@ -133,22 +153,65 @@ def cell_rows(root: Path) -> list[ModelRow]:
             name=f"sweep/{cell['cell_id']}", kind="cell", method=cell["method"],
             params=cell.get("params", {}), seed=cell.get("seed"), config_id=cell["config_id"],
             metrics=metrics, cost=cost, directory=str(directory),
-            eval_name=evals[0] if evals else "",
+            eval_name=evals[0] if evals else "", changes_weights=changes_weights(unlearn),
             config={"method": unlearn.get("config", {}), "train": unlearn.get("train"),
                     "lora": unlearn.get("lora"), "paper": unlearn.get("paper")}))
     return rows
 
 
 def share_oracle_attacks(rows: list[ModelRow]) -> None:
-    """Give the oracle row the ``attacked`` values every attack measured on it."""
+    """Give the oracle row the ``attacked`` values every attack measured on it (and a recovery
+    of 0: the oracle is the yardstick recovery is measured against)."""
     oracle = next((r for r in rows if r.kind == "oracle"), None)
     if oracle is None:
         return
     for row in rows:
-        for key, value in row.metrics.items():
+        for key, value in list(row.metrics.items()):
             if key.startswith("attack/") and key.endswith("/oracle_attacked"):
                 base = key.removesuffix("/oracle_attacked")
                 oracle.metrics.setdefault(f"{base}/attacked", value)
+                oracle.metrics.setdefault(f"{base}/recovery", 0.0)
+
+
+def references(rows: list[ModelRow]) -> References:
+    """The oracle's and the target's metrics: what the oracle-relative axes compare with."""
+    found = {r.kind: r.metrics for r in rows if r.kind in ("oracle", "target")}
+    return References(oracle=found.get("oracle", {}), target=found.get("target", {}))
+
+
+def ranking(configs: list[Configuration], reported: dict[str, dict[str, Any]],
+            rows: list[ModelRow], oracle_scores: dict[str, float | None]) -> list[dict[str, Any]]:
+    """Each method's reported point, ranked by its distance to the oracle's point on
+    forgetting × utility × robustness. A point without robustness (never attacked) or without
+    another axis is listed unranked, with the reason."""
+    by_id = {c.config_id: c for c in configs}
+    by_name = {r.name: r for r in rows}
+    out = []
+    for method, chosen in reported.items():
+        config = by_id.get(chosen.get("config_id") or "")
+        members = [by_name[m] for m in (config.members if config else []) if m in by_name]
+        entry: dict[str, Any] = {
+            "method": method, "label": chosen.get("label"), "config_id": chosen.get("config_id"),
+            "seeds": config.n if config else 0, "mean": config.mean if config else {},
+            "std": config.std if config else {}, "metrics": config.metrics if config else {},
+            "changes_weights": all(r.changes_weights for r in members),
+            "used": members[0].used if members else {}, "members": [r.name for r in members],
+            "distance": oracle_distance(config, oracle_scores) if config else None,
+            "rank": None, "reason": None}
+        attacked = any(k.startswith("attack/") for k in entry["metrics"])
+        if config is None:
+            entry["reason"] = f"no reported configuration ({chosen.get('note')})"
+        elif config.value("robustness") is None:
+            entry["reason"] = ("not attacked: robustness unknown" if not attacked else
+                               "its attacks measured no forget probe the robustness axis reads")
+        elif entry["distance"] is None:
+            missing = [a for a in AXES if config.value(a) is None]
+            entry["reason"] = f"no {' or '.join(missing)} score (the oracle's metrics missing?)"
+        out.append(entry)
+    ranked = sorted((e for e in out if e["reason"] is None), key=lambda e: e["distance"])
+    for rank, entry in enumerate(ranked, start=1):
+        entry["rank"] = rank
+    return ranked + [e for e in out if e["reason"] is not None]
 
 
 def samples(row: ModelRow, limit: int = MAX_SAMPLES) -> list[dict[str, str]]:
@@ -218,11 +281,16 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         raise DataError(f"{run.root}: no evaluated models yet (run `obliviate eval run`)")
     share_oracle_attacks(rows)
     axis_map = AxisMap.for_modality(modality, axes)
+    refs = references(rows)
     for row in rows:
-        row.scores, row.used = axis_map.score(row.metrics)
+        row.scores, row.used = axis_map.score(row.metrics, refs)
     spec = load_spec(run.root)
     rule_obj = rule if isinstance(rule, SelectionRule) else parse_rule(
         rule or (spec.rule if spec else DEFAULT_RULE))
+    read = rule_obj.axes if isinstance(rule_obj, ThresholdRule) else \
+        (rule_obj.key,) if isinstance(rule_obj, ProxyRule) else ()
+    if any(axis_map.uses_oracle(a) for a in read if a in axis_map.axes):
+        rule_obj.uses_oracle = True  # e.g. a threshold on an oracle-relative axis
     oracle = next((r for r in rows if r.kind == "oracle"), None)
     if isinstance(rule_obj, OracleDistanceRule) and oracle is not None:
         rule_obj.oracle = {k: v for k, v in oracle.scores.items() if v is not None}
@@ -241,6 +309,7 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         reference = read_json(cost_file).get("reference_cost")
     if reference is None and "finetune_oracle" in stages:
         reference = cost_from_stage(stages["finetune_oracle"])
+    ranked = ranking(configs, reported, rows, oracle.scores if oracle else {})
     reported_ids = {v["config_id"] for v in reported.values()}
     shown = [r for r in rows if r.kind != "cell" or r.config_id in reported_ids]
     return {
@@ -248,13 +317,17 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         "generated": utc_now(), "run_dir": str(run.root), "modality": modality,
         "task": task, "environment": record.get("environment", {}),
         "commands": record.get("commands", []),
+        "verdict": verdict(ranked, refs),
+        "verdict_thresholds": THRESHOLDS,
+        "ranking": [{k: v for k, v in e.items() if k != "metrics"} for e in ranked],
         "axes": {"expressions": axis_map.to_dict(),
+                 "uses_oracle": {a: axis_map.uses_oracle(a) for a in axis_map.axes},
                  "used": {r.name: r.used for r in rows}},
         "selection_rule": rule_obj.to_dict(),
         "models": [{"name": r.name, "label": r.label, "kind": r.kind, "method": r.method,
                     "params": r.params, "seed": r.seed, "config_id": r.config_id,
                     "scores": r.scores, "metrics": r.metrics, "cost": r.cost,
-                    "config": r.config} for r in rows],
+                    "config": r.config, "changes_weights": r.changes_weights} for r in rows],
         "methods": methods_section(rows, reported, spec.model_dump() if spec else None),
         "pareto": {
             "axes": list(AXES_3D if has_robustness else AXES_2D),

@@ -32,7 +32,11 @@ min-width:220px;max-width:460px}
 img.plot{max-width:100%;border:1px solid #d5dbe1}.grid img{width:160px;margin:3px;
 border:1px solid #d5dbe1}table.wrap td{white-space:normal;max-width:440px}
 code{background:#f0f2f4;padding:0 3px}
+.verdict{background:#f3f6fb;border-left:4px solid #2f6fb3;padding:6px 14px;margin:8px 0}
+.verdict li{margin:4px 0}.verdict a{font-size:12px}
 """
+
+SECTION_TITLES = {"ranking": "Ranking", "metrics": "Metrics", "attacks": "Attacks"}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -83,6 +87,50 @@ def _task(data: dict[str, Any]) -> str:
     return facts + table(["split", "role", "records", "SHA-256", "source"], rows, left=5)
 
 
+def sections_of(item: dict[str, Any]) -> list[str]:
+    """The report sections a verdict sentence's evidence points at, in order."""
+    return list(dict.fromkeys(e.get("section", "ranking") for e in item.get("evidence", [])))
+
+
+def _verdict(data: dict[str, Any]) -> str:
+    items = []
+    for item in data.get("verdict", []):
+        links = " ".join(f'<a href="#{s}">[{escape(SECTION_TITLES.get(s, s))}]</a>'
+                         for s in sections_of(item))
+        items.append(f"<li>{escape(item['text'])} {links}</li>")
+    thresholds = ", ".join(f"{k} {v:g}" for k, v in (data.get("verdict_thresholds") or {}).items())
+    return (f"<div class='verdict'><ul>{''.join(items)}</ul></div><p class='muted'>1 = the "
+            "oracle on every axis. Positions on a forget-side metric run from the oracle (0) to "
+            f"the target (1); thresholds: {escape(thresholds)}.</p>")
+
+
+def ranking_rows(data: dict[str, Any]) -> list[list[Any]]:
+    """The ranking as table rows (shared by the page and the leaderboard)."""
+    rows = []
+    for e in data.get("ranking", []):
+        mean, std = e.get("mean") or {}, e.get("std") or {}
+        notes = [] if e.get("changes_weights", True) else ["output only: changes no weights"]
+        if e.get("reason"):
+            notes.insert(0, f"unranked: {e['reason']}")
+        rows.append([e["rank"] if e.get("rank") is not None else "–", e["method"],
+                     e.get("label") or "", *(pm(mean.get(a), std.get(a)) for a in AXES),
+                     fmt(e.get("distance"), 3), e.get("seeds"), "; ".join(notes)])
+    return rows
+
+
+RANKING_HEADER = ["rank", "method", "configuration", *AXES, "distance to oracle", "seeds", "note"]
+
+
+def _ranking(data: dict[str, Any]) -> str:
+    uses = data["axes"].get("uses_oracle", {})
+    oracle_axes = [a for a in AXES if uses.get(a)]
+    return ("<p class='muted'>Each method's reported point, ranked by its Euclidean distance to "
+            "the oracle's point on forgetting × utility × robustness. A model that was not "
+            "attacked has no robustness and is not ranked. Axes that read the oracle: "
+            f"{escape(', '.join(oracle_axes) or 'none')}. Mean ± std over seeds.</p>"
+            + table(RANKING_HEADER, ranking_rows(data), left=3))
+
+
 def _rule(data: dict[str, Any]) -> str:
     rule = data["selection_rule"]
     css, says = ("warn", "It reads oracle-derived information.") if rule.get("uses_oracle") \
@@ -91,11 +139,16 @@ def _rule(data: dict[str, Any]) -> str:
     for per_axis in data["axes"]["used"].values():
         for axis, expr in per_axis.items():
             used.setdefault(axis, set()).add(expr or "(unavailable)")
-    rows = [[axis, " | ".join(exprs), ", ".join(sorted(used.get(axis, {"(unavailable)"})))]
+    uses = data["axes"].get("uses_oracle", {})
+    rows = [[axis, "yes" if uses.get(axis) else "no", " | ".join(exprs),
+             ", ".join(sorted(used.get(axis, {"(unavailable)"})))]
             for axis, exprs in data["axes"]["expressions"].items()]
     return (f'<div class="{css}">Each method\'s reported point: <b>{escape(rule["description"])}'
-            f"</b> (rule <code>{escape(rule['name'])}</code>). {says}</div>"
-            + table(["axis", "expressions tried (first available wins)", "used"], rows, left=3))
+            f"</b> (rule <code>{escape(rule['name'])}</code>). {says} The evaluation axes "
+            "(forgetting, utility, robustness) measure closeness to the oracle; the raw_* axes "
+            "read no oracle.</div>"
+            + table(["axis", "reads the oracle", "expressions tried (first available wins)",
+                     "used"], rows, left=4))
 
 
 def _pareto(data: dict[str, Any], png: bytes | None) -> str:
@@ -220,16 +273,18 @@ def _clip(text: str, limit: int = 300) -> str:
 
 def render_html(data: dict[str, Any], png: bytes | None) -> str:
     """The whole report page."""
-    sections = [("Task and provenance", _task(data)),
-                ("Axes and selection rule", _rule(data)),
-                ("Pareto front", _pareto(data, png)),
-                ("Methods and configurations", _methods(data)),
-                ("Metrics (every evaluated model)", _metrics(data)),
-                ("Attacks", _attacks(data)),
-                ("Cost against retraining", _costs(data)),
-                ("Samples", _samples(data))]
-    toc = " · ".join(f'<a href="#s{i}">{escape(t)}</a>' for i, (t, _) in enumerate(sections))
-    body = "".join(f'<h2 id="s{i}">{escape(t)}</h2>{html}' for i, (t, html) in enumerate(sections))
+    sections = [("verdict", "Verdict", _verdict(data)),
+                ("ranking", "Ranking: closeness to the oracle", _ranking(data)),
+                ("task", "Task and provenance", _task(data)),
+                ("axes", "Axes and selection rule", _rule(data)),
+                ("pareto", "Pareto front", _pareto(data, png)),
+                ("methods", "Methods and configurations", _methods(data)),
+                ("metrics", "Metrics (every evaluated model)", _metrics(data)),
+                ("attacks", "Attacks", _attacks(data)),
+                ("costs", "Cost against retraining", _costs(data)),
+                ("samples", "Samples", _samples(data))]
+    toc = " · ".join(f'<a href="#{key}">{escape(t)}</a>' for key, t, _ in sections)
+    body = "".join(f'<h2 id="{key}">{escape(t)}</h2>{html}' for key, t, html in sections)
     commands = "; ".join(c.get("command", "") for c in data.get("commands", []))
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{escape(data['title'])}</title><style>{CSS}</style></head><body>"
@@ -238,41 +293,48 @@ def render_html(data: dict[str, Any], png: bytes | None) -> str:
             f"<p>{toc}</p>{body}</body></html>\n")
 
 
+def verdict_lines(data: dict[str, Any], report: str = "report.html") -> list[str]:
+    """The verdict as markdown bullets, each linking to its evidence in the HTML page."""
+    return [f"- {item['text']} "
+            + " ".join(f"([{SECTION_TITLES.get(s, s).lower()}]({report}#{s}))"
+                       for s in sections_of(item)) for item in data.get("verdict", [])]
+
+
 def render_leaderboard(data: dict[str, Any]) -> str:
-    """A markdown table: each method's reported point (ranked), then oracle and target."""
-    axes = data["pareto"]["axes"]
+    """The verdict, then each method's reported point ranked by closeness to the oracle
+    (unranked ones last, with the reason), then the oracle and target."""
     front = set(data["pareto"]["front"])
     costs = {c["model"]: c for c in data["costs"]["rows"]}
-    configs = {c["config_id"]: c for c in data["pareto"]["configurations"]}
-    entries = [(m, r) for m, r in data["reported"].items() if r.get("config_id")]
-    entries.sort(key=lambda e: (str(e[1].get("note", "")).startswith("fallback"),
-                                e[1]["config_id"] not in front,
-                                -((e[1].get("mean") or {}).get("utility") or -math.inf)))
-    header = ["rank", "method", "configuration", *axes, "Pareto", "FLOPs / retraining",
-              "seconds"]
-    lines = [f"# {data['title']}", "",
-             f"Task `{(data.get('task') or {}).get('name', '?')}`; rule: "
-             f"{data['selection_rule']['description']}.", "",
-             "Ranked by: the rule's condition met, then on the Pareto front (forgetting × "
-             "utility), then utility. Mean ± std over seeds.", "",
-             "Axes: " + "; ".join(f"{a} = `{' | '.join(e)}`"
-                                  for a, e in data["axes"]["expressions"].items()), "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rank, (method, r) in enumerate(entries, start=1):
-        config = configs.get(r["config_id"], {})
-        members = config.get("members") or []
+    uses = data["axes"].get("uses_oracle", {})
+    header = [*RANKING_HEADER[:-1], "Pareto", "FLOPs / retraining", "seconds", "note"]
+    lines = [f"# {data['title']}", "", "## Verdict", "", *verdict_lines(data), "",
+             "## Ranking: closeness to the oracle", "",
+             f"Task `{(data.get('task') or {}).get('name', '?')}`. Ranked by the Euclidean "
+             "distance to the oracle's point on forgetting × utility × robustness (1 = the "
+             "oracle on each); a model that was not attacked is not ranked. Mean ± std over "
+             f"seeds. Each method's reported point: {data['selection_rule']['description']}.",
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry, row in zip(data.get("ranking", []), ranking_rows(data), strict=True):
+        members = entry.get("members") or []
         seconds = [costs[m].get("seconds") for m in members if m in costs]
         flops = [costs[m].get("flops_ratio") for m in members if m in costs]
-        cells = [str(rank), method, r.get("label") or "",
-                 *(pm(r["mean"].get(a), r["std"].get(a)) for a in axes),
-                 "yes" if r["config_id"] in front else "no",
-                 fmt(_mean(flops)), fmt(_mean(seconds))]
+        cells = [fmt(v) for v in row[:-1]] + [
+            "yes" if entry.get("config_id") in front else "no", fmt(_mean(flops)),
+            fmt(_mean(seconds)), row[-1]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     for kind, scores in data["pareto"]["reference_points"].items():
         cost = costs.get(kind, {})
-        cells = ["–", kind, "(reference)", *(fmt(scores.get(a)) for a in axes), "–",
-                 fmt(cost.get("flops_ratio")), fmt(cost.get("seconds"))]
+        cells = ["–", kind, "(reference)", *(fmt(scores.get(a)) for a in AXES), "–", "", "–",
+                 fmt(cost.get("flops_ratio")), fmt(cost.get("seconds")), ""]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Axes (first available expression wins; see `obliviate.core.axes`): "
+              + "; ".join(f"{a}{' (reads the oracle)' if uses.get(a) else ''} = "
+                          f"`{' | '.join(e)}`" for a, e in data["axes"]["expressions"].items()
+                          if a in AXES)
+              + ". Forgetting: 1 − the normalised distance to the oracle on each forget-side "
+              "metric, in either direction (0 = as far as the target); utility: the share of "
+              "the better of target and oracle kept on the retain side; robustness: 1 − the "
+              "share of the target's lead over the oracle that the strongest attack restores."]
     return "\n".join(lines) + "\n"
 
 
