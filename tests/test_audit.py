@@ -106,7 +106,7 @@ def test_audit_json_and_verify(finished_run, tmp_path):
     assert result.exit_code == 0, result.stdout
     info = json.loads(result.stdout)
     assert info["issues"] == [] and all(info["verified"].values())
-    assert set(info["verified"]) == {"target", "oracle", "unlearned/npo"}
+    assert set(info["verified"]) == {"target", "oracle", "unlearned/npo", "unlearned/guardrail"}
     assert info["removed"]["forget"]["n"] == 2
     assert info["models"]["unlearned/npo"]["method"] == "npo"
     assert info["evaluation"]["unlearned/npo"]["summary"]["tofu/forget/prob"] >= 0

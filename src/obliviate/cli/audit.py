@@ -5,7 +5,9 @@ size, SHA-256 of their content), every model produced (SHA-256 of its safetensor
 method and its configuration), the evaluations and attacks that were run, the package versions
 and timestamps. It also lists what a reviewer should look at: stages that did not finish, an
 oracle not trained on exactly the retain set, models evaluated or unlearned with weights other
-than the ones recorded, and (with ``--verify``) weights on disk that no longer match the record.
+than the ones recorded, and (with ``--verify``) model files on disk that no longer match the
+record: every file of each model folder (weights, config, tokenizer, generation config, manifest,
+a diffusion model's VAE, the judge), for both modalities alike.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ import typer
 
 from obliviate.cli.common import friendly_errors
 from obliviate.core.errors import ObliviateError
-from obliviate.core.io import read_json, sha256_dir
+from obliviate.core.io import sha256_dir
+from obliviate.core.record import ModelFiles
+from obliviate.core.rundir import RunDir
+from obliviate.core.stages import model_differences
 
 
 def _weights_on_disk(path: Path) -> str | None:
@@ -40,9 +45,7 @@ def audit_record(run_dir: str | Path, verify: bool = False) -> dict[str, Any]:
     root = Path(run_dir)
     if not (root / "run.json").is_file():
         raise ObliviateError(f"{root}: no run.json here (not an obliviate run directory)")
-    record = read_json(root / "run.json")
-    if not isinstance(record, dict):
-        raise ObliviateError(f"{root / 'run.json'}: not an audit record (expected an object)")
+    record = RunDir(root).read_record()  # a malformed record is one line naming it
     stages: dict[str, dict[str, Any]] = record.get("stages") or {}
     task = record.get("task") or {}
     forget, retain = _split(task, "forget"), _split(task, "retain")
@@ -115,7 +118,20 @@ def audit_record(run_dir: str | Path, verify: bool = False) -> dict[str, Any]:
     verified: dict[str, bool] = {}
     if verify:
         for name, info in models.items():
-            if info.get("weights_sha256"):
+            produced = stages[info["stage"]].get("produced")
+            if isinstance(produced, dict):  # every file of the folder
+                problems = model_differences(RunDir(root), ModelFiles.model_validate(produced))
+                verified[name] = not problems
+                shown = ", ".join(str(Path(p).relative_to(root)) if Path(p).is_relative_to(root)
+                                  else p for p in problems[:3])
+                more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+                if any(".safetensors" in p for p in problems):
+                    issues.append(f"{name}: weights on disk differ from the recorded SHA-256 "
+                                  f"({shown}{more})")
+                elif problems:
+                    issues.append(f"{name}: files on disk differ from the record "
+                                  f"({shown}{more})")
+            elif info.get("weights_sha256"):  # recorded before every file was hashed
                 on_disk = _weights_on_disk(root / "models" / name)
                 verified[name] = on_disk == info["weights_sha256"]
                 if on_disk is None:
@@ -137,6 +153,8 @@ def audit_record(run_dir: str | Path, verify: bool = False) -> dict[str, Any]:
                                      if s not in (forget, retain)]},
         "models": models, "evaluation": evaluation, "attacks": attacks,
         **({"verified": verified} if verify else {}),
+        "warnings": [f"{name.removeprefix('eval_')}: {w}" for name, stage in stages.items()
+                     for w in stage.get("warnings") or []],
         "issues": issues,
     }
 
@@ -214,7 +232,11 @@ def format_audit(info: dict[str, Any]) -> str:
         lines.append("  no attacks recorded")
     if "verified" in info:
         ok = sum(info["verified"].values())
-        lines.append(f"  weights re-hashed on disk: {ok} of {len(info['verified'])} match")
+        lines.append(f"  models re-hashed on disk (every file): {ok} of {len(info['verified'])} "
+                     "match")
+    if info["warnings"]:
+        lines += ["", "WARNINGS (numbers not to take as they are)"]
+        lines += [f"  - {warning}" for warning in info["warnings"]]
     lines += ["", "ISSUES" if info["issues"] else "ISSUES: none"]
     lines += [f"  - {issue}" for issue in info["issues"]]
     return "\n".join(lines)
@@ -225,7 +247,7 @@ def audit(
     run_dir: Annotated[str, typer.Argument(help="a run directory (holds run.json)")],
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     verify: Annotated[bool, typer.Option(
-        help="re-hash the weights on disk and compare them with the record")] = False,
+        help="re-hash every file of each model and compare it with the record")] = False,
 ) -> None:
     """Summarise a run for a compliance review: what was removed (forget set, size, hash), how
     (method and configuration), which models (weight hashes) and how it was checked (evaluation

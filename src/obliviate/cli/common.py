@@ -9,11 +9,12 @@ import sys
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from obliviate.core.errors import ObliviateError
+from obliviate.core.io import is_disk_full
 from obliviate.core.recipe import load_recipe, read_yaml
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,22 +26,45 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+Force = Annotated[bool, typer.Option(
+    "--force", help="re-run the stages this command covers even where their record is current; "
+                    "on a run made with another recipe or other data: redo it with these")]
+AllowModified = Annotated[bool, typer.Option(
+    "--allow-modified", help="use models whose files differ from what the run recorded (the "
+                             "record says so)")]
+
+def _stopped(message: str, code: int = 2) -> None:
+    from obliviate.core.rundir import fail_claimed
+
+    fail_claimed(" ".join(str(message).split()))  # no stage stays "running" after an error
+    fail(message, code)
+
+
 def friendly_errors(func: F) -> F:
-    """Turn user errors into one line on stderr and a non-zero exit, never a traceback."""
+    """Turn user errors into one line on stderr and a non-zero exit, never a traceback; the
+    stages the command was running are recorded as failed."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except ObliviateError as exc:
-            fail(str(exc))
+            _stopped(str(exc))
         except FileNotFoundError as exc:
-            fail(f"{exc.filename or exc}: file not found")
+            _stopped(f"{exc.filename or exc}: file not found")
         except OSError as exc:  # permission denied, disk full, a file where a folder should be
             where = f"{exc.filename}: " if exc.filename else ""
-            fail(f"{where}{exc.strerror or exc}")
+            if is_disk_full(exc):
+                _stopped(f"{where}no space left on device; free some space and re-run the same "
+                         "command (finished stages are kept)")
+            _stopped(f"{where}{exc.strerror or exc}")
         except KeyboardInterrupt:
-            fail("interrupted; re-run the same command to resume", code=130)
+            _stopped("interrupted; re-run the same command to resume", code=130)
+        except Exception as exc:
+            if is_disk_full(exc):
+                _stopped("no space left on device while writing; free some and re-run the same "
+                         "command (finished stages are kept)")
+            raise
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from obliviate.cli.common import friendly_errors
+from obliviate.cli.common import AllowModified, Force, friendly_errors
 
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        help="Evaluate the models of a run, or score existing TOFU logs.")
@@ -52,7 +52,8 @@ def run_eval(
         "--model", "-m", help="target, oracle or unlearned/<method> (repeatable); default: all")
     ] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="run directory")] = None,
-    force: Annotated[bool, typer.Option(help="re-evaluate models already evaluated")] = False,
+    force: Force = False,
+    allow_modified: AllowModified = False,
 ) -> None:
     """Evaluate the run's models with the recipe's suites (TOFU, MIA, memorisation).
 
@@ -64,12 +65,22 @@ def run_eval(
 
     config = load_any_recipe(recipe, overrides or [])
     pipeline = pipeline_for(config)
-    run = pipeline.open_run(config, output, command_line())
+    run = pipeline.open_run(config, output, command_line(), force=force,
+                            allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
     summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
     write_run_cards(run.root, run.read_record())  # the model cards show the new metrics
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
+    echo_warnings(run)
     typer.echo(f"results: {run.root / 'eval'}")
+
+
+def echo_warnings(run) -> None:
+    """The run's warnings under a table: numbers a reader should not take at face value."""
+    from obliviate.core.stages import run_warnings
+
+    for line in run_warnings(run):
+        typer.echo(f"warning: {line}")
 
 
 def format_summary(summaries: dict[str, dict[str, float]],

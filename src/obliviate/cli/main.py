@@ -12,6 +12,8 @@ import typer
 from obliviate import __version__
 from obliviate.cli.audit import audit as audit_command
 from obliviate.cli.common import (
+    AllowModified,
+    Force,
     command_line,
     fail,
     friendly_errors,
@@ -57,6 +59,7 @@ def finetune(
     overrides: Overrides = None,
     role: Annotated[str, typer.Option(help="target, oracle or both")] = "both",
     output: Output = None,
+    force: Force = False,
 ) -> None:
     """Train the target model (forget ∪ retain) and the oracle (retain only).
 
@@ -68,7 +71,7 @@ def finetune(
         fail(f"--role must be target, oracle or both, not {role!r}")
     config = load_any_recipe(recipe, overrides or [])
     pipeline = pipeline_for(config)
-    run = pipeline.open_run(config, output, command_line())
+    run = pipeline.open_run(config, output, command_line(), force=force)
     task = pipeline.prepare_task(config, run)
     roles = ("target", "oracle") if role == "both" else (role,)
     done = pipeline.finetune_stage(config, run, task, roles)  # type: ignore[arg-type]
@@ -86,6 +89,8 @@ def unlearn(
     method: Annotated[list[str] | None, typer.Option(
         "--method", "-m", help="method to run (repeatable); default: the recipe's list")] = None,
     output: Output = None,
+    force: Force = False,
+    allow_modified: AllowModified = False,
 ) -> None:
     """Unlearn the forget set from the target with one or more methods.
 
@@ -98,7 +103,8 @@ def unlearn(
 
     config = load_any_recipe(recipe, overrides or [])
     pipeline = pipeline_for(config)
-    run = pipeline.open_run(config, output, command_line())
+    run = pipeline.open_run(config, output, command_line(), force=force,
+                            allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
     done = pipeline.unlearn_stage(config, run, task, method or None)
     for name, stage in done.items():
@@ -135,7 +141,8 @@ def attack(
     name: Annotated[list[str] | None, typer.Option(
         "--attack", "-a", help="attack to run (repeatable); default: the recipe's list")] = None,
     output: Output = None,
-    force: Annotated[bool, typer.Option(help="re-run attacks already done")] = False,
+    force: Force = False,
+    allow_modified: AllowModified = False,
 ) -> None:
     """Attack the run's models: does the forgetting survive relearning, quantization,
     rephrasing and white-box probes?
@@ -147,7 +154,8 @@ def attack(
 
     config = load_any_recipe(recipe, overrides or [])
     pipeline = pipeline_for(config)
-    run = pipeline.open_run(config, output, command_line())
+    run = pipeline.open_run(config, output, command_line(), force=force,
+                            allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
     results = pipeline.attack_stage(config, run, task, model or None, name or None, force=force)
     typer.echo(format_attacks(results))
@@ -178,19 +186,20 @@ app.command("audit")(audit_command)
 def demo(
     overrides: Overrides = None,
     output: Output = None,
+    force: Force = False,
 ) -> None:
     """The embedded-default demo: synthetic facts → target and oracle → unlearn → evaluate.
 
     Nothing is downloaded. Runs the packaged recipe `demo` (see `obliviate/recipes/demo.yaml`);
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
-    from obliviate.cli.evaluate import format_summary
+    from obliviate.cli.evaluate import echo_warnings, format_summary
     from obliviate.cli.report import format_verdict
     from obliviate.core.report import write_report
 
     config = load_any_recipe("demo", overrides or [])
     pipeline = pipeline_for(config)
-    run = pipeline.open_run(config, output, command_line())
+    run = pipeline.open_run(config, output, command_line(), force=force)
     task = pipeline.prepare_task(config, run)
     typer.echo(f"task {task.name}: forget {len(task.forget)} facts, retain {len(task.retain)}")
     pipeline.finetune_stage(config, run, task)
@@ -199,6 +208,7 @@ def demo(
     attacks = pipeline.attack_stage(config, run, task)
     html, data = write_report(run.root)
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
+    echo_warnings(run)
     typer.echo(format_attacks(attacks))
     typer.echo(format_verdict(data))
     typer.echo(f"run directory: {run.root}")

@@ -2,11 +2,15 @@
 
 Every output obliviate writes goes through :func:`atomic_write_bytes` (temporary file in the
 same directory, ``fsync``, then ``os.replace``), so a crash never leaves a partly written file.
+Folders written whole (a model, a checkpoint) are built in :func:`temp_dir` and renamed into
+place; both follow the umask like every other output. A write that fails for a full disk is a
+one-line :class:`DiskFullError` naming what was being written (:func:`writing`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -17,6 +21,51 @@ from typing import Any
 
 import numpy as np
 
+from obliviate.core.errors import ObliviateError
+
+
+class DiskFullError(ObliviateError, OSError):
+    """A write failed because the disk (or quota) is full."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+DISK_FULL = ("No space left on device", "os error 28", "StorageFull", "Disk quota exceeded",
+             "file write failed")
+"""How a full disk reads in errors that carry no errno (safetensors, ``torch.save``)."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(exc) for sign in DISK_FULL)
+
+
+@contextlib.contextmanager
+def writing(path: str | Path, what: str = "") -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into a one-line error naming it (the caller's
+    temporary files are its own to clean up; nothing finished is touched)."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(f"{path}: No space left on device while writing "
+                                f"{what or 'it'}; free some space and re-run the same command "
+                                "(finished stages are kept)") from None
+        raise
+
+
+def temp_dir(parent: str | Path, prefix: str) -> Path:
+    """A fresh hidden folder in ``parent`` to build an output in before renaming it into place;
+    its mode follows the umask (``mkdtemp`` makes 0700 folders)."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically and return the path."""
@@ -25,7 +74,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs follow the umask
-        with os.fdopen(fd, "wb") as handle:
+        with writing(path), os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
@@ -44,7 +93,8 @@ def _umask() -> int:
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
+    # undecodable file names (surrogate escapes) are kept as JSON \\u escapes, never a crash
+    return atomic_write_bytes(path, text.encode("utf-8", "backslashreplace"))
 
 
 def to_jsonable(obj: Any) -> Any:

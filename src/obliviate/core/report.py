@@ -317,6 +317,8 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         "generated": utc_now(), "run_dir": str(run.root), "modality": modality,
         "task": task, "environment": record.get("environment", {}),
         "commands": record.get("commands", []),
+        "warnings": [f"{name.removeprefix('eval_')}: {w}" for name, stage in stages.items()
+                     for w in stage.get("warnings") or []],  # numbers not to take as they are
         "verdict": verdict(ranked, refs),
         "verdict_thresholds": THRESHOLDS,
         "ranking": [{k: v for k, v in e.items() if k != "metrics"} for e in ranked],

@@ -21,8 +21,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from obliviate.core.errors import ModelLoadError
-from obliviate.core.io import atomic_write_json, read_json
+from obliviate.core.io import atomic_write_json, read_json, writing
 from obliviate.core.recipe import StrictModel
+from obliviate.core.safety import check_safetensors
 
 FORMAT = "obliviate-judge"
 
@@ -128,8 +129,9 @@ def features(net: JudgeNet, x: torch.Tensor, batch_size: int = 1024) -> torch.Te
 def save_judge(net: JudgeNet, path: str | Path, info: dict[str, Any]) -> Path:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
-              str(path / "judge.safetensors"))
+    with writing(path / "judge.safetensors", "the judge"):
+        save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()},
+                  str(path / "judge.safetensors"))
     atomic_write_json(path / "config.json", {"format": FORMAT, **net.spec, "info": info})
     return path
 
@@ -143,6 +145,7 @@ def load_judge(path: str | Path, device: Any = None) -> tuple[JudgeNet, dict[str
         raise ModelLoadError(f"{path}/config.json: not an obliviate judge")
     net = JudgeNet(spec["in_channels"], spec["num_classes"], spec["image_size"], spec["width"],
                    spec["feature_dim"])
+    check_safetensors(path / "judge.safetensors")
     net.load_state_dict(load_file(str(path / "judge.safetensors")))
     net.eval()
     return (net.to(device) if device is not None else net), spec.get("info", {})

@@ -626,14 +626,15 @@ def save_denoiser(model: Denoiser, path: str | Path, extra: dict[str, Any] | Non
     """``model.safetensors`` + ``config.json``; written to a temporary name, then renamed."""
     import os
     import shutil
-    import tempfile
+
+    from obliviate.core.io import temp_dir, writing
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir(path.parent, f".{path.name}.")
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        with writing(path / WEIGHTS, "the model"):
+            save_file(state, str(tmp / WEIGHTS))
         atomic_write_json(tmp / CONFIG, {
             "format": FORMAT, "architecture": model.architecture,
             "model": model.config.model_dump(mode="json"), "num_classes": model.num_classes,
@@ -665,6 +666,9 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
                                          unet=UNet2DConditionModel.from_config(info["unet_config"]))
     else:
         model = ARCHITECTURES[info["architecture"]](*args)
+    from obliviate.core.safety import check_safetensors
+
+    check_safetensors(path / WEIGHTS)  # truncated or bit-flipped: one line naming the file
     state = load_file(str(path / WEIGHTS))
     try:
         model.load_state_dict(state, strict=True)

@@ -14,7 +14,9 @@ from typing import Any, Literal
 import torch
 
 from obliviate.core.errors import ObliviateError
+from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
+from obliviate.core.safety import output_name
 from obliviate.core.stages import (
     MANIFEST,
     ResidentModels,
@@ -23,10 +25,12 @@ from obliviate.core.stages import (
     available_models,
     check_same_data,
     check_split_hashes,
+    model_digest,
     open_run,  # noqa: F401  (every pipeline offers the same stage functions)
     oracle_first,
     record_task,
     resolve_attacks,
+    verify_model,
 )
 from obliviate.core.stages import recorded as _recorded
 from obliviate.core.task import UnlearningTask
@@ -65,7 +69,10 @@ def finetune_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     for role in roles:
         stage = f"finetune_{role}"
         split = task.split(TRAINING_SPLIT[role])
-        done = run.stage_done(stage) and (run.model(role) / "config.json").is_file()
+        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
+                  "data": split.sha256}
+        done = run.stage_done(stage, depends, run.checkpoints(role)) and \
+            (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:
             check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
                             split.sha256)
@@ -110,9 +117,11 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
     stage, path = "finetune_judge", run.model("judge")
     device = _device()
     full = task.full
-    if run.stage_done(stage) and (path / "config.json").is_file():
+    depends = {"judge": recipe.evaluation.judge, "seed": recipe.seed, "data": full.sha256}
+    if run.stage_done(stage, depends) and (path / "config.json").is_file():
         check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
                         full.sha256)
+        verify_model(run, "judge")
         return load_judge(path, device)[0], _recorded(run, stage)
     x, y = to_tensor(full.records, device)
     holdout = task.eval_splits.get("holdout")
@@ -120,6 +129,7 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
                                                                                          None)
     config = recipe.evaluation.judge.model_copy(
         update={"seed": recipe.evaluation.judge.seed + recipe.seed})
+    run.record_stage(stage, status="running", split=full.provenance())
     net, info = train_judge(x, y, task.metadata["num_classes"], config, x_val, y_val)
     save_judge(net, path, info)
     record = run.record_stage(stage, status="done", model_path=str(path),
@@ -169,12 +179,17 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     for name, (cls, config) in resolved.items():
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
-        done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
+        depends = {"config": config, "seed": recipe.seed, "data": data,
+                  "target": model_digest(run, target)}
+        done = run.stage_done(stage, depends, out_dir / "checkpoints") and \
+            (out_dir / MANIFEST).is_file()
         if done or (out_dir / "checkpoints").is_dir():
             check_split_hashes(run, stage, task)
         if done:
             out[name] = _recorded(run, stage)
             continue
+        if not recipe.unlearn.target:
+            verify_model(run, "target")
         model = load_target(recipe, run, task, target)
         ctx = UnlearnContext.build(task, model.device, seed=recipe.seed,
                                    checkpoint_dir=out_dir / "checkpoints")
@@ -187,7 +202,7 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
             raise
         atomic_write_json(out_dir / MANIFEST, {
             "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
-            "base_model": str(target)})
+            "base_model": relative_to_run(target, run.root)})
         out[name] = run.record_stage(
             stage, status="done", method=name, paper=cls.paper,
             config=config.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
@@ -215,6 +230,7 @@ def model_path(run: RunDir, name: str) -> Path:
 
 
 def load_model(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, name: str) -> Any:
+    verify_model(run, name)  # the files the run recorded, or a one-line refusal
     return load_target(recipe, run, task, model_path(run, name)).eval()
 
 
@@ -240,9 +256,13 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     judge, reference, neighbours = None, None, None
     summaries = {}
     for name in names:
-        stage = f"eval_{name}"
-        out_dir = run.root / "eval" / name
-        if not force and run.stage_done(stage) and (out_dir / f"{SUITE}.json").is_file():
+        stage = f"eval_{output_name(name)}"
+        out_dir = run.eval_dir(name)
+        depends = {"evaluation": cfg, "seed": recipe.seed,
+                  "model": model_digest(run, model_path(run, name)),
+                  "judge": model_digest(run, run.model("judge")),
+                  "oracle": None if name == "oracle" else model_digest(run, oracle_file)}
+        if not force and run.stage_done(stage, depends) and (out_dir / f"{SUITE}.json").is_file():
             summaries[name] = _recorded(run, stage)["summary"]
             continue
         if judge is None:
@@ -295,4 +315,5 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                             judge=judge, probe=cfg.probe, seed=recipe.seed, oracle_cache=cache)
         return cls(config).run(ctx)
 
-    return attack_loop(run, targets, resolved, attack_one, force=force)
+    return attack_loop(run, targets, resolved, attack_one, force=force,
+                       depends={"probe": cfg.probe, "seed": recipe.seed})

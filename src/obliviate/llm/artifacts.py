@@ -13,7 +13,7 @@ from typing import Any
 
 from obliviate.core.errors import ModelLoadError
 from obliviate.core.io import read_json
-from obliviate.core.stages import MANIFEST
+from obliviate.core.stages import MANIFEST, base_model_path
 from obliviate.llm.data.formatting import PromptFormat, resolve_format
 from obliviate.llm.models import ModelConfig, load_pretrained
 
@@ -28,7 +28,8 @@ def load_model_for_eval(path: str | Path, model_config: ModelConfig
     if manifest.is_file():
         info = read_json(manifest)
         weights = path / "model" if (path / "model").is_dir() else path \
-            if (path / "config.json").is_file() else Path(info["base_model"])
+            if (path / "config.json").is_file() else \
+            base_model_path(path, info["base_model"])  # relative to the run root
         model, tokenizer = load_pretrained(str(weights), model_config.trust_remote_code)
         if info.get("prompt_format"):
             return model.eval(), tokenizer, PromptFormat.from_dict(info["prompt_format"])

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 from obliviate.core.errors import ObliviateError
-from obliviate.core.io import sha256_dir
+from obliviate.core.io import sha256_dir, temp_dir, writing
 from obliviate.core.rundir import RunDir, Stopwatch
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat, collate, encode_record, resolve_format
@@ -38,24 +37,25 @@ def base_tokenizer(config: ModelConfig, task: UnlearningTask, run: RunDir) -> An
     from transformers import AutoTokenizer
 
     path = run.model("tokenizer")
-    if (path / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(path)
-    if config.name_or_path == "tiny":
-        tokenizer = train_tokenizer(task_texts(task), config.tiny.vocab_size)
-    else:
-        _, tokenizer = load_pretrained(config.name_or_path, config.trust_remote_code)
-    prompt_format(config, tokenizer)  # a recipe the tokenizer cannot serve fails before any write
-    if is_main_process():
-        _save_tokenizer(tokenizer, path)
+    with run.lock():  # two commands fine-tuning target and oracle at once write it once
+        if (path / "tokenizer.json").is_file():
+            return AutoTokenizer.from_pretrained(path)
+        if config.name_or_path == "tiny":
+            tokenizer = train_tokenizer(task_texts(task), config.tiny.vocab_size)
+        else:
+            _, tokenizer = load_pretrained(config.name_or_path, config.trust_remote_code)
+        prompt_format(config, tokenizer)  # a recipe the tokenizer cannot serve fails first
+        if is_main_process():
+            _save_tokenizer(tokenizer, path)
     return tokenizer
 
 
 def _save_tokenizer(tokenizer: Any, path: Path) -> None:
     """Write the tokenizer to a sibling temporary folder, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir(path.parent, f".{path.name}.")
     try:
-        tokenizer.save_pretrained(tmp)
+        with writing(path, "the tokenizer"):
+            tokenizer.save_pretrained(tmp)
         shutil.rmtree(path, ignore_errors=True)  # a folder left by an interrupted older version
         os.replace(tmp, path)
     except BaseException:

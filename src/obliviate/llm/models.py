@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,7 +20,9 @@ import torch
 from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError, ModelLoadError
+from obliviate.core.io import temp_dir, writing
 from obliviate.core.recipe import StrictModel
+from obliviate.core.safety import check_safetensors
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}
@@ -162,6 +163,8 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple
         raise ModelLoadError(f"{path}: not a model folder (no config.json)")
     if local.is_dir() and not any(local.glob("*.safetensors")):
         raise ModelLoadError(f"{path}: no .safetensors weights (pickle checkpoints are refused)")
+    if local.is_dir():
+        check_safetensors(local)  # truncated or bit-flipped: one line naming the file
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -178,12 +181,12 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple
 def save_model(model: Any, tokenizer: Any, path: str | Path) -> Path:
     """Save weights (safetensors) and tokenizer atomically: write a sibling folder, then swap."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp = temp_dir(path.parent, f".{path.name}.")
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+        with writing(path, "the model"):
+            model.save_pretrained(tmp, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

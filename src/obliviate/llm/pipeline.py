@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.io import sha256_dir
+from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
+from obliviate.core.safety import output_name
 from obliviate.core.stages import (
     MANIFEST,
     ResidentModels,
@@ -20,11 +22,13 @@ from obliviate.core.stages import (
     available_models,
     check_same_data,
     check_split_hashes,
+    model_digest,
     open_run,  # noqa: F401  (every pipeline offers the same stage functions)
     oracle_first,
     record_task,
     recorded,
     resolve_attacks,
+    verify_model,
 )
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.finetune import Role, finetune
@@ -64,7 +68,10 @@ def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     out = {}
     for role in roles:
         stage = f"finetune_{role}"
-        done = run.stage_done(stage) and (run.model(role) / "config.json").is_file()
+        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
+                  "data": task.split(TRAINING_SPLIT[role]).sha256}
+        done = run.stage_done(stage, depends, run.checkpoints(role)) and \
+            (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:
             check_same_data(run, stage, recorded(run, stage).get("split", {}).get("sha256"),
                             task.split(TRAINING_SPLIT[role]).sha256)
@@ -108,12 +115,18 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     for name, (cls, config) in resolved.items():
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
-        done = run.stage_done(stage) and (out_dir / MANIFEST).is_file()
+        depends = {"config": config, "train": cfg.train, "lora": cfg.lora,
+                  "selection": cfg.selection, "seed": recipe.seed, "data": data,
+                  "target": model_digest(run, target)}
+        done = run.stage_done(stage, depends, out_dir / "checkpoints") and \
+            (out_dir / MANIFEST).is_file()
         if done or (out_dir / "checkpoints").is_dir():
             check_split_hashes(run, stage, task)
         if done:
             out[name] = recorded(run, stage)
             continue
+        if not cfg.target:
+            verify_model(run, "target")
         model, tokenizer, fmt = load_model_for_eval(target, recipe.model)
         if cls.starts_from == "base":
             model = base_model(recipe.model, tokenizer, recipe.seed)
@@ -132,7 +145,8 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         prompt = outcome.prompt_format
         atomic_write_json(out_dir / MANIFEST, {
             "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
-            "base_model": str(target), "changes_weights": cls.changes_weights,
+            "base_model": relative_to_run(target, run.root),
+            "changes_weights": cls.changes_weights,
             "prompt_format": prompt.to_dict() if prompt is not None else None})
         barrier()  # the main process has saved the weights
         out[name] = run.record_stage(
@@ -195,9 +209,12 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     oracle_dir = run.root / "eval" / "oracle"
     summaries = {}
     for name in names:
-        stage = f"eval_{name}"
-        out_dir = run.root / "eval" / name
-        if not force and run.stage_done(stage):
+        stage = f"eval_{output_name(name)}"
+        out_dir = run.eval_dir(name)
+        depends = {"suites": cfg.suites, "options": cfg.options, "seed": recipe.seed,
+                  "model": model_digest(run, resolve_eval_model(run, name)),
+                  "oracle": None if name == "oracle" else model_digest(run, oracle_dir)}
+        if not force and run.stage_done(stage, depends):
             summaries[name] = recorded(run, stage)["summary"]
             continue
         inputs: dict[str, Any] = {}
@@ -206,6 +223,7 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         if name != "oracle" and (oracle_dir / "mia.json").is_file():
             inputs["oracle_mia"] = EvalResult.load(oracle_dir / "mia.json")
         path = resolve_eval_model(run, name)
+        verify_model(run, name)
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
         torch.manual_seed(recipe.seed)
         run.record_stage(stage, status="running", model=str(path))
@@ -256,4 +274,5 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                             probe=cfg.probe, seed=recipe.seed)
         return cls(config).run(ctx)
 
-    return attack_loop(run, targets, resolved, attack_one, force=force)
+    return attack_loop(run, targets, resolved, attack_one, force=force,
+                       depends={"probe": cfg.probe, "seed": recipe.seed})

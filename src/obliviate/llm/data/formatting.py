@@ -61,7 +61,26 @@ def resolve_format(tokenizer: Any, style: Style = "auto",
         style = "chat" if has_template else "base"
     if style not in ("chat", "base"):
         raise ConfigError(f"unknown prompt style {style!r}; use auto, chat or base")
-    return PromptFormat(style=style, system_prompt=system_prompt)
+    fmt = PromptFormat(style=style, system_prompt=system_prompt)
+    if style == "chat":
+        check_template_time(tokenizer, fmt)
+    return fmt
+
+
+TEMPLATE_SECONDS = 2.0
+"""A chat template comes with the model folder: rendering a short conversation must take less
+than this, or the model is refused (a template with nested loops is a denial of service)."""
+
+
+def check_template_time(tokenizer: Any, fmt: PromptFormat) -> None:
+    from obliviate.core.safety import time_limit
+
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    with time_limit(TEMPLATE_SECONDS, f"{name}: its chat template (tokenizer_config.json) took "
+                                      f"more than {TEMPLATE_SECONDS:g} s to render a one-question "
+                                      "conversation; refusing it (use prompt_style=base or fix "
+                                      "the template)"):
+        prompt_text(tokenizer, fmt, "What is the capital of France?")
 
 
 def prompt_text(tokenizer: Any, fmt: PromptFormat, question: str) -> str:
