@@ -209,6 +209,25 @@ def test_verdict_names_output_suppression(tmp_path):
     assert "idk_nll: its forget-set answer ROUGE" in result.stdout
 
 
+def test_ranking_over_three_seeds(llm_run):
+    """Sweep cells of one configuration over seeds 0-2: the ranking shows mean ± sample std."""
+    forget = {0: 0.05, 1: 0.10, 2: 0.15}
+    for seed, prob in forget.items():
+        write(llm_run / "sweep" / f"npo-s{seed}" / "done", {
+            "cell_id": f"npo-s{seed}", "config_id": "npo-beta", "method": "npo",
+            "params": {"unlearn.method_args.npo.beta": 0.1}, "seed": seed, "status": "ran",
+            "metrics": {**summary(prob, 0.9), "attack/relearning/rouge/recovery": 0.0}})
+    data = json.loads(write_report(llm_run)[1].read_text())
+    npo = next(e for e in data["ranking"] if e["method"] == "npo")
+    assert npo["config_id"] == "npo-beta" and npo["seeds"] == 3  # beats the root npo row
+    # forget prob and ROUGE 0.05, 0.10, 0.15 against oracle 0.05, target 0.99 (gap 0.94)
+    scores = [1 - abs(p - 0.05) / 0.94 for p in forget.values()]
+    assert npo["mean"]["forgetting"] == pytest.approx(sum(scores) / 3)
+    assert npo["std"]["forgetting"] == pytest.approx(0.05 / 0.94)
+    board = (llm_run / "report" / "leaderboard.md").read_text()
+    assert "Mean ± sample std over" in board and "± 0.053" in board
+
+
 def test_html_is_self_contained(llm_run):
     html = write_report(llm_run)[0].read_text()
     assert "<script" not in html and "<link" not in html and "@import" not in html

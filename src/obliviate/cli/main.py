@@ -23,6 +23,8 @@ from obliviate.cli.common import (
 )
 from obliviate.cli.evaluate import eval_app
 from obliviate.cli.report import report as report_command
+from obliviate.cli.results import results as results_command
+from obliviate.cli.sweep import search as search_command
 from obliviate.cli.sweep import sweep as sweep_command
 
 app = typer.Typer(
@@ -177,6 +179,8 @@ def format_attacks(results: dict[str, dict[str, dict]]) -> str:
 
 
 app.command("sweep")(sweep_command)
+app.command("search")(search_command)
+app.command("results")(results_command)
 app.command("report")(report_command)
 app.command("audit")(audit_command)
 

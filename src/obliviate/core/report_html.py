@@ -121,13 +121,22 @@ def ranking_rows(data: dict[str, Any]) -> list[list[Any]]:
 RANKING_HEADER = ["rank", "method", "configuration", *AXES, "distance to oracle", "seeds", "note"]
 
 
+def seeds_note(data: dict[str, Any]) -> str:
+    """Mean ± std over how many seeds, or that one seed measured no spread."""
+    counts = sorted({e.get("seeds") or 0 for e in data.get("ranking", [])})
+    if counts and counts[-1] <= 1:
+        return ("One seed per method: no spread measured (a sweep with `seeds: [0, 1, 2]` "
+                "reports mean ± std).")
+    return f"Mean ± sample std over {'/'.join(str(c) for c in counts)} seeds."
+
+
 def _ranking(data: dict[str, Any]) -> str:
     uses = data["axes"].get("uses_oracle", {})
     oracle_axes = [a for a in AXES if uses.get(a)]
     return ("<p class='muted'>Each method's reported point, ranked by its Euclidean distance to "
             "the oracle's point on forgetting × utility × robustness. A model that was not "
             "attacked has no robustness and is not ranked. Axes that read the oracle: "
-            f"{escape(', '.join(oracle_axes) or 'none')}. Mean ± std over seeds.</p>"
+            f"{escape(', '.join(oracle_axes) or 'none')}. {escape(seeds_note(data))}</p>"
             + table(RANKING_HEADER, ranking_rows(data), left=3))
 
 
@@ -311,8 +320,9 @@ def render_leaderboard(data: dict[str, Any]) -> str:
              "## Ranking: closeness to the oracle", "",
              f"Task `{(data.get('task') or {}).get('name', '?')}`. Ranked by the Euclidean "
              "distance to the oracle's point on forgetting × utility × robustness (1 = the "
-             "oracle on each); a model that was not attacked is not ranked. Mean ± std over "
-             f"seeds. Each method's reported point: {data['selection_rule']['description']}.",
+             "oracle on each); a model that was not attacked is not ranked. "
+             f"{seeds_note(data)} Each method's reported point: "
+             f"{data['selection_rule']['description']}.",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for entry, row in zip(data.get("ranking", []), ranking_rows(data), strict=True):
         members = entry.get("members") or []
