@@ -144,7 +144,15 @@ def test_suite_privleak_against_the_oracle(tok, model):
     a_o = o_res.metrics["privleak_forget/mia_min_k"].value
     assert 0 < a_o < 1 and a_o != auc.value
     assert leak.metrics["privleak_forget/privleak"].value == pytest.approx(
-        ((1 - auc.value) - (1 - a_o)) / (1 - a_o) * 100, nan_ok=True)
+        ((1 - auc.value) - (1 - a_o)) / (1 - a_o) * 100)
+    # the pipeline's form: every suite's oracle result by suite name
+    again = get_suite("muse")(model, tok, fmt, splits, oracle_results={"muse": o_res}).result
+    assert again.metrics["privleak_forget/privleak"].value == pytest.approx(
+        leak.metrics["privleak_forget/privleak"].value)
+    # no oracle model: MUSE's published retrained AUC (News: 0.4772 with forget labelled 0)
+    fixed = get_suite("muse", {"oracle_auc": 1 - 0.4772})(model, tok, fmt, splits).result
+    assert fixed.metrics["privleak_forget/privleak"].value == pytest.approx(
+        ((1 - auc.value) - 0.4772) / 0.4772 * 100)
 
 
 def test_suite_on_a_plain_text_forget_set(tok, model):

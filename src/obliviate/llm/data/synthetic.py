@@ -38,8 +38,10 @@ from obliviate.llm.data.records import QARecord
 __all__ = [
     "FACT_KINDS",
     "MAX_PEOPLE",
+    "Fact",
     "SPLITS",
     "SyntheticFactsConfig",
+    "generate_people",
     "generate_synthetic_facts",
 ]
 
@@ -438,7 +440,16 @@ def _people(config: SyntheticFactsConfig) -> list[str]:
     return names
 
 
-def _fact(config: SyntheticFactsConfig, index: int, name: str, kind: _Kind) -> QARecord:
+@dataclass(frozen=True)
+class Fact:
+    """One generated fact: its kind (:data:`FACT_KINDS`), its value and its record."""
+
+    kind: str
+    value: str
+    record: QARecord
+
+
+def _fact(config: SyntheticFactsConfig, index: int, name: str, kind: _Kind) -> Fact:
     """One fact about person ``index``, drawn from its own (seed, person, kind) stream."""
     rng = random.Random(f"obliviate-synthetic/{config.seed}/{index}/{kind.key}")
     own_names = set(name.split())
@@ -452,14 +463,24 @@ def _fact(config: SyntheticFactsConfig, index: int, name: str, kind: _Kind) -> Q
         other = kind.draw(rng)
         if other != value and other not in wrong and other not in own_names:
             wrong.append(other)
-    return QARecord(
+    return Fact(kind.key, value, QARecord(
         question=question.format(name=name),
         answer=answer.format(name=name, value=value),
         paraphrased_question=para_question.format(name=name),
         paraphrased_answer=para_answer.format(name=name, value=value),
         perturbed_answers=tuple(para_answer.format(name=name, value=w) for w in wrong),
         entity=name,
-    )
+    ))
+
+
+def generate_people(config: SyntheticFactsConfig | None = None) -> list[tuple[str, list[Fact]]]:
+    """Every person (the ``num_people`` first, then the holdout) with their facts in kind order:
+    what :func:`generate_synthetic_facts` splits, with each fact's value kept (the synthetic
+    news corpus writes articles and short-answer questions from it)."""
+    config = SyntheticFactsConfig(**(config or SyntheticFactsConfig()).model_dump())
+    kinds = _KINDS[: config.facts_per_person]
+    return [(name, [_fact(config, i, name, kind) for kind in kinds])
+            for i, name in enumerate(_people(config))]
 
 
 def generate_synthetic_facts(
@@ -471,14 +492,12 @@ def generate_synthetic_facts(
     holdout ``holdout_people`` extra people. Same config, same records, in any process.
     """
     config = SyntheticFactsConfig(**(config or SyntheticFactsConfig()).model_dump())
-    kinds = _KINDS[: config.facts_per_person]
-    names = _people(config)
-    facts = [[_fact(config, i, name, kind) for kind in kinds] for i, name in enumerate(names)]
+    facts = [[f.record for f in person] for _, person in generate_people(config)]
     first_forget = config.num_people - config.forget_people
     spans = {
         "forget": (first_forget, config.num_people),
         "retain": (0, first_forget),
-        "holdout": (config.num_people, len(names)),
+        "holdout": (config.num_people, len(facts)),
     }
     return {
         split: [record for person in facts[start:stop] for record in person]

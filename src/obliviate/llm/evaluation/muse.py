@@ -158,6 +158,15 @@ def excerpts(tokenizer: Any, documents: Sequence[QARecord], prompt_tokens: int =
     return out
 
 
+def _oracle_result(given: Any, inputs: Mapping[str, Any]) -> Any:
+    """The oracle's MUSE result: given directly, in ``oracle_results`` or in the resolved
+    inputs' oracle results (what :func:`~obliviate.llm.evaluation.suites.evaluate` passes)."""
+    if given is not None:
+        return given
+    results = inputs.get("oracle_results") or getattr(inputs.get("resolved"), "oracle", None)
+    return (results or {}).get("muse")
+
+
 # ------------------------------------------------------------------------------------------------
 # The suite
 # ------------------------------------------------------------------------------------------------
@@ -182,6 +191,10 @@ class MuseOptions(StrictModel):
     excerpt_prompt_tokens: int = Field(default=32, ge=1)
     k: float = Field(default=mia.DEFAULT_K, gt=0.0, le=1.0, description="Min-K% Prob's k")
     ds_size: int | None = Field(default=None, ge=1, description="first N items per split")
+    oracle_auc: float | None = Field(
+        default=None, gt=0.0, lt=1.0,
+        description="the retrained model's Min-K% AUC (forget = members) where no oracle is "
+                    "evaluated; MUSE's published retrained models: News 1-0.4772, Books 1-0.5393")
 
 
 @SUITES.register("muse", modality=MODALITY)
@@ -190,7 +203,8 @@ class MuseSuite(LLMSuite):
 
     Keys: ``muse/verbmem_forget/verbmem``, ``muse/knowmem_forget_qa/knowmem``,
     ``muse/knowmem_retain_qa/knowmem``, ``muse/privleak_forget/mia_min_k`` (AUC, forget =
-    members) and, given the oracle's MUSE result (``oracle_muse``), ``.../privleak``.
+    members) and, given the oracle's MUSE result (``oracle_muse``, or ``oracle_results["muse"]``)
+    or ``oracle_auc``, ``.../privleak`` in MUSE's convention.
     """
 
     name = "muse"
@@ -260,9 +274,10 @@ class MuseSuite(LLMSuite):
                                 for n in pair)
             auc = mia.run_mia(["min_k"], f_stats, h_stats, k=o.k, split=pair[0])["min_k"]
             result.add(auc)
-            oracle_auc = _oracle_aucs(oracle_muse).get("min_k") if oracle_muse else None
+            oracle = _oracle_result(oracle_muse, inputs)
+            oracle_auc = _oracle_aucs(oracle).get("min_k") if oracle else o.oracle_auc
             if oracle_auc is None:
-                skipped["privleak"] = "no oracle MUSE result given"
+                skipped["privleak"] = "no oracle MUSE result given (nor muse.oracle_auc)"
             else:
                 result.add(MetricResult(
                     "privleak", mia.privleak(auc.value, oracle_auc), split=pair[0],
