@@ -25,8 +25,10 @@ error) instead; the other cells still run, the sweep then reports the failures, 
 retries them.
 
 Executors: ``local`` runs cells one after another in this process; ``ray`` submits each cell
-as a Ray task (``ray.init()`` joins the cluster named by ``RAY_ADDRESS``, else starts a local
-one); the run directory must then be on a filesystem every worker sees.
+as a Ray task on the cluster at ``--address`` (or ``RAY_ADDRESS``), else on a local Ray runtime
+that obliviate starts; the run directory must then be on a filesystem every worker sees. Each
+finished cell's row goes into the run's results store (:mod:`obliviate.core.store`), written by
+the driver as the cell's result arrives.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from obliviate.core.errors import ConfigError, ObliviateError
 from obliviate.core.io import atomic_write_json, canonical_json, read_json
 from obliviate.core.recipe import StrictModel, validate
 from obliviate.core.rundir import utc_now
+from obliviate.core.store import record_cell
 
 CellRunner = Callable[[dict[str, Any], Path], dict[str, float]]
 EXECUTORS = ("local", "ray")
@@ -89,6 +92,7 @@ def split_sweep(data: dict[str, Any], source: str = "recipe") -> tuple[dict[str,
     """``(recipe data without the sweep section, the validated sweep section)``."""
     data = dict(data)
     section = data.pop("sweep", None)
+    data.pop("search", None)  # a recipe may hold a search over the same space too
     if not isinstance(section, dict):
         raise ConfigError(f"{source}: no `sweep:` section (see `obliviate sweep --help`)")
     return data, validate(SweepSpec, section, source=f"{source}: sweep")
@@ -112,12 +116,23 @@ def stable_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()[:length]
 
 
-def expand(spec: SweepSpec) -> list[dict[str, Any]]:
-    """Every cell of the grid: ``{cell_id, config_id, method, params, seed, overrides}``.
+def make_cell(method: str, params: dict[str, Any], seed: int, methods_key: str,
+              seed_keys: list[str]) -> dict[str, Any]:
+    """One cell: ``{cell_id, config_id, method, params, seed, overrides}``.
 
     ``params`` holds the swept values under their full keys; ``config_id`` identifies the
-    configuration (the cell without its seed), so seeds of one configuration share it.
+    configuration (the cell without its seed), so seeds of one configuration share it. Grid
+    cells and search trials are both made here, so equal settings are one cell.
     """
+    config_id = f"{method}-{stable_hash({'method': method, 'params': params})}"
+    overrides = {methods_key: [method], **params,
+                 **{k.format(method=method): seed for k in seed_keys}}
+    return {"cell_id": f"{method}-{stable_hash(overrides)}", "config_id": config_id,
+            "method": method, "params": params, "seed": seed, "overrides": overrides}
+
+
+def expand(spec: SweepSpec) -> list[dict[str, Any]]:
+    """Every cell of the grid (see :func:`make_cell`), in plan order."""
     cells = []
     for method, own in spec.methods.items():
         prefix = spec.method_args_key.format(method=method)
@@ -126,13 +141,8 @@ def expand(spec: SweepSpec) -> list[dict[str, Any]]:
             axes.setdefault(key, values)
         for values in itertools.product(*axes.values()):
             params = dict(zip(axes, values, strict=True))
-            config_id = f"{method}-{stable_hash({'method': method, 'params': params})}"
             for seed in spec.seeds:
-                overrides = {spec.methods_key: [method], **params,
-                             **{k.format(method=method): seed for k in spec.seed_keys}}
-                cells.append({"cell_id": f"{method}-{stable_hash(overrides)}",
-                              "config_id": config_id, "method": method, "params": params,
-                              "seed": seed, "overrides": overrides})
+                cells.append(make_cell(method, params, seed, spec.methods_key, spec.seed_keys))
     ids = [c["cell_id"] for c in cells]
     if len(set(ids)) != len(ids):
         raise ConfigError("sweep: two cells have the same settings (a value repeated?)")
@@ -182,11 +192,37 @@ def attempt_cell(run_cell: CellRunner, cell: dict[str, Any], directory: str | Pa
     return result
 
 
+def record_finished(result: dict[str, Any], root: str | Path) -> None:
+    """Write a cell's row into the run's results store as soon as it has finished (the
+    driver writes, never a worker, so one process writes the store)."""
+    if result.get("status") in ("ran", "skipped"):
+        record_cell({k: v for k, v in result.items() if k != "status"}, root,
+                    kind=result.get("kind", "cell"))
+
+
+def start_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
+    """Ray, initialised: the cluster at ``address`` (or ``RAY_ADDRESS``), else a local
+    runtime with ``num_cpus`` CPUs (default: all)."""
+    try:
+        import ray  # type: ignore[import-not-found]
+    except ImportError:
+        raise ConfigError("--executor ray needs Ray, which is not installed here "
+                          "(pip install ray), or use --executor local") from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address)
+        else:  # joins RAY_ADDRESS's cluster when set, else starts a local runtime
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
+    return ray
+
+
 def _run_local(run_cell: CellRunner, cells: list[dict[str, Any]], root: Path,
                log: Callable[[str], None]) -> list[dict[str, Any]]:
     out = []
     for i, cell in enumerate(cells, start=1):
         result = attempt_cell(run_cell, cell, cell_dir(root, cell["cell_id"]))
+        record_finished(result, root)
         log(f"[{i}/{len(cells)}] {cell['cell_id']}: {result['status']}"
             + (f" ({result['error']})" if "error" in result else ""))
         out.append(result)
@@ -194,14 +230,9 @@ def _run_local(run_cell: CellRunner, cells: list[dict[str, Any]], root: Path,
 
 
 def _run_ray(run_cell: CellRunner, cells: list[dict[str, Any]], root: Path,
-             log: Callable[[str], None], options: dict[str, float]) -> list[dict[str, Any]]:
-    try:
-        import ray  # type: ignore[import-not-found]
-    except ImportError:
-        raise ConfigError("--executor ray needs Ray, which is not installed here "
-                          "(pip install 'ray[default]'), or use --executor local") from None
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True)  # joins RAY_ADDRESS's cluster when set
+             log: Callable[[str], None], options: dict[str, float], address: str | None = None,
+             num_cpus: int | None = None) -> list[dict[str, Any]]:
+    ray = start_ray(address, num_cpus)
     task = ray.remote(**options)(attempt_cell)
     pending = {task.remote(run_cell, cell, str(cell_dir(root, cell["cell_id"]))): cell
                for cell in cells}
@@ -212,13 +243,15 @@ def _run_ray(run_cell: CellRunner, cells: list[dict[str, Any]], root: Path,
             cell = pending.pop(ref)
             results[cell["cell_id"]] = ray.get(ref)
             result = results[cell["cell_id"]]
+            record_finished(result, root)
             log(f"[{len(results)}/{len(cells)}] {cell['cell_id']}: {result['status']}"
                 + (f" ({result['error']})" if "error" in result else ""))
     return [results[c["cell_id"]] for c in cells]
 
 
 def run_sweep(spec: SweepSpec, root: str | Path, run_cell: CellRunner, executor: str = "local",
-              fingerprint: str | None = None, log: Callable[[str], None] = print
+              fingerprint: str | None = None, log: Callable[[str], None] = print,
+              address: str | None = None, num_cpus: int | None = None
               ) -> list[dict[str, Any]]:
     """Run every cell not yet done; write ``sweep/plan.json`` and ``sweep/results.json``.
 
@@ -240,7 +273,7 @@ def run_sweep(spec: SweepSpec, root: str | Path, run_cell: CellRunner, executor:
     done = sum(is_done(root, c["cell_id"]) for c in cells)
     log(f"sweep: {len(cells)} cells, {done} already done, executor {executor}")
     if executor == "ray":
-        results = _run_ray(run_cell, cells, root, log, spec.ray)
+        results = _run_ray(run_cell, cells, root, log, spec.ray, address, num_cpus)
     else:
         results = _run_local(run_cell, cells, root, log)
     finished = [{k: v for k, v in r.items() if k != "status"} for r in results

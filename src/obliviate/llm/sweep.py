@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from obliviate.core.axes import AxisMap, References
 from obliviate.core.cost import FLOPS_RULE, cost_from_stage, cost_metrics, training_flops
 from obliviate.core.errors import ConfigError
 from obliviate.core.io import atomic_write_json, read_json, sha256_records
 from obliviate.core.recipe import dump_recipe, load_recipe, validate
 from obliviate.core.rundir import RunDir, environment_info
+from obliviate.core.search import SearchSpec, method_space, run_search
 from obliviate.core.sweep import SweepSpec, run_sweep, set_path
 from obliviate.core.task import UnlearningTask
 from obliviate.llm.recipe import LLMRecipe
@@ -215,18 +217,24 @@ def prepare_root(recipe: LLMRecipe, output: str | Path | None, command: str,
     return run
 
 
+def recipe_fingerprint(recipe: LLMRecipe) -> str:
+    """What every cell of a sweep or search shares: the validated base recipe."""
+    return sha256_records([{k: v for k, v in recipe.model_dump(mode="json").items()
+                            if k != "output_dir"}])[:16]
+
+
 def sweep(base: dict[str, Any], spec: SweepSpec, output: str | Path | None = None,
           executor: str = "local", command: str = "obliviate sweep",
-          log: Any = print) -> tuple[RunDir, list[dict[str, Any]]]:
+          log: Any = print, address: str | None = None, num_cpus: int | None = None
+          ) -> tuple[RunDir, list[dict[str, Any]]]:
     """Run an LLM sweep; returns the root run directory and every cell's result."""
     recipe = validate(LLMRecipe, copy.deepcopy(base), source="recipe")
     check_cells(base, spec)  # fail before training anything
     run = prepare_root(recipe, output, command, spec.attacks)
-    fingerprint = sha256_records([{k: v for k, v in recipe.model_dump(mode="json").items()
-                                   if k != "output_dir"}])[:16]
     runner = LLMCellRunner(base=base, root=str(run.root.resolve()), attacks=list(spec.attacks))
-    results = run_sweep(spec, run.root, runner, executor=executor, fingerprint=fingerprint,
-                        log=log)
+    results = run_sweep(spec, run.root, runner, executor=executor,
+                        fingerprint=recipe_fingerprint(recipe), log=log, address=address,
+                        num_cpus=num_cpus)
     run.record_stage("sweep", status="done", cells=len(results), executor=executor,
                      ran=sum(r.get("status") == "ran" for r in results),
                      spec=spec.model_dump(), output=str(run.root / "sweep"))
@@ -243,3 +251,51 @@ def check_cells(base: dict[str, Any], spec: SweepSpec) -> int:
         recipe = cell_recipe(base, cell["overrides"], "target")
         method_config(cell["method"], recipe.unlearn.method_args.get(cell["method"], {}))
     return len(cells)
+
+
+def search(base: dict[str, Any], spec: SearchSpec, output: str | Path | None = None,
+           executor: str = "local", command: str = "obliviate search", log: Any = print,
+           address: str | None = None, num_cpus: int | None = None
+           ) -> tuple[RunDir, dict[str, dict[str, Any]]]:
+    """Run an LLM multi-objective search (:mod:`obliviate.core.search`): target and oracle
+    trained once, then ``spec.trials`` trials per method; returns the root run and the
+    per-method summaries."""
+    import obliviate.llm.methods  # noqa: F401  (registers the catalogue)
+    from obliviate.core.registry import METHODS
+
+    recipe = validate(LLMRecipe, copy.deepcopy(base), source="recipe")
+    for method in spec.methods:
+        METHODS.get(method, "llm")
+    check_space(base, spec)  # fail before training anything
+    run = prepare_root(recipe, output, command, spec.attacks)
+    runner = LLMCellRunner(base=base, root=str(run.root.resolve()), attacks=list(spec.attacks))
+    axes, refs = AxisMap.for_modality("llm"), root_references(run)
+    summaries = run_search(spec, run.root, runner, "llm",
+                           objective=lambda m: axes.score(m, refs)[0],
+                           executor=executor, fingerprint=recipe_fingerprint(recipe),
+                           address=address, num_cpus=num_cpus, log=log)
+    run.record_stage("search", status="done", executor=executor, spec=spec.model_dump(),
+                     trials={m: len(s["trials"]) for m, s in summaries.items()},
+                     hypervolume={m: s["hypervolume"] for m, s in summaries.items()},
+                     output=str(run.root / "search"))
+    return run, summaries
+
+
+def root_references(run: RunDir) -> References:
+    """The root's oracle and target evaluations, which oracle-relative axes read."""
+    stages = run.read_record().get("stages", {})
+    return References(oracle=stages.get("eval_oracle", {}).get("summary", {}),
+                      target=stages.get("eval_target", {}).get("summary", {}))
+
+
+def check_space(base: dict[str, Any], spec: SearchSpec) -> None:
+    """Validate each method's recipe at both ends of every range before anything trains."""
+    from obliviate.llm.pipeline import method_config
+
+    for method in spec.methods:
+        space = method_space(spec, method, "llm")
+        for end in ("low", "high"):
+            params = {k: (v[0] if end == "low" else v[-1]) if isinstance(v, list)
+                      else getattr(v, end) for k, v in space.items()}
+            recipe = cell_recipe(base, {spec.methods_key: [method], **params}, "target")
+            method_config(method, recipe.unlearn.method_args.get(method, {}))
