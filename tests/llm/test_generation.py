@@ -176,6 +176,12 @@ def test_scorer_generates_from_its_prompt_cache(tok, data):
     prompt = encode_prompt(tok, fmt, extra)
     assert scorer.generate([extra], NEW) == greedy_generate_ids(model, [prompt], NEW,
                                                                eos_ids=[tok.eos_token_id])
+    # prompt caches of several scoring chunks (different widths) merged into decoding batches
+    small = AnswerScorer(model, tok, fmt, batch_tokens=40)
+    small.generation_batch_size = 4
+    small.score(records, generate={q: NEW for q in questions})
+    assert small.generation_stats.prefill_tokens == 0
+    assert small.generations(questions, NEW) == standalone
 
 
 def test_bad_arguments(tok):

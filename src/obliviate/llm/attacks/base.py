@@ -9,13 +9,17 @@ models passed in are never modified.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import torch
 
+from obliviate.core.io import atomic_write_json, read_json
 from obliviate.core.recipe import StrictModel
 from obliviate.core.result import AttackResult
 from obliviate.core.task import UnlearningTask
@@ -42,16 +46,59 @@ class AttackTarget:
     fmt: PromptFormat
     memo: dict[Hashable, Any] = field(default_factory=dict, init=False, repr=False,
                                       compare=False)
+    store: Path | None = field(default=None, init=False, repr=False, compare=False)
+    """Folder of results persisted across processes (:meth:`persist`); ``replace`` and
+    :meth:`copy` never carry it over, as their weights may differ."""
+    weights: str = field(default="", init=False, repr=False, compare=False)
 
     def copy(self) -> AttackTarget:
         """A deep copy of the model (for attacks that change weights)."""
         return replace(self, model=copy.deepcopy(self.model))
 
+    def persist(self, store: str | Path) -> AttackTarget:
+        """Keep what :meth:`remember` computes in ``store`` too, keyed by a hash of the model's
+        weights (and buffers) and the key, so a later process measuring the same model (the
+        oracle of a resumed or repeated attack stage) reads it instead of recomputing it.
+        Results that do not survive JSON unchanged stay in memory only."""
+        self.store = Path(store)
+        self.weights = state_hash(self.model)
+        return self
+
     def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
         """``compute()`` once per ``key`` on this model; later calls return a copy of it."""
         if key not in self.memo:
-            self.memo[key] = compute()
+            path = self._stored(key)
+            if path is not None and path.is_file():
+                self.memo[key] = read_json(path)["value"]
+            else:
+                value = compute()
+                if path is not None and _json_exact(value):
+                    atomic_write_json(path, {"key": repr(key), "value": value})
+                self.memo[key] = value
         return copy.deepcopy(self.memo[key])
+
+    def _stored(self, key: Hashable) -> Path | None:
+        if self.store is None:
+            return None
+        digest = hashlib.sha256(f"{self.weights}\n{key!r}".encode()).hexdigest()
+        return self.store / f"{digest}.json"
+
+
+def state_hash(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's parameters and buffers (names, dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _json_exact(value: Any) -> bool:
+    try:
+        return json.loads(json.dumps(value)) == value
+    except (TypeError, ValueError):
+        return False
 
 
 def records_key(records: Sequence[QARecord]) -> tuple[Hashable, ...]:
@@ -102,8 +149,8 @@ def _forget_probe(target: AttackTarget, records: Sequence[QARecord], options: Pr
     from obliviate.llm.evaluation.generation import greedy_generate
     from obliviate.llm.evaluation.scorer import AnswerScorer
 
-    texts = greedy_generate(target.model, target.tokenizer, fmt, asked,
-                            options.max_new_tokens, batch_size=options.batch_size)
+    # options.batch_size sizes the scorer's batches; decoding batches as large as fit
+    texts = greedy_generate(target.model, target.tokenizer, fmt, asked, options.max_new_tokens)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     rouge = [float(scorer.score(r.answer, t)["rougeL"].recall)
              for r, t in zip(records, texts, strict=True)]

@@ -198,7 +198,7 @@ def prefix_probe(target: AttackTarget, records: Sequence[QARecord], prefix_words
         return {"rouge": [], "prob": [], "generations": [], "indices": []}
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     generated = greedy_generate_ids(target.model, prompts, options.max_new_tokens,
-                                    options.batch_size, pad_token_id=pad,
+                                    pad_token_id=pad,
                                     eos_ids=eos_token_ids(target.model, tok))
     texts = [tok.decode(g, skip_special_tokens=True).strip() for g in generated]
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

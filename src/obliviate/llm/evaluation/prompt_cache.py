@@ -277,6 +277,41 @@ class PromptStates:
                             last=self.last.index_select(0, index))
 
 
+def merge_states(parts: Sequence[PromptStates]) -> PromptStates:
+    """One batch of the rows of ``parts``, each left-padded (zeros, masked) to the widest."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(p.valid.shape[1] for p in parts)
+
+    def padded(x: torch.Tensor, dim: int, fill: Any) -> torch.Tensor:
+        missing = width - x.shape[dim]
+        if not missing:
+            return x
+        shape = list(x.shape)
+        shape[dim] = missing
+        return torch.cat([x.new_full(shape, fill), x], dim=dim)
+
+    kv = [(torch.cat([padded(p.kv[layer][0], 2, 0.0) for p in parts]),
+           torch.cat([padded(p.kv[layer][1], 2, 0.0) for p in parts]))
+          for layer in range(len(parts[0].kv))]
+    return PromptStates(kv=kv, valid=torch.cat([padded(p.valid, 1, False) for p in parts]),
+                        lengths=[n for p in parts for n in p.lengths],
+                        last=torch.cat([p.last for p in parts]))
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of keys and values one token adds to the cache (0 when the config does not say)."""
+    config = getattr(model, "config", None)
+    try:
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        layers = config.num_hidden_layers
+    except (AttributeError, TypeError, ZeroDivisionError):
+        return 0
+    return int(2 * layers * kv_heads * head_dim * torch.finfo(float_dtype(model)).bits // 8)
+
+
 def prefill(body: Any, prompts: Sequence[Sequence[int]], pad_id: int, batch_tokens: int,
             dtype: torch.dtype, prefixes: PrefixCache | None = None,
             account: Account | None = None) -> PromptStates:
@@ -347,5 +382,6 @@ def float_dtype(model: Any) -> torch.dtype:
 
 
 __all__ = ["MIN_SHARED_PREFIX", "PrefixCache", "PromptStates", "body_and_head", "buffered_cache",
-           "cache_kv", "common_prefix", "float_dtype", "length_batches", "make_cache", "prefill",
-           "prefix_mask", "run_body", "takes_custom_masks"]
+           "cache_kv", "common_prefix", "float_dtype", "kv_bytes_per_token", "length_batches",
+           "make_cache", "merge_states", "prefill", "prefix_mask", "run_body",
+           "takes_custom_masks"]

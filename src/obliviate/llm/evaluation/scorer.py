@@ -53,6 +53,7 @@ from obliviate.llm.evaluation.generation import (
     DEFAULT_BATCH_SIZE,
     GenerationStats,
     decode,
+    decode_rows,
     decode_texts,
     eos_token_ids,
     greedy_generate_ids,
@@ -64,6 +65,7 @@ from obliviate.llm.evaluation.prompt_cache import (
     float_dtype,
     length_batches,
     make_cache,
+    merge_states,
     prefill,
     prefix_mask,
     run_body,
@@ -209,6 +211,7 @@ class AnswerScorer:
         self.generation_stats = GenerationStats()
         self._generated: dict[tuple[tuple[int, ...], int], list[int]] = {}
         self._wanted: dict[tuple[int, ...], int] = {}
+        self._queue: list[tuple[list[tuple[int, ...]], PromptStates]] = []
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (
             tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0)
 
@@ -270,7 +273,7 @@ class AnswerScorer:
         try:
             out = self._score(records, answers, token_stats, desc)
         finally:
-            self._wanted = {}
+            self._wanted, self._queue = {}, []
         by_budget: dict[int, list[str]] = {}
         for question, budget in (generate or {}).items():
             by_budget.setdefault(budget, []).append(question)
@@ -527,22 +530,42 @@ class AnswerScorer:
                 out.update(self._score_spans(selected, head, labels, spans, token_stats))
                 bar.update(m)
             self._generate_from(body, head, prompts, states)
+        self._generate_from(body, head, [], None)
         bar.close()
         return out
 
     def _generate_from(self, body: Any, head: Any, prompts: list[tuple[int, ...]],
-                       states: PromptStates) -> None:
-        """Greedy continuations of the wanted prompts among ``prompts``, from their cache."""
-        rows = [r for r, p in enumerate(prompts) if p in self._wanted]
+                       states: PromptStates | None) -> None:
+        """Queue the wanted prompts among ``prompts`` with their cache rows; decode the queue
+        once it fills a decoding batch, or when ``states`` is ``None`` (the end of a call).
+
+        Decoding waits for many rows because a decoding step's cost is mostly the weights'
+        matrix multiplies, which run efficiently only with many rows."""
+        if states is not None:
+            rows = [r for r, p in enumerate(prompts) if p in self._wanted]
+            if rows:
+                self._queue.append(([prompts[r] for r in rows], states.select(rows)))
+        queued = sum(len(q) for q, _ in self._queue)
+        if not queued:
+            return
+        widest = max(s.valid.shape[1] for _, s in self._queue)
+        rows_cap = decode_rows(self.model, self.generation_batch_size,
+                               widest + max(self._wanted.values()))
+        if states is not None and queued < rows_cap:
+            return
         start = time.perf_counter()
-        for begin in range(0, len(rows), self.generation_batch_size):
-            group = rows[begin:begin + self.generation_batch_size]
-            budgets = [self._wanted[prompts[r]] for r in group]
-            ids = decode(body, head, states.select(group), budgets, self._eos_ids(),
+        merged = merge_states([s for _, s in self._queue])
+        queue = [p for q, _ in self._queue for p in q]
+        self._queue = []
+        for begin in range(0, len(queue), rows_cap):
+            group = list(range(begin, min(begin + rows_cap, len(queue))))
+            budgets = [self._wanted[queue[r]] for r in group]
+            part = merged.select(group) if len(group) < len(queue) else merged
+            ids = decode(body, head, part, budgets, self._eos_ids(),
                          stats=self.generation_stats)
             for r, budget, x in zip(group, budgets, ids, strict=True):
-                self._store_generation(prompts[r], budget, x)
-                del self._wanted[prompts[r]]
+                self._store_generation(queue[r], budget, x)
+                del self._wanted[queue[r]]
         self.generation_stats.seconds += time.perf_counter() - start
 
     def _store_generation(self, prompt: tuple[int, ...], budget: int, ids: list[int]) -> None:

@@ -1,0 +1,59 @@
+"""Attack probes persisted across processes: a second oracle target with the same weights reads
+them from disk; other weights, copies and replaced targets measure anew."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from obliviate.llm.attacks.base import AttackTarget, ProbeOptions, forget_probe, state_hash
+from obliviate.llm.data.formatting import resolve_format
+from obliviate.llm.models import TinyModelConfig, tiny_llama, train_tokenizer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from obliviate.llm.data.synthetic import SyntheticFactsConfig, generate_synthetic_facts
+
+    data = generate_synthetic_facts(SyntheticFactsConfig(num_people=6, facts_per_person=3,
+                                                         forget_people=2, holdout_people=1))
+    tok = train_tokenizer([t for s in data.values() for r in s for t in (r.question, r.answer)],
+                          vocab_size=400)
+    model = tiny_llama(tok, TinyModelConfig(hidden_size=32, num_heads=2, intermediate_size=64),
+                       seed=0).eval()
+    return data["forget"][:4], tok, model
+
+
+def test_probes_come_back_from_disk_for_the_same_weights(setup, tmp_path, monkeypatch):
+    import obliviate.llm.evaluation.generation as generation
+
+    records, tok, model = setup
+    fmt = resolve_format(tok)
+    options = ProbeOptions(max_new_tokens=6)
+    first = AttackTarget("oracle", model, tok, fmt).persist(tmp_path)
+    measured = forget_probe(first, records, options)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    calls = []
+    real = generation.greedy_generate
+    monkeypatch.setattr(generation, "greedy_generate",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    again = AttackTarget("oracle", model, tok, fmt).persist(tmp_path)
+    assert forget_probe(again, records, options) == measured and not calls
+    # another probe setting, other weights, a copy or a replaced target: measured anew
+    forget_probe(again, records, ProbeOptions(max_new_tokens=4))
+    assert len(calls) == 1
+    other = tiny_llama(tok, TinyModelConfig(hidden_size=32, num_heads=2, intermediate_size=64),
+                       seed=1).eval()
+    assert state_hash(other) != state_hash(model) == first.weights
+    forget_probe(AttackTarget("oracle", other, tok, fmt).persist(tmp_path), records, options)
+    assert len(calls) == 2
+    for fresh in (first.copy(), replace(first, model=other)):
+        assert fresh.store is None and not fresh.memo
+        forget_probe(fresh, records, options)
+    assert len(calls) == 4
+    assert len(list(tmp_path.glob("*.json"))) == 3
