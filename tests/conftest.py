@@ -38,3 +38,25 @@ def tiny_tokenizer(facts):
     texts = [t for split in facts.values() for r in split
              for t in (r.question, r.answer, r.paraphrased_answer or "", *r.perturbed_answers)]
     return train_tokenizer(texts, vocab_size=400)
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(script, *args)``: run ``script`` in two CPU processes (gloo) and return the one
+    JSON line its main process prints (only the main process may print one)."""
+    import json
+    import subprocess
+    import sys
+
+    def run(script: Path, *args: str) -> dict:
+        launcher = Path(sys.executable).with_name("torchrun")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+        proc = subprocess.run([str(launcher), "--standalone", "--nproc_per_node", "2",
+                               str(script), *args],
+                              capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        assert len(lines) == 1, proc.stdout[-2000:]  # only the main process reports
+        return json.loads(lines[0])
+
+    return run

@@ -219,20 +219,22 @@ def test_a_model_save_that_fails_midway_keeps_the_old_model(tmp_path, tiny_token
 
 def test_a_checkpoint_that_fails_midway_keeps_the_previous_one(tmp_path, monkeypatch,
                                                                tiny_tokenizer):
-    from obliviate.llm import training
+    from obliviate.core import training
     from obliviate.llm.models import TinyModelConfig, tiny_llama
 
     model = tiny_llama(tiny_tokenizer, TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2,
                                                        intermediate_size=64), seed=0)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    first = training.save_checkpoint(tmp_path, 5, model, optimizer, scheduler, [])
+    first = training.save_checkpoint(tmp_path, 5, list(model.named_parameters()), optimizer,
+                                     scheduler, [])
 
     def crash(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(training.torch, "save", crash)
     with pytest.raises(OSError, match="No space left"):
-        training.save_checkpoint(tmp_path, 10, model, optimizer, scheduler, [])
+        training.save_checkpoint(tmp_path, 10, list(model.named_parameters()), optimizer,
+                                 scheduler, [])
     assert training.latest_checkpoint(tmp_path) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-5"]

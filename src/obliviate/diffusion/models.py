@@ -1,4 +1,4 @@
-"""Conditional denoisers ε_θ(x_t, t, c), their noise schedule, EMA and safetensors storage.
+"""Conditional denoisers ε_θ(x_t, t, c), their noise schedule and safetensors storage.
 
 Three architectures share one interface (:class:`Denoiser`):
 
@@ -682,30 +682,3 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
 
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
-
-class EMA:
-    """Exponential moving average of the parameters, with the usual warm-up
-    ``decay_t = min(decay, (1 + t) / (10 + t))``."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
-
-    @torch.no_grad()
-    def update(self, model: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for n, p in model.named_parameters():
-            self.shadow[n].lerp_(p.detach(), 1 - d)
-
-    @torch.no_grad()
-    def copy_to(self, model: nn.Module) -> None:
-        for n, p in model.named_parameters():
-            p.copy_(self.shadow[n])
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"ema.{n}": t.contiguous() for n, t in self.shadow.items()}
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        for n in self.shadow:
-            self.shadow[n].copy_(state[f"ema.{n}"])

@@ -1,0 +1,91 @@
+"""The core training loop: gradient accumulation, mixed precision, EMA and exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from obliviate.core.training import EpochBatches, LoopSettings, StepBatches, train_loop
+
+
+def _linear() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Linear(3, 1)
+
+
+DATA = [(torch.tensor([float(i), 1.0, -float(i)]), torch.tensor([0.5 * i])) for i in range(8)]
+
+
+def _collate(items):
+    return torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+
+def _mse(model, batch):
+    x, y = batch
+    loss = torch.nn.functional.mse_loss(model(x), y)
+    return loss, {"loss": float(loss.detach())}
+
+
+def test_two_accumulated_micro_batches_equal_one_batch_of_twice_the_size():
+    weights = []
+    for batch_size, accumulation in ((4, 1), (2, 2)):
+        model = _linear()
+        settings = LoopSettings(total_steps=6, learning_rate=0.05, optimizer="adam",
+                                gradient_accumulation_steps=accumulation, max_grad_norm=None)
+        train_loop(model, _mse, EpochBatches(DATA, batch_size, _collate, seed=3,
+                                             gradient_accumulation_steps=accumulation),
+                   settings)
+        weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(weights[0], weights[1], atol=1e-6)
+    assert not torch.allclose(weights[0], torch.cat([p.detach().flatten()
+                                                     for p in _linear().parameters()]))
+
+
+def _drawn_loss(fail_at: int | None = None):
+    def loss_fn(model, batch):
+        step, gen = batch
+        if fail_at is not None and step == fail_at:
+            raise KeyboardInterrupt("killed")
+        x = torch.randn(4, 3, generator=gen)
+        return ((model(x) - x.sum(1, keepdim=True)) ** 2).mean(), {}
+    return loss_fn
+
+
+def test_a_killed_run_with_accumulation_and_ema_resumes_to_the_same_weights(tmp_path):
+    settings = LoopSettings(total_steps=6, learning_rate=0.05, gradient_accumulation_steps=2,
+                            ema_decay=0.9, checkpoint_every=2, log_every=1,
+                            lr_scheduler="cosine", warmup_steps=2)
+    reference = _linear()
+    whole = train_loop(reference, _drawn_loss(), StepBatches(seed=1, gradient_accumulation_steps=2),
+                       settings, checkpoint_dir=tmp_path / "a")
+    resumed = _linear()
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(resumed, _drawn_loss(fail_at=3), StepBatches(1, 2), settings,
+                   checkpoint_dir=tmp_path / "b")
+    again = train_loop(resumed, _drawn_loss(), StepBatches(1, 2), settings,
+                       checkpoint_dir=tmp_path / "b")
+    assert again.resumed_from == 2
+    for a, b in zip(reference.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert again.history == whole.history
+
+
+def test_bf16_mixed_precision_runs_the_loss_under_autocast():
+    seen = []
+
+    def loss_fn(model, batch):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        _, gen = batch
+        x = torch.randn(4, 3, generator=gen)
+        return model(x).float().pow(2).mean(), {}
+
+    model = _linear()
+    out = train_loop(model, loss_fn, StepBatches(0),
+                     LoopSettings(total_steps=2, learning_rate=0.01, mixed_precision="bf16"))
+    assert seen == [True, True] and out.steps == 2
+    assert model.weight.dtype == torch.float32  # the weights stay fp32
+    plain = []
+    train_loop(_linear(), lambda m, b: (plain.append(torch.is_autocast_enabled("cpu"))
+                                        or m(torch.ones(1, 3)).pow(2).mean(), {}),
+               StepBatches(0), LoopSettings(total_steps=1, learning_rate=0.01))
+    assert plain == [False]
