@@ -108,6 +108,13 @@ def unlearn(
     run = pipeline.open_run(config, output, command_line(), force=force,
                             allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
+    if config.unlearn.requests is not None:  # deletion requests one after another
+        from obliviate.core.requests import run_requests
+
+        summary = run_requests(pipeline, config, run, task, method or None, command_line(),
+                               getattr(pipeline, "load_request_file", None))
+        typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
+        return
     done = pipeline.unlearn_stage(config, run, task, method or None)
     for name, stage in done.items():
         typer.echo(f"{name}: {stage['output']}  ({stage['steps']} steps, {stage['seconds']:.1f}s)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from obliviate.core.errors import ConfigError
 
@@ -33,17 +33,39 @@ class RecipeBase(StrictModel):
     output_dir: str | None = Field(default=None, description="default: runs/<name>")
 
 
+class RequestsConfig(StrictModel):
+    """``unlearn.requests``: deletion requests that arrive one after another
+    (:mod:`obliviate.core.requests`). Exactly one of ``count``, ``splits``, ``files``."""
+
+    count: int | None = Field(default=None, ge=1, description="split the forget set into k")
+    splits: list[str] = Field(default_factory=list,
+                              description="task splits, one per request (sust_forget_1, ...)")
+    files: list[str] = Field(default_factory=list, description="one data file per request")
+    oracles: bool = Field(default=True, description="train an oracle per request")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RequestsConfig:
+        given = [n for n, v in (("count", self.count), ("splits", self.splits),
+                                ("files", self.files)) if v]
+        if len(given) != 1:
+            raise ValueError("give exactly one of count, splits or files "
+                             f"(given: {', '.join(given) or 'none'})")
+        return self
+
+
 class UnlearnSection(StrictModel):
     """The ``unlearn`` section's shared part: which methods, their hyperparameters, the target.
 
     ``method_args`` maps a method name to its hyperparameters (validated by that method's
     config class, whose defaults are the paper's); ``target`` is the model to unlearn, a path,
     or ``None`` for this run's fine-tuned target. Modalities set the default ``methods``.
+    ``requests`` turns one unlearning into a sequence of deletion requests.
     """
 
     methods: list[str] = Field(min_length=1)
     method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     target: str | None = None
+    requests: RequestsConfig | None = None
 
 
 class AttackSection(StrictModel):

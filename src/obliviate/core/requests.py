@@ -1,0 +1,230 @@
+"""Deletion requests over time (MUSE's sustainability, C6; Shi et al. 2024, arXiv:2407.06460).
+
+A deletion request rarely comes alone. With ``unlearn.requests`` in a recipe, the forget set is
+split into ``count`` requests (whole entities kept together where records name one), or taken
+from ``splits`` (e.g. MUSE's ``sust_forget_1..4``) or ``files``; then, for each method,
+
+* request *i* unlearns its part from the model request *i − 1* left (request 1 from the target),
+  with retain = the retain set ∪ the forget data not yet requested (still legitimately held);
+* an oracle per request is trained on that same retain ∪ not-yet-requested data, where the task
+  trains oracles (``oracles: true``);
+* the model is evaluated after each request with the recipe's suites, its forget split being
+  every request so far (forgetting must hold for the earlier ones too).
+
+Each request is a run directory of its own, ``RUN/requests/r<i>/``, with the usual stages,
+records and hashes (every intermediate model is kept there, with its weights' hashes), so a
+killed chain resumes where it stopped. ``RUN/requests/requests.json`` and ``requests.png`` hold
+each metric against the request index, per method and for the oracles.
+
+Modality-neutral: the stages are the modality pipeline's own (``prepare``, ``finetune_stage``,
+``unlearn_stage``, ``evaluate_stage``); records need ``key()`` and may carry ``entity``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from obliviate.core.errors import ConfigError
+from obliviate.core.io import atomic_write_json
+from obliviate.core.recipe import RequestsConfig
+from obliviate.core.stages import record_task
+from obliviate.core.task import DataSplit, UnlearningTask
+
+SHARED_MODELS = ("tokenizer",)
+"""Folders of the root run's ``models/`` every request reuses (a tiny model's tokenizer is
+trained on the task's text: each request must keep the target's)."""
+
+
+def parts(items: Sequence[Any], k: int) -> list[list[Any]]:
+    """``items`` in ``k`` consecutive parts of near-equal size (the first ones one larger)."""
+    if not 1 <= k <= max(len(items), 1):
+        raise ConfigError(f"cannot split {len(items)} item(s) into {k} request(s)")
+    size, extra = divmod(len(items), k)
+    out, start = [], 0
+    for i in range(k):
+        stop = start + size + (1 if i < extra else 0)
+        out.append(list(items[start:stop]))
+        start = stop
+    return out
+
+
+def split_requests(records: Sequence[Any], k: int) -> list[list[Any]]:
+    """The forget records as ``k`` requests, order kept; records that name the same
+    ``entity`` stay in one request (a person is deleted whole)."""
+    groups: dict[Any, list[Any]] = {}
+    for i, r in enumerate(records):
+        groups.setdefault(getattr(r, "entity", None) or ("record", i), []).append(r)
+    if len(groups) < k:
+        raise ConfigError(f"unlearn.requests.count={k}: the forget set has only "
+                          f"{len(groups)} entit(y/ies) to split")
+    return [[r for group in part for r in group] for part in parts(list(groups.values()), k)]
+
+
+def request_parts(task: UnlearningTask, config: RequestsConfig,
+                  load_file: Callable[[str], Sequence[Any]] | None = None) -> list[DataSplit]:
+    """The requests as named splits (``request_1`` ...)."""
+    if config.count:
+        chunks = split_requests(task.forget.records, config.count)
+        return [DataSplit(f"request_{i}", c, source=f"{task.forget.name}[request {i}]")
+                for i, c in enumerate(chunks, 1)]
+    if config.splits:
+        return [DataSplit(f"request_{i}", task.split(s).records, source=s)
+                for i, s in enumerate(config.splits, 1)]
+    if load_file is None:
+        raise ConfigError("unlearn.requests.files: this modality cannot read request files")
+    return [DataSplit(f"request_{i}", list(load_file(f)), source=f)
+            for i, f in enumerate(config.files, 1)]
+
+
+def request_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int) -> UnlearningTask:
+    """Request ``i`` (1-based) to unlearn: forget = its part; retain = retain ∪ the requests
+    not yet made (what the oracle of this request is trained on)."""
+    pending = [r for part in requests[i:] for r in part.records]
+    retain = task.retain if not pending else DataSplit(
+        f"{task.retain.name}+pending_{i}", [*task.retain.records, *pending],
+        source=f"{task.retain.name} + requests {i + 1}..{len(requests)}")
+    return UnlearningTask(name=f"{task.name}_request_{i}", modality=task.modality,
+                          forget=requests[i - 1], retain=retain,
+                          eval_splits=dict(task.eval_splits), seed=task.seed,
+                          metadata={**task.metadata, "request": i,
+                                    "requests": len(requests)}).validate()
+
+
+def evaluation_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int
+                    ) -> UnlearningTask:
+    """What is checked after request ``i``: forget = requests 1..i together, retain the task's.
+
+    Evaluation splits about forget entities (every record's ``entity`` among the forget
+    set's) are cut to the entities requested so far; splits about the forget set without
+    entities (named ``*forget*``, or repeating forget records) are left out: they would mix
+    forgotten and pending data, and the suites fall back to the ``forget`` split."""
+    done = [r for part in requests[:i] for r in part.records]
+    forget_entities = {getattr(r, "entity", None) for part in requests for r in part.records}
+    forget_entities |= {getattr(r, "entity", None) for r in task.forget.records}
+    forget_entities.discard(None)
+    requested = {getattr(r, "entity", None) for r in done} - {None}
+    forget_names = {task.forget.name, *(p.source for p in requests)}
+    extra: dict[str, DataSplit] = {}
+    for name, split in task.eval_splits.items():
+        entities = {getattr(r, "entity", None) for r in split.records}
+        if split.name in forget_names or name.startswith(("sust_", "scal_")):
+            continue
+        if forget_entities and entities and entities <= forget_entities:
+            kept = [r for r in split.records if getattr(r, "entity", None) in requested]
+            if kept:
+                extra[name] = DataSplit(f"{split.name}_r{i}", kept, source=split.source)
+        elif "forget" not in name and not _about_forget(split, task):
+            extra[name] = split
+    return UnlearningTask(name=f"{task.name}_after_request_{i}", modality=task.modality,
+                          forget=DataSplit(f"requests_1_{i}", done, source=f"requests 1..{i}"),
+                          retain=task.retain, eval_splits=extra, seed=task.seed,
+                          metadata={**task.metadata, "request": i})
+
+
+def _about_forget(split: DataSplit, task: UnlearningTask) -> bool:
+    """True when a split repeats forget records (e.g. MUSE's privleak forget, raw forget)."""
+    keys = {r.key() for r in task.forget.records}
+    return bool(split.records) and all(r.key() in keys for r in split.records)
+
+
+def run_requests(pipeline: Any, recipe: Any, run: Any, task: UnlearningTask,
+                 methods: Sequence[str] | None, command: str,
+                 load_file: Callable[[str], Sequence[Any]] | None = None) -> dict[str, Any]:
+    """Run every method through the requests in order (see the module docstring); return and
+    write ``requests/requests.json`` (metric summaries per request, method and oracle)."""
+    config: RequestsConfig = recipe.unlearn.requests
+    names = list(methods or recipe.unlearn.methods)
+    requests = request_parts(task, config, load_file)
+    root_target = Path(recipe.unlearn.target) if recipe.unlearn.target else run.model("target")
+    summary: dict[str, Any] = {"requests": [p.provenance() for p in requests], "methods": names,
+                               "oracles": config.oracles, "after": []}
+    previous = dict.fromkeys(names, root_target)
+    for i in range(1, len(requests) + 1):
+        sub_dir = run.root / "requests" / f"r{i}"
+        unlearn_task = request_task(task, requests, i)
+        eval_task = evaluation_task(task, requests, i)
+        for name in names:
+            sub_recipe = recipe.model_copy(deep=True)
+            sub_recipe.unlearn.target = str(previous[name])
+            sub_recipe.unlearn.requests = None
+            sub = pipeline.open_run(sub_recipe, sub_dir, command)
+            _share_models(run, sub)
+            record_task(sub, unlearn_task)
+            if config.oracles:
+                pipeline.finetune_stage(sub_recipe, sub, unlearn_task, ("oracle",))
+            pipeline.unlearn_stage(sub_recipe, sub, unlearn_task, [name])
+            previous[name] = sub.model(f"unlearned/{name}")
+        models = [*(["oracle"] if config.oracles else []), *(f"unlearned/{n}" for n in names)]
+        results = pipeline.evaluate_stage(sub_recipe, sub, eval_task, models)
+        summary["after"].append({"request": i, "run": str(sub_dir.relative_to(run.root)),
+                                 "models": results})
+    atomic_write_json(run.root / "requests" / "requests.json", summary)
+    plot_requests(summary, run.root / "requests" / "requests.png")
+    return summary
+
+
+def _share_models(run: Any, sub: Any) -> None:
+    for name in SHARED_MODELS:
+        src, dst = run.model(name), sub.model(name)
+        if src.is_dir() and not dst.exists():
+            shutil.copytree(src, dst)
+
+
+def curves(summary: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+    """``{metric: {model: [value after request 1, 2, ...]}}`` from a requests summary (NaN
+    where a model has no value after a request)."""
+    after = summary.get("after", [])
+    keys = sorted({k for step in after for m in step["models"].values() for k in m})
+    out: dict[str, dict[str, list[float]]] = {}
+    for key in keys:
+        models = sorted({m for step in after for m in step["models"]})
+        out[key] = {m: [_num(step["models"].get(m, {}).get(key)) for step in after]
+                    for m in models}
+    return out
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def plot_requests(summary: dict[str, Any], path: Path, keys: Sequence[str] | None = None,
+                  max_panels: int = 6) -> Path | None:
+    """Each metric against the request index: one line per method, the oracles dashed."""
+    data = curves(summary)
+    chosen = [k for k in (keys or data) if k in data and any(
+        math.isfinite(v) for vals in data[k].values() for v in vals)][:max_panels]
+    if not chosen:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.6 * len(chosen), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], chosen, strict=True):
+        for model, values in data[key].items():
+            xs = list(range(1, len(values) + 1))
+            style = {"linestyle": "--", "color": "black"} if model == "oracle" else {}
+            ax.plot(xs, values, marker="o", label=model.removeprefix("unlearned/"), **style)
+        ax.set_title(key, fontsize=8)
+        ax.set_xlabel("request")
+        ax.set_xticks(range(1, len(summary["after"]) + 1))
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["RequestsConfig", "curves", "evaluation_task", "parts", "plot_requests",
+           "request_parts", "request_task", "run_requests", "split_requests"]
