@@ -228,6 +228,23 @@ def test_ranking_over_three_seeds(llm_run):
     assert "Mean ± sample std over" in board and "± 0.053" in board
 
 
+def test_demo_seeds_join_the_run_own_model(llm_run):
+    """The demo's extra seeds are sweep cells with nothing swept: the run's own unlearned model
+    is their configuration's first seed (seed 0), so the ranking counts 3 seeds."""
+    for seed, prob in ((1, 0.2), (2, 0.3)):
+        write(llm_run / "sweep" / f"npo-s{seed}" / "done", {
+            "cell_id": f"npo-s{seed}", "config_id": "npo-plain", "method": "npo", "params": {},
+            "seed": seed, "status": "ran",
+            "metrics": {**summary(prob, 0.8), "attack/relearning/rouge/recovery": 0.3}})
+    data = json.loads(write_report(llm_run)[1].read_text())
+    npo = next(e for e in data["ranking"] if e["method"] == "npo")
+    assert npo["seeds"] == 3 and npo["members"][0] == "unlearned/npo"
+    config = next(c for c in data["pareto"]["configurations"] if c["config_id"] == "npo-plain")
+    assert config["seeds"] == [0, 1, 2]
+    # forget prob 0.1, 0.2, 0.3 against oracle 0.05 and target 0.99
+    assert npo["mean"]["forgetting"] == pytest.approx(1 - 0.15 / 0.94)
+
+
 def test_html_is_self_contained(llm_run):
     html = write_report(llm_run)[0].read_text()
     assert "<script" not in html and "<link" not in html and "@import" not in html

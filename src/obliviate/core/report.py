@@ -159,6 +159,16 @@ def cell_rows(root: Path) -> list[ModelRow]:
     return rows
 
 
+def join_seeds(rows: list[ModelRow]) -> None:
+    """A root model unlearned with the recipe's own settings is the first seed of the sweep
+    configuration of its method with nothing swept (the demo's extra seeds)."""
+    plain = {r.method: r.config_id for r in rows if r.kind == "cell" and not r.params}
+    for row in rows:
+        if row.kind == "unlearned" and row.method in plain:
+            row.config_id = plain[row.method]
+            row.seed = int((row.config.get("train") or {}).get("seed") or 0)
+
+
 def share_oracle_attacks(rows: list[ModelRow]) -> None:
     """Give the oracle row the ``attacked`` values every attack measured on it (and a recovery
     of 0: the oracle is the yardstick recovery is measured against)."""
@@ -279,6 +289,7 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
     rows = root_rows(run, record) + cell_rows(run.root)
     if not rows:
         raise DataError(f"{run.root}: no evaluated models yet (run `obliviate eval run`)")
+    join_seeds(rows)
     share_oracle_attacks(rows)
     axis_map = AxisMap.for_modality(modality, axes)
     refs = references(rows)

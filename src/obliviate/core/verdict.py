@@ -15,7 +15,7 @@ thresholds below:
   ``OUTPUT_AT_ORACLE``) while a likelihood metric stays near the target (position ≥
   ``KNOWLEDGE_KEPT``) or an attack restores at least ``KNOWLEDGE_KEPT`` of the target's lead
   over the oracle: the knowledge is still in the model;
-* **barely forgets** — forgetting below ``UNDER`` without the suppression signature;
+* **barely forgets** — forgetting below ``UNDER`` with neither of the signatures above;
 * **not reached** — an axis on which no ranked method comes within ``1 - REACHED`` of the
   oracle.
 
@@ -137,7 +137,7 @@ def diagnose(entry: Mapping[str, Any], refs: References) -> dict[str, Any]:
     suppresses = bool(outputs) and all(p["position"] <= OUTPUT_AT_ORACLE for p in outputs) \
         and bool(knowing or restored)
     forgetting = (entry.get("mean") or {}).get("forgetting")
-    under = not suppresses and _finite(forgetting) and forgetting < UNDER
+    under = not suppresses and not over and _finite(forgetting) and forgetting < UNDER
     return {"positions": pos, "recoveries": rec, "suppresses": suppresses,
             "knowing": knowing, "restored": restored, "over": over, "under": under}
 
