@@ -57,6 +57,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1,
                         help="round-robin passes over the modes; the fastest pass is kept")
     parser.add_argument("--tofu", default=None, help="TOFU folder (default ../shared/data/tofu)")
+    parser.add_argument("--evaluation-only", action="store_true",
+                        help="time only the full TOFU evaluation (e.g. to compare commits: "
+                             "PYTHONPATH=<old checkout>/src runs the old code)")
+    parser.add_argument("--generation-batch-size", type=int, default=None,
+                        help="the evaluation's engine generation_batch_size (default: its own)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -82,6 +87,15 @@ def main() -> None:
     total = sum(p.numel() for p in model.parameters())
     body = total - embed if model.config.tie_word_embeddings else total - embed - head
     peak = matmul_gflops()
+    if args.evaluation_only:
+        AnswerScorer(model, tokenizer, fmt, cache=False).score_records(records[:2])  # warm-up
+        full_evaluation(model, tokenizer, fmt, splits, args.max_new_tokens,
+                        args.generation_batch_size)
+        import obliviate
+
+        print(f"\nfp32 matmul peak {max(peak, matmul_gflops()):.0f} GFLOP/s; load average "
+              f"{os.getloadavg()[0]:.2f}; obliviate from {os.path.dirname(obliviate.__file__)}")
+        return
 
     # warm-up (first-call allocations, thread pools) on two questions, not timed
     AnswerScorer(model, tokenizer, fmt, cache=False).score_records(records[:2])
@@ -132,18 +146,22 @@ def main() -> None:
             if mode != "naive":
                 print(f"\nmax |mean NLL({mode}) - mean NLL(naive)| = {np.abs(v - ref).max():.2e}")
     if args.max_new_tokens:
-        full_evaluation(model, tokenizer, fmt, splits, args.max_new_tokens)
+        full_evaluation(model, tokenizer, fmt, splits, args.max_new_tokens,
+                        args.generation_batch_size)
     print("\ncommand: OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_scorer.py "
           f"--questions {args.questions} --threads {args.threads} --modes {args.modes} "
           f"--repeats {args.repeats}")
 
 
-def full_evaluation(model, tokenizer, fmt, splits, max_new_tokens: int) -> None:
+def full_evaluation(model, tokenizer, fmt, splits, max_new_tokens: int,
+                    generation_batch_size: int | None = None) -> None:
     """The TOFU suite end to end on ``splits`` (default scorer), timed."""
     from obliviate.llm.evaluation.suites import evaluate
 
+    engine = ({"generation_batch_size": generation_batch_size} if generation_batch_size
+              else None)
     start = time.perf_counter()
-    out = evaluate(model, tokenizer, fmt, splits, suites=["tofu"],
+    out = evaluate(model, tokenizer, fmt, splits, suites=["tofu"], engine=engine,
                    options={"tofu": {"max_new_tokens": max_new_tokens}})["tofu"]
     seconds = time.perf_counter() - start
     summary = out.result.summary()
