@@ -146,3 +146,27 @@ def test_audit_of_a_folder_that_is_not_a_run(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {tmp_path}: no run.json here (not an obliviate run " \
                                     "directory)"
+
+
+def test_a_diffusion_run_is_verified_as_an_llm_run(tmp_path, monkeypatch):
+    """Target, oracle and judge of a diffusion run carry the same integrity data as an LLM
+    run's models; oracle weights changed after training are reported by --verify."""
+    monkeypatch.chdir(Path(__file__).resolve().parent / "bad_input")  # its tiny image folder
+    run = tmp_path / "run"
+    run_cli("finetune", "recipes/diffusion_base.yaml", "-o", str(run))
+    stages = json.loads((run / "run.json").read_text())["stages"]
+    for role in ("target", "oracle", "judge"):
+        produced = stages[f"finetune_{role}"]["produced"]
+        assert produced["path"] == f"models/{role}" and "config.json" in produced["files"]
+        assert stages[f"finetune_{role}"]["weights_sha256"] == produced["weights_sha256"]
+    info = json.loads(run_audit(str(run), "--json", "--verify").stdout)
+    assert info["verified"] == {"target": True, "oracle": True, "judge": True}
+
+    weights = run / "models" / "oracle" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    result = run_audit(str(run), "--verify")
+    assert result.exit_code == 1
+    assert "oracle: weights on disk differ from the recorded SHA-256 (models/oracle/" \
+           "model.safetensors changed)" in result.stdout

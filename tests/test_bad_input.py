@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from transformers.utils import logging as transformers_logging
 from typer.testing import CliRunner
 
 from obliviate.cli.main import app
@@ -128,7 +129,7 @@ def build_own_data(run: Path) -> None:
 
 def tamper(run: Path, how: str, file: str, tmp_factory=None) -> None:
     """Change one file of a finished run the way a user, a disk or an attacker would."""
-    path = run / file
+    path = Path(os.path.normpath(run / file))
     if how == "external_from":  # a model from outside this run: another run's target
         if file not in _BUILT:
             _BUILT[file] = tmp_factory.mktemp(f"template_{file}") / "run"
@@ -136,6 +137,9 @@ def tamper(run: Path, how: str, file: str, tmp_factory=None) -> None:
         shutil.copytree(_BUILT[file] / "models" / "target", run.parent / "external")
     elif how == "append":
         path.write_bytes(path.read_bytes() + b" ")
+    elif how == "append_record":  # one more line in a JSON Lines data file
+        with open(path, "a") as out:
+            out.write(json.dumps({"question": "Who is new?", "answer": "A late addition."}) + "\n")
     elif how == "edit_json":  # a changed setting, as in an edited config.json
         data = json.loads(path.read_text())
         key = next(k for k, v in sorted(data.items())
@@ -224,6 +228,7 @@ def in_corpus(monkeypatch):
 
     monkeypatch.chdir(HERE)
     # a training progress bar is output, not part of the error: keep stderr to the error itself
+    transformers_logging.disable_progress_bar()
     for module in ("obliviate.llm.training", "obliviate.core.training"):
         try:
             loop = import_module(module)

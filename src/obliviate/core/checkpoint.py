@@ -47,8 +47,12 @@ def read_checkpoint(path: str | Path, load: Callable[[Path], T]) -> T:
     except Exception as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         named = re.search(r"[\w.-]+\.(?:pt|safetensors|json)", text)
+        pickles = sorted(path.glob("*.pt"))
+        from_torch = any(sign in type(exc).__name__ + text for sign in (
+            "Unpickl", "weights_only", "PytorchStreamReader", "zip archive", "pickle"))
         where = Path(exc.filename) if isinstance(exc, OSError) and exc.filename else \
-            path / Path(named.group(0)).name if named else path
+            path / Path(named.group(0)).name if named else \
+            pickles[0] if from_torch and len(pickles) == 1 else path
         if isinstance(exc, FileNotFoundError):
             why = "missing (an incomplete checkpoint)"
         elif "weights_only" in text or "Unpickl" in type(exc).__name__ + text:

@@ -292,6 +292,9 @@ def render_html(data: dict[str, Any], png: bytes | None) -> str:
                 ("attacks", "Attacks", _attacks(data)),
                 ("costs", "Cost against retraining", _costs(data)),
                 ("samples", "Samples", _samples(data))]
+    if data.get("warnings"):  # numbers a reader should not take as they are, recorded by the run
+        sections.insert(1, ("warnings", "Warnings", "<ul>" + "".join(
+            f"<li>{escape(w)}</li>" for w in data["warnings"]) + "</ul>"))
     toc = " · ".join(f'<a href="#{key}">{escape(t)}</a>' for key, t, _ in sections)
     body = "".join(f'<h2 id="{key}">{escape(t)}</h2>{html}' for key, t, html in sections)
     commands = "; ".join(c.get("command", "") for c in data.get("commands", []))

@@ -206,8 +206,12 @@ class RunDir:
         elif inputs is not None and stage.get("inputs_sha256") not in (None,
                                                                        inputs_sha256(inputs)):
             reason = f"changed: {diff_inputs(stage.get('inputs') or {}, to_jsonable(inputs))}"
+        if reason is None and stage.get("status") == "done":
+            return True
+        if inputs is not None:  # the caller runs the stage now: take its lock before any write
+            self._claim(name)
         if reason is None:
-            return stage.get("status") == "done"
+            return False
         if stage:
             self._rerun_reason[name] = reason
         if checkpoints is not None and Path(checkpoints).is_dir():
@@ -278,7 +282,7 @@ def diff_inputs(before: Any, after: Any, prefix: str = "") -> str:
 
     def walk(a: Any, b: Any, path: str) -> None:
         if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b), key=str):
+            for key in [*a, *(k for k in b if k not in a)]:  # in the order they are written
                 walk(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
         elif a != b:
             out.append(f"{path or 'value'}: {_short(a)} -> {_short(b)}")
