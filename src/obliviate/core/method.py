@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -83,6 +84,10 @@ class UnlearningMethod(ABC):
     modality: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     starts_from: ClassVar[StartsFrom] = "target"
+    train_defaults: ClassVar[Mapping[str, Any]] = {}
+    """The paper's values for the shared training settings (``unlearn.train``), where they
+    differ from the modality's defaults; a value the recipe sets beats them, a per-method one
+    beats that (:mod:`obliviate.core.precedence`)."""
     changes_weights: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:

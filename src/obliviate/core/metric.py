@@ -129,9 +129,20 @@ def metrics_of(suite: str, modality: str) -> list[type[Metric]]:
     return [e.obj for e in METRICS.entries(modality) if getattr(e.obj, "suite", "") == suite]
 
 
-def collect_needs(groups: Iterable[Iterable[Need]]) -> list[Need]:
-    """Every need once, in first-asked order (so one pass computes them all)."""
-    return list(dict.fromkeys(n for group in groups for n in group))
+def collect_needs(groups: Iterable[Iterable[Any]]) -> list[Any]:
+    """Every need once, in first-asked order (so one pass computes them all); needs that
+    cannot be hashed (a modality's own kinds) are kept as they come."""
+    out: list[Any] = []
+    seen: set[Any] = set()
+    for need in (n for group in groups for n in group):
+        try:
+            if need in seen:
+                continue
+            seen.add(need)
+        except TypeError:
+            pass
+        out.append(need)
+    return out
 
 
 @dataclass

@@ -144,14 +144,14 @@ def method_config(recipe: DiffusionRecipe, name: str) -> tuple[Any, Any]:
     """Method ``name``'s class and its config: paper defaults, then ``unlearn.train``, then
     ``unlearn.method_args.<name>`` (errors name the method)."""
     import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
+    from obliviate.core.precedence import explicit, layer
     from obliviate.core.recipe import validate
     from obliviate.core.registry import METHODS
 
     cls = METHODS.get(name, "diffusion")
-    fields = cls.config_class.model_fields
-    shared = {k: v for k, v in recipe.unlearn.train.model_dump().items()
-              if v is not None and k in fields}
-    args = {**shared, **recipe.unlearn.method_args.get(name, {})}
+    own = recipe.unlearn.method_args.get(name, {})
+    args, _ = layer(name, [*cls.config_class.model_fields, *own],  # the config's own defaults
+                    shared=explicit(recipe.unlearn.train), own=own)  # are the paper's
     return cls, validate(cls.config_class, args, source=f"unlearn.method_args.{name}")
 
 

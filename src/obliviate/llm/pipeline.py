@@ -82,13 +82,35 @@ def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     return out
 
 
+def _train_keys(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``unlearn.method_args.<m>`` that set a shared training setting for this
+    method alone (e.g. ``learning_rate``), not one of its hyperparameters."""
+    from obliviate.llm.methods.base import UnlearnTrainConfig
+
+    return {k: v for k, v in args.items()
+            if k in UnlearnTrainConfig.model_fields and k not in cls.config_class.model_fields}
+
+
 def method_config(name: str, args: dict[str, Any]) -> Any:
-    """Validate ``args`` against method ``name``'s config class (errors name the method)."""
+    """Validate ``args`` against method ``name``'s config class (errors name the method);
+    training settings among them are left to :func:`method_train`."""
     from obliviate.core.recipe import validate
     from obliviate.core.registry import METHODS
 
     cls = METHODS.get(name, "llm")
-    return cls, validate(cls.config_class, dict(args), source=f"unlearn.method_args.{name}")
+    own = {k: v for k, v in args.items() if k not in _train_keys(cls, args)}
+    return cls, validate(cls.config_class, own, source=f"unlearn.method_args.{name}")
+
+
+def method_train(recipe: LLMRecipe, name: str, cls: Any) -> tuple[Any, dict[str, str]]:
+    """The training settings method ``name`` runs with and where each came from: its paper's
+    ``train_defaults`` < ``unlearn.train`` as the recipe sets it < ``unlearn.method_args.<name>``
+    (:mod:`obliviate.core.precedence`)."""
+    from obliviate.core.precedence import resolve
+
+    args = recipe.unlearn.method_args.get(name, {})
+    return resolve(recipe.unlearn.train, name, paper=cls.train_defaults,
+                   own=_train_keys(cls, args))
 
 
 def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
@@ -113,6 +135,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     data = task.provenance()["splits"]
     out = {}
     for name, (cls, config) in resolved.items():
+        train, sources = method_train(recipe, name, cls)
         stage = f"unlearn_{name}"
         out_dir = run.model(f"unlearned/{name}")
         depends = {"config": config, "train": cfg.train, "lora": cfg.lora,
@@ -132,7 +155,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             model = base_model(recipe.model, tokenizer, recipe.seed)
         model.train()
         method = cls(config)
-        ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, train=cfg.train,
+        ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, train=train,
                              lora=cfg.lora, selection=cfg.selection,
                              max_length=recipe.model.max_length, refusals=refusals)
         run.record_stage(stage, status="running", method=name, data=data)
@@ -151,7 +174,8 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         barrier()  # the main process has saved the weights
         out[name] = run.record_stage(
             stage, status="done", method=name, paper=cls.paper,
-            config=config.model_dump(mode="json"), train=cfg.train.model_dump(mode="json"),
+            config=config.model_dump(mode="json"), train=train.model_dump(mode="json"),
+            details={"train_sources": sources},  # which layer set each training value
             lora=cfg.lora.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
             trainable_parameters=outcome.trainable_parameters,
             total_parameters=outcome.total_parameters,
@@ -192,7 +216,7 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     """
     import torch
 
-    from obliviate.core.result import EvalResult
+    from obliviate.core.metric import load_oracle_results
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.evaluation.suites import evaluate, get_suite
 
@@ -218,10 +242,8 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             summaries[name] = recorded(run, stage)["summary"]
             continue
         inputs: dict[str, Any] = {}
-        if name != "oracle" and (oracle_dir / "tofu.json").is_file():
-            inputs["oracle"] = EvalResult.load(oracle_dir / "tofu.json")
-        if name != "oracle" and (oracle_dir / "mia.json").is_file():
-            inputs["oracle_mia"] = EvalResult.load(oracle_dir / "mia.json")
+        if name != "oracle":  # each suite's metrics read the oracle's result of that suite
+            inputs["oracle_results"] = load_oracle_results(oracle_dir, cfg.suites)
         path = resolve_eval_model(run, name)
         verify_model(run, name)
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)

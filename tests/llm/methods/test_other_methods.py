@@ -79,7 +79,8 @@ def test_control_vector_is_a_seeded_nonnegative_direction_of_norm_c():
 
 def test_rmu_defaults_are_the_wmdp_release():
     cfg = RMU().config
-    assert (cfg.steering_coeff, cfg.alpha, cfg.layer, cfg.learning_rate) == (6.5, 1200.0, 7, 5e-5)
+    assert (cfg.steering_coeff, cfg.alpha, cfg.layer) == (6.5, 1200.0, 7)
+    assert RMU.train_defaults == {"learning_rate": 5e-5}  # under a learning rate the recipe sets
     assert cfg.param_names == ["mlp.down_proj.weight"] and cfg.update_layers is None
     assert RMU().resolve_layers(32) == (7, [5, 6, 7])
 
@@ -104,9 +105,9 @@ def test_rmu_forgets_and_changes_only_the_chosen_mlp_weights(memorised, tmp_path
     forget_before = memorised.mean_nll(model, "forget")
     retain_before = memorised.mean_nll(model, "retain")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    method = RMU(layer=1, alpha=100.0, tokens="answer", learning_rate=1e-2)
+    method = RMU(layer=1, alpha=100.0, tokens="answer")
     outcome, unlearned = unlearn(memorised, tmp_path, method, model=model, max_steps=24,
-                                 learning_rate=1e-5)  # RMU's own learning_rate replaces this
+                                 learning_rate=1e-2)  # set: replaces RMU's paper default 5e-5
     forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
     retain_after = memorised.mean_nll(unlearned, "retain")
     assert forget_rise >= 1.5, forget_rise
@@ -143,8 +144,8 @@ def test_rmu_with_lora_adapts_only_the_chosen_modules(memorised, tmp_path):
     model = memorised.model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     lora = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0)
-    outcome, unlearned = unlearn(memorised, tmp_path, RMU(layer=1, learning_rate=1e-2),
-                                 model=model, lora=lora, max_steps=3)
+    outcome, unlearned = unlearn(memorised, tmp_path, RMU(layer=1), model=model, lora=lora,
+                                 max_steps=3, learning_rate=1e-2)
     assert changed_keys(before, unlearned) == DOWN_PROJ
     assert outcome.trainable_parameters == 2 * 4 * (128 + 64)  # A: r×128, B: 64×r per module
 

@@ -211,13 +211,22 @@ class LLMUnlearningMethod(UnlearningMethod):
 
     def resolve_context(self, task: UnlearningTask, ctx: UnlearnContext | None,
                         tokenizer: Any) -> UnlearnContext:
-        """``ctx`` when given, else :meth:`context` from the tokenizer (one-line error without)."""
-        if ctx is not None:
-            return ctx
-        if tokenizer is None:
-            raise ConfigError(f"{type(self).__name__}.run needs the model's tokenizer: "
-                              "run(model, task, tokenizer=tokenizer) (or ctx=UnlearnContext)")
-        return self.context(task, tokenizer)
+        """``ctx`` when given, else :meth:`context` from the tokenizer (one-line error without);
+        its training settings take the method's :attr:`train_defaults` where ``ctx.train``
+        leaves them unset (:func:`obliviate.core.precedence.resolve`)."""
+        if ctx is None:
+            if tokenizer is None:
+                raise ConfigError(f"{type(self).__name__}.run needs the model's tokenizer: "
+                                  "run(model, task, tokenizer=tokenizer) (or ctx=UnlearnContext)")
+            ctx = self.context(task, tokenizer)
+        if self.train_defaults:
+            from dataclasses import replace
+
+            from obliviate.core.precedence import resolve
+
+            train, _ = resolve(ctx.train, type(self).__name__, paper=self.train_defaults)
+            ctx = replace(ctx, train=train)
+        return ctx
 
     def run(self, model: Any, task: UnlearningTask, out_dir: Any = None,
             ctx: UnlearnContext | None = None, save: bool = True, *,

@@ -17,7 +17,9 @@ the notebook that produced the paper's released Zephyr-7B model (``run_rmu_zephy
   ``layer_ids=5,6,7``, ``param_ids=6``, which is ``mlp.down_proj.weight`` in a Mistral/Llama
   decoder layer; OpenUnlearning: ``model\\.layers\\.(5|6|7)\\.mlp\\.down_proj\\.weight``).
 * ``learning_rate`` 5e-5, AdamW (the reference's default and the notebook; OpenUnlearning's
-  ``RMU.yaml`` sets none and inherits its trainer's 1e-5).
+  ``RMU.yaml`` sets none and inherits its trainer's 1e-5): RMU's ``train_defaults``, so a
+  learning rate the recipe sets (``unlearn.train.learning_rate``, or
+  ``unlearn.method_args.rmu.learning_rate`` for RMU alone) replaces it.
 * The retain term is the activation MSE of the paper (OpenUnlearning's ``retain_loss_type:
   EMBED_DIFF``; its ``RMU.yaml`` default ``null`` falls back to GradDiff's retain NLL).
   OpenUnlearning also counts answer tokens only and averages per sequence first; here
@@ -75,10 +77,6 @@ class RMUConfig(MethodConfig):
     tokens: Literal["all", "answer"] = Field(
         default="all", description="tokens whose activations enter the loss: every non-padding "
                                    "token (reference code) or answer tokens only (OpenUnlearning)")
-    learning_rate: float | None = Field(
-        default=5e-5, gt=0, description="replaces unlearn.train.learning_rate for RMU, whose "
-                                        "loss scale differs from the NLL-based methods; null "
-                                        "keeps the shared setting")
 
 
 # -- locating and truncating the decoder stack ---------------------------------------------------
@@ -148,6 +146,7 @@ class RMU(LLMUnlearningMethod):
     uses_retain = True
     reference = "model"  # a frozen copy, truncated after layer l (built by run, not the base)
     paper = "Li et al. 2024, arXiv:2403.03218"
+    train_defaults = {"learning_rate": 5e-5}  # its loss scale differs from the NLL methods'
 
     def __init__(self, config: MethodConfig | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
@@ -200,7 +199,6 @@ class RMU(LLMUnlearningMethod):
             ctx: UnlearnContext | None = None, save: bool = True, *,
             tokenizer: Any = None) -> MethodOutcome:
         ctx = self.resolve_context(task, ctx, tokenizer)
-        cfg = self.config
         setup_start = time.perf_counter()
         path, owner, attr, layers = decoder_layers(model)
         layer, update = self.resolve_layers(len(layers))
@@ -227,9 +225,6 @@ class RMU(LLMUnlearningMethod):
             model.requires_grad_(False)
             for p in trained.values():
                 p.requires_grad_(True)
-        if cfg.learning_rate is not None:
-            ctx = replace(ctx, train=ctx.train.model_copy(
-                update={"learning_rate": cfg.learning_rate}))
         # The base class would deep-copy the whole model for reference == "model"; the truncated
         # copy above replaces it, so the base is told (for this call only) to build none.
         self.reference = "none"

@@ -1,0 +1,6 @@
+"""The LLM metrics, each registered in :data:`obliviate.core.registry.METRICS` with the suite
+that reports it: ``tofu`` (:mod:`.tofu`), ``mia`` (:mod:`.mia`), ``memorization``
+(:mod:`.memorization`). A new metric is one class with ``suite = "<suite>"`` in a file here
+plus its import below; its suite then computes it."""
+
+from obliviate.llm.metrics import memorization, mia, tofu  # noqa: F401  (registers them)
