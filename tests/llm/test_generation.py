@@ -195,3 +195,14 @@ def test_bad_arguments(tok):
     with pytest.raises(ConfigError):
         greedy_generate_ids(model, [[1, 2]], 2, batch_size=0)
     assert greedy_generate_ids(model, [], 2) == []
+
+
+def test_lora_wrapped_model_takes_the_fast_path(tok, data):
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(gqa_llama(tok), peft.LoraConfig(
+        r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    prompts = prompts_of(tok, data, shared=True)[:6]
+    stats = GenerationStats()
+    ours = greedy_generate_ids(model, prompts, NEW, stats=stats)
+    assert stats.decode_tokens > 0  # not the model.generate fallback
+    assert ours == [hf_single(model, p, NEW, eos_token_id=None) for p in prompts]

@@ -80,7 +80,9 @@ class AttackTarget:
     def _stored(self, key: Hashable) -> Path | None:
         if self.store is None:
             return None
-        digest = hashlib.sha256(f"{self.weights}\n{key!r}".encode()).hexdigest()
+        from obliviate import __version__
+
+        digest = hashlib.sha256(f"{__version__}\n{self.weights}\n{key!r}".encode()).hexdigest()
         return self.store / f"{digest}.json"
 
 
@@ -132,7 +134,8 @@ def forget_probe(target: AttackTarget, records: Sequence[QARecord],
                  options: ProbeOptions | None = None, fmt: PromptFormat | None = None,
                  questions: Sequence[str] | None = None) -> dict[str, list[float]]:
     """Per-record ``rouge`` (ROUGE-L recall of the greedy answer to ``questions`` — the
-    records' own questions by default — against the record's answer, stemmer on as in TOFU) and
+    records' own questions by default — against the record's answer, stemmer on as in TOFU;
+    for plain-text records, MUSE's VerbMem on an excerpt: :func:`_verbatim_probe`) and
     ``prob`` (exp of minus the mean answer NLL given the question). Measured once per
     model and arguments (see :meth:`AttackTarget.remember`)."""
     options = options or ProbeOptions()
@@ -149,16 +152,42 @@ def _forget_probe(target: AttackTarget, records: Sequence[QARecord], options: Pr
     from obliviate.llm.evaluation.generation import greedy_generate
     from obliviate.llm.evaluation.scorer import AnswerScorer
 
-    # options.batch_size sizes the scorer's batches; decoding batches as large as fit
-    texts = greedy_generate(target.model, target.tokenizer, fmt, asked, options.max_new_tokens)
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    rouge = [float(scorer.score(r.answer, t)["rougeL"].recall)
-             for r, t in zip(records, texts, strict=True)]
+    if records and not any(asked) and all(r.is_text for r in records):
+        texts, rouge = _verbatim_probe(target, records, options)
+    else:
+        # options.batch_size sizes the scorer's batches; decoding batches as large as fit
+        texts = greedy_generate(target.model, target.tokenizer, fmt, asked,
+                                options.max_new_tokens)
+        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        rouge = [float(scorer.score(r.answer, t)["rougeL"].recall)
+                 for r, t in zip(records, texts, strict=True)]
     probe_records = [replace(r, question=q) for r, q in zip(records, asked, strict=True)]
     scores = AnswerScorer(target.model, target.tokenizer, fmt,
                           batch_size=options.batch_size).score(probe_records)
     prob = [float(np.exp(-row[0].mean_nll)) for row in scores]
     return {"rouge": rouge, "prob": prob, "generations": texts}  # type: ignore[dict-item]
+
+
+VERBATIM_PROMPT_TOKENS = 32
+"""Prompt length of the verbatim probe of a plain-text forget set."""
+
+
+def _verbatim_probe(target: AttackTarget, records: Sequence[QARecord], options: ProbeOptions
+                    ) -> tuple[list[str], list[float]]:
+    """The probe of plain-text records, MUSE's VerbMem (Shi et al. 2024): the greedy
+    continuation of each document's first 32 tokens (half of a shorter one) against the next
+    ``max_new_tokens`` tokens, ROUGE-L F1 in [0, 1]."""
+    from obliviate.llm.evaluation.muse import generate_raw, rouge_l_f1
+
+    tok = target.tokenizer
+    prompts, refs = [], []
+    for r in records:
+        ids = tok(r.answer, add_special_tokens=False)["input_ids"]
+        cut = max(1, min(VERBATIM_PROMPT_TOKENS, len(ids) // 2))
+        prompts.append(tok.decode(ids[:cut]))
+        refs.append(tok.decode(ids[cut:cut + options.max_new_tokens]))
+    texts = generate_raw(target.model, tok, prompts, options.max_new_tokens)
+    return texts, [rouge_l_f1(t, ref) for t, ref in zip(texts, refs, strict=True)]
 
 
 def probe_mean(values: dict[str, list[float]], metric: str) -> float:
