@@ -41,6 +41,9 @@ class _TokenMetric(Metric):
     suite = SUITE
     options: MemorizationOptions
 
+    def __init__(self, options: MemorizationOptions | None = None) -> None:
+        super().__init__(options or MemorizationOptions())
+
     def needs(self, split: str) -> list[Need]:
         return [Need.token_stats(split, limit=self.options.ds_size)]
 

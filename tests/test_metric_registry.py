@@ -1,0 +1,294 @@
+"""Every registered metric through a hand-computed case, called through the registry.
+
+``CASES`` maps ``(modality, metric)`` to a case; a metric registered without one fails
+:func:`test_every_registered_metric_has_a_hand_computed_case`. A case builds the needs the
+metric declares (``Inputs``: split name -> records, need -> value), computes the metric by its
+registered name and compares with numbers worked out by hand in the comment beside it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from obliviate.core.metric import Need
+from obliviate.core.registry import METRICS
+from obliviate.core.result import EvalResult, MetricResult
+from obliviate.llm.data.records import QARecord
+from obliviate.llm.evaluation.mia import TokenStats
+from obliviate.llm.evaluation.scorer import AnswerScore, RecordScores
+
+for _package in ("obliviate.llm.evaluation", "obliviate.diffusion"):  # registers their metrics
+    importlib.import_module(_package)
+
+CASES = {}
+LN2 = math.log(2.0)
+
+
+def case(name, modality="llm"):
+    def register(fn):
+        CASES[(modality, name)] = fn
+        return fn
+    return register
+
+
+class Inputs:
+    """What a session hands a metric: records of each split and the value of each need."""
+
+    def __init__(self, splits, values=(), session=None):
+        self.splits, self.values, self.session = splits, dict(values), session
+        self.memo, self.reference, self.oracle = {}, None, {}
+
+    def records(self, split, limit=None):
+        return list(self.splits[split])[:limit]
+
+    def get(self, need):
+        return self.values.get(need)
+
+
+def metric(name, options=None, modality="llm"):
+    cls = METRICS.get(name, modality)
+    return cls(options) if options is not None else cls()
+
+
+def qa(question, answer="a b c", paraphrased="x", perturbed=("y",)):
+    return QARecord(question, answer, paraphrased_answer=paraphrased,
+                    perturbed_answers=tuple(perturbed))
+
+
+def scores(gt, para=0.0, pert=(LN2,)):
+    """RecordScores from mean NLLs (one token each)."""
+    return RecordScores(AnswerScore(gt, 1), AnswerScore(para, 1),
+                        tuple(AnswerScore(p, 1) for p in pert))
+
+
+def tofu_inputs(rows, texts=None, options=None):
+    """One TOFU split per role: rows = {split: [(record, RecordScores), ...]}."""
+    from obliviate.llm.metrics.tofu import TofuOptions
+
+    options = options or TofuOptions(generate=texts is not None, max_new_tokens=8)
+    values = {}
+    for split, pairs in rows.items():
+        values[Need.answer_scores(split)] = [s for _, s in pairs]
+        if texts is not None:
+            values[Need.generations(split, 8)] = texts[split]
+    return Inputs({s: [r for r, _ in pairs] for s, pairs in rows.items()}, values), options
+
+
+# -- TOFU ----------------------------------------------------------------------------------------
+@case("prob")
+def _prob():
+    # forget: exp(-L_gt) per question: e^-1 and e^-3; the value is their mean
+    inputs, opts = tofu_inputs({"forget": [(qa("q1"), scores(1.0)), (qa("q2"), scores(3.0))]})
+    got = metric("prob", opts).compute(inputs, "forget")
+    assert got.per_item == pytest.approx([math.exp(-1), math.exp(-3)])
+    assert got.value == pytest.approx((math.exp(-1) + math.exp(-3)) / 2) and got.split == "forget"
+    # real authors: normalised over the perturbed answer: 1 / (1 + e^-ln2) = 2/3
+    inputs, opts = tofu_inputs({"real_authors": [(qa("q"), scores(0.0))]})
+    assert metric("prob", opts).compute(inputs, "real_authors").value == pytest.approx(2 / 3)
+
+
+@case("rouge")
+def _rouge():
+    # ROUGE-L recall against "a b c": "a b" has LCS 2 -> 2/3; "z" -> 0
+    inputs, opts = tofu_inputs({"forget": [(qa("q1"), scores(1.0)), (qa("q2"), scores(1.0))]},
+                               texts={"forget": ["a b", "z"]})
+    got = metric("rouge", opts).compute(inputs, "forget")
+    assert got.per_item == pytest.approx([2 / 3, 0.0]) and got.value == pytest.approx(1 / 3)
+
+
+@case("truth_ratio")
+def _truth_ratio():
+    # R = exp(mean L_pert - L_para) = exp(ln2 - 0) = 2; forget: min(R, 1/R) = 1/2; retain:
+    # max(0, 1 - 1/R) = 1/2; with L_pert = 3 ln2: R = 8 -> 1/8 and 7/8
+    rows = [(qa("q1"), scores(0.0)), (qa("q2"), scores(0.0, pert=(3 * LN2,)))]
+    inputs, opts = tofu_inputs({"forget": rows, "retain": rows})
+    assert metric("truth_ratio", opts).compute(inputs, "forget").per_item == \
+        pytest.approx([0.5, 0.125])
+    assert metric("truth_ratio", opts).compute(inputs, "retain").per_item == \
+        pytest.approx([0.5, 0.875])
+    inputs, opts = tofu_inputs({"forget": [(qa("q", perturbed=()), scores(0.0, pert=()))]})
+    assert metric("truth_ratio", opts).compute(inputs, "forget") is None  # no perturbed answers
+
+
+@case("gt_loss")
+def _gt_loss():
+    inputs, opts = tofu_inputs({"forget": [(qa("q1"), scores(1.0)), (qa("q2"), scores(3.0))]})
+    assert metric("gt_loss", opts).compute(inputs, "forget").value == pytest.approx(2.0)
+
+
+@case("fluency")
+def _fluency():
+    # a plain sentence: 9 words, 8 distinct, 7 distinct trigrams, no symbol noise -> 1
+    inputs, opts = tofu_inputs({"forget": [(qa("q"), scores(1.0))]},
+                               texts={"forget": ["The quick brown fox jumps over the lazy dog."]})
+    assert metric("fluency", opts).compute(inputs, "forget").value == pytest.approx(1.0)
+
+
+def four_roles():
+    # every split: Prob 1 (L_gt = 0) or 2/3 (normalised, real/world), ROUGE 1 (the answer
+    # generated), truth ratio R = 2
+    rows = {s: [(qa("q" + s), scores(0.0))] for s in ("forget", "retain", "real_authors",
+                                                       "world_facts")}
+    return tofu_inputs(rows, texts={s: ["a b c"] for s in rows})
+
+
+@case("model_utility")
+def _model_utility():
+    # hmean of retain (1, 1, 1/2), real authors (2/3, 1, 1/2), world facts (2/3, 1, 1/2):
+    # 9 / (1 + 1 + 2 + 1.5 + 1 + 2 + 1.5 + 1 + 2) = 9/13
+    inputs, opts = four_roles()
+    assert metric("model_utility", opts).compute(inputs, "").value == pytest.approx(9 / 13)
+
+
+@case("forget_quality")
+def _forget_quality():
+    # forget R = [1, 2] vs the oracle's recorded [3, 4]: KS D = 1; exact two-sided p for
+    # n = m = 2 is the share of the C(4,2) = 6 orderings with D = 1, 2/6
+    from obliviate.llm.metrics.tofu import TofuOptions
+
+    rows = {"forget": [(qa("q1"), scores(0.0, pert=(0.0,))), (qa("q2"), scores(0.0))]}
+    oracle = EvalResult("tofu", "oracle", {"forget/truth_ratio": MetricResult(
+        "truth_ratio", 0.0, split="forget", details={"raw_truth_ratio": [3.0, 4.0]})})
+    inputs, _ = tofu_inputs(rows)
+    inputs.values[Need.oracle("tofu")] = oracle
+    got = metric("forget_quality", TofuOptions(generate=False, ks_method="exact")).compute(
+        inputs, "")
+    assert got.value == pytest.approx(1 / 3) and got.details["ks_statistic"] == 1.0
+
+
+# -- MIA -----------------------------------------------------------------------------------------
+def mia_inputs(forget, holdout, ref=None, **stats_kw):
+    splits = {"forget": [qa(f"f{i}") for i in range(len(forget))],
+              "holdout": [qa(f"h{i}") for i in range(len(holdout))]}
+    values = {Need.token_stats("forget"): forget, Need.token_stats("holdout"): holdout}
+    if ref is not None:
+        values[Need.reference_stats("forget")], values[Need.reference_stats("holdout")] = ref
+    inputs = Inputs(splits, values)
+    if ref is not None:
+        inputs.reference = object()
+    return inputs
+
+
+def lp(*values, **kw):
+    return TokenStats(logprobs=list(values), **kw)
+
+
+# forget scores -0.1, -2 against holdout -1, -3: 3 of the 4 (member, non-member) pairs are
+# ordered right, AUC 3/4, for every attack below whose score keeps that order
+AUC = 0.75
+
+
+@case("mia_loss")
+def _mia_loss():
+    got = metric("mia_loss").compute(mia_inputs([lp(-0.1), lp(-2.0)], [lp(-1.0), lp(-3.0)]),
+                                     "forget")
+    assert got.per_item == pytest.approx([-0.1, -2.0]) and got.value == pytest.approx(AUC)
+
+
+@case("mia_zlib")
+def _mia_zlib():
+    # -NLL / zlib length; the same text (same length) for all, so the order is the loss's
+    n = len(__import__("zlib").compress(b"abc"))
+    got = metric("mia_zlib").compute(mia_inputs(
+        [lp(-0.1, text="abc"), lp(-2.0, text="abc")], [lp(-1.0, text="abc"),
+                                                        lp(-3.0, text="abc")]), "forget")
+    assert got.per_item == pytest.approx([-0.1 / n, -2.0 / n]) and got.value == pytest.approx(AUC)
+
+
+@case("mia_min_k")
+def _mia_min_k():
+    # k = 0.4 of 5 tokens: the mean of the 2 lowest: (-3 + -1) / 2 = -2
+    got = metric("mia_min_k").compute(mia_inputs([lp(-0.1, 0, -1, -3, -0.5)], [lp(-5.0)]),
+                                      "forget")
+    assert got.per_item == pytest.approx([-2.0]) and got.value == 1.0
+
+
+@case("mia_min_k_plus_plus")
+def _mia_min_k_plus_plus():
+    # z = (logp - mu) / sigma = ((-1 - -2)/1, (-4 - -2)/2) = (1, -1); k = 0.4 of 2 tokens keeps
+    # the lowest one: -1
+    got = metric("mia_min_k_plus_plus").compute(
+        mia_inputs([lp(-1, -4, mu=[-2, -2], sigma=[1, 2])], [lp(-3, mu=[0], sigma=[1])]),
+        "forget")
+    assert got.per_item == pytest.approx([-1.0]) and got.value == 1.0
+
+
+@case("mia_reference")
+def _mia_reference():
+    # reference NLL - target NLL: (2 - 0.1, 2 - 2) against (2 - 1, 2 - 3) -> AUC 3/4
+    ref = [lp(-2.0), lp(-2.0)]
+    got = metric("mia_reference").compute(
+        mia_inputs([lp(-0.1), lp(-2.0)], [lp(-1.0), lp(-3.0)], ref=(ref, ref)), "forget")
+    assert got.per_item == pytest.approx([1.9, 0.0]) and got.value == pytest.approx(AUC)
+
+
+@case("mia_gradnorm")
+def _mia_gradnorm():
+    # logits = E[previous token] with E = [[2, 0], [0, 0]], answer token 0. Member (prompt 0):
+    # grad of -log softmax(2, 0)_0 wrt E[0] = p - e_0 = (-1, 1)/(e^2 + 1): norm sqrt(2)/(e^2+1).
+    # Non-member (prompt 1): p = (1/2, 1/2): norm sqrt(1/2). Score = -norm.
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(2, 2)
+            with torch.no_grad():
+                self.emb.weight.copy_(torch.tensor([[2.0, 0.0], [0.0, 0.0]]))
+
+        def forward(self, input_ids):
+            return SimpleNamespace(logits=self.emb(input_ids))
+
+    scorer = SimpleNamespace(encode=lambda q, a: ((int(q),), (int(a),)))
+    session = SimpleNamespace(model=Tiny(), scorer=scorer)
+    inputs = Inputs({"forget": [QARecord("0", "0")], "holdout": [QARecord("1", "0")]},
+                    session=session)
+    got = metric("mia_gradnorm").compute(inputs, "forget")
+    assert got.per_item == pytest.approx([-math.sqrt(2) / (math.e ** 2 + 1)])
+    assert got.details["holdout_scores"] == pytest.approx([-math.sqrt(0.5)])
+    assert got.value == 1.0
+
+
+@case("privleak")
+def _privleak():
+    # MUSE: ((1 - AUC_u) - (1 - AUC_o)) / (1 - AUC_o) x 100 = (0.25 - 0.5) / 0.5 x 100 = -50
+    inputs = mia_inputs([lp(-0.1), lp(-2.0)], [lp(-1.0), lp(-3.0)])
+    inputs.values[Need.oracle("mia")] = {"loss": 0.5}
+    from obliviate.llm.metrics.mia import MiaOptions
+
+    got = metric("privleak", MiaOptions(attacks=["loss"])).compute(inputs, "forget")
+    assert [(m.name, m.value) for m in got] == [("privleak_loss", pytest.approx(-50.0))]
+
+
+# -- memorisation --------------------------------------------------------------------------------
+@case("exact_memorization")
+def _exact_memorization():
+    stats = [lp(-1, -1, -1, -1, is_argmax=[True, False, True, True])]
+    got = metric("exact_memorization").compute(Inputs({"forget": [qa("q")]}, {
+        Need.token_stats("forget"): stats}), "forget")
+    assert got.value == pytest.approx(0.75)  # 3 of 4 tokens are the argmax
+
+
+@case("extraction_strength")
+def _extraction_strength():
+    # every token from the second on is the argmax: the shortest such prefix is 1 of 4 -> 3/4
+    stats = [lp(-1, -1, -1, -1, is_argmax=[False, True, True, True])]
+    got = metric("extraction_strength").compute(Inputs({"forget": [qa("q")]}, {
+        Need.token_stats("forget"): stats}), "forget")
+    assert got.value == pytest.approx(0.75)
+
+
+# -- the walk ------------------------------------------------------------------------------------
+def test_every_registered_metric_has_a_hand_computed_case():
+    missing = [f"{e.modality}:{e.name}" for e in METRICS.entries()
+               if (e.modality, e.name) not in CASES]
+    assert not missing, f"registered metrics without a hand-computed case: {missing}"
+
+
+@pytest.mark.parametrize("key", sorted(CASES), ids=[f"{m}:{n}" for m, n in sorted(CASES)])
+def test_metric_matches_its_hand_computed_case(key):
+    assert key in METRICS, f"{key} has a case but is not registered"
+    CASES[key]()
