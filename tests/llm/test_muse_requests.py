@@ -139,3 +139,38 @@ def test_kill_during_request_2_resumes_to_identical_results(runs):
     ref = json.loads((reference / "requests" / "requests.json").read_text())["after"]
     got = json.loads((killed / "requests" / "requests.json").read_text())["after"]
     assert [s["models"] for s in got] == [s["models"] for s in ref]
+
+
+def test_scaling_steps_grow_the_forget_set_and_shrink_the_oracles_data():
+    from obliviate.core.recipe import ScalingConfig
+    from obliviate.core.requests import scaling_steps
+
+    forget = [_rec("a1", "A"), _rec("a2", "A"), _rec("b1", "B"), _rec("c1", "C"), _rec("d1", "D")]
+    task = UnlearningTask("t", "llm", DataSplit("forget", forget),
+                          DataSplit("retain", [_rec("r1", "R")]))
+    steps = scaling_steps(task, ScalingConfig(sizes=[0.25, 2, 1.0]))
+    assert [label for label, _, _ in steps] == ["n1", "n2", "n4"]
+    assert [len(t.forget) for _, t, _ in steps] == [2, 3, 5]
+    assert [len(t.retain) for _, t, _ in steps] == [4, 3, 1]  # retain + what stays
+    with pytest.raises(Exception, match="gives 9"):
+        scaling_steps(task, ScalingConfig(sizes=[9]))
+
+
+def test_scaling_sweep_on_a_tiny_model(runs):
+    root, _, _ = runs
+    run = root / "scaling_run"
+    shutil.copytree(root / "base", run)
+    invoke("unlearn", "demo", *TINY, "-m", "grad_ascent", "unlearn.scaling.sizes=[0.34,1.0]",
+           "unlearn.train.max_steps=20", "unlearn.train.batch_size=1",
+           "unlearn.train.learning_rate=0.002", "-o", str(run))
+    summary = json.loads((run / "scaling" / "scaling.json").read_text())
+    assert [s["label"] for s in summary["after"]] == ["n1", "n3"]
+    assert summary["after"][0]["forget_size"] < summary["after"][1]["forget_size"]
+    for step in summary["after"]:
+        models = step["models"]
+        assert {"oracle", "unlearned/grad_ascent"} <= set(models)
+        # the unlearned model's forget likelihood falls below the target's on its own subset
+        assert models["unlearned/grad_ascent"]["tofu/forget/prob"] < 0.5
+        stages = json.loads((run / step["run"] / "run.json").read_text())["stages"]
+        assert stages["unlearn_grad_ascent"]["target"].endswith("models/target")
+    assert (run / "scaling" / "scaling.png").is_file()

@@ -108,12 +108,16 @@ def unlearn(
     run = pipeline.open_run(config, output, command_line(), force=force,
                             allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
-    if config.unlearn.requests is not None:  # deletion requests one after another
-        from obliviate.core.requests import run_requests
+    if config.unlearn.requests or config.unlearn.scaling:  # requests over time, growing sets
+        from obliviate.core.requests import run_requests, run_scaling
 
-        summary = run_requests(pipeline, config, run, task, method or None, command_line(),
-                               getattr(pipeline, "load_request_file", None))
-        typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
+        if config.unlearn.requests:
+            summary = run_requests(pipeline, config, run, task, method or None, command_line(),
+                                   getattr(pipeline, "load_request_file", None))
+            typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
+        if config.unlearn.scaling:
+            summary = run_scaling(pipeline, config, run, task, method or None, command_line())
+            typer.echo(f"{len(summary['after'])} forget-set sizes: {run.root / 'scaling'}")
         return
     done = pipeline.unlearn_stage(config, run, task, method or None)
     for name, stage in done.items():
@@ -199,13 +203,11 @@ def demo(
     output: Output = None,
     force: Force = False,
 ) -> None:
-    """The embedded-default demo: synthetic facts → target and oracle → unlearn → evaluate →
-    attack every model → report, each weight-changing method over 3 unlearning seeds.
+    """The embedded-default demo: synthetic facts → target and oracle → unlearn → evaluate.
 
     Nothing is downloaded. Runs the packaged recipe `demo` (see `obliviate/recipes/demo.yaml`);
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
-    from obliviate.cli.demo import run_seeds
     from obliviate.cli.evaluate import echo_warnings, format_summary
     from obliviate.cli.report import format_verdict
     from obliviate.core.report import write_report
@@ -219,7 +221,6 @@ def demo(
     pipeline.unlearn_stage(config, run, task)
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
-    run_seeds(config, run, typer.echo)  # unlearning seeds 1 and 2: mean ± std over 3 seeds
     html, data = write_report(run.root)
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
     echo_warnings(run)

@@ -53,19 +53,37 @@ class RequestsConfig(StrictModel):
         return self
 
 
+class ScalingConfig(StrictModel):
+    """``unlearn.scaling``: the forget set grown in steps (MUSE's scalability, C5), each size
+    unlearned from the target with its own oracle (:func:`obliviate.core.requests.run_scaling`).
+    """
+
+    sizes: list[float] = Field(min_length=1, description="fractions (<= 1; 1 is all) of the "
+                               "forget set's entities, or counts of entities (> 1)")
+    oracles: bool = Field(default=True, description="train an oracle per size")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ScalingConfig:
+        if any(s <= 0 for s in self.sizes):
+            raise ValueError("sizes must be positive fractions or counts")
+        return self
+
+
 class UnlearnSection(StrictModel):
     """The ``unlearn`` section's shared part: which methods, their hyperparameters, the target.
 
     ``method_args`` maps a method name to its hyperparameters (validated by that method's
     config class, whose defaults are the paper's); ``target`` is the model to unlearn, a path,
     or ``None`` for this run's fine-tuned target. Modalities set the default ``methods``.
-    ``requests`` turns one unlearning into a sequence of deletion requests.
+    ``requests`` turns one unlearning into a sequence of deletion requests; ``scaling`` into one
+    unlearning per forget-set size.
     """
 
     methods: list[str] = Field(min_length=1)
     method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
     target: str | None = None
     requests: RequestsConfig | None = None
+    scaling: ScalingConfig | None = None
 
 
 class AttackSection(StrictModel):

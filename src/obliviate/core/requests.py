@@ -16,6 +16,11 @@ records and hashes (every intermediate model is kept there, with its weights' ha
 killed chain resumes where it stopped. ``RUN/requests/requests.json`` and ``requests.png`` hold
 each metric against the request index, per method and for the oracles.
 
+Forget-set scaling (MUSE's scalability, C5) runs the same way with ``unlearn.scaling.sizes``
+(fractions or counts of the forget set's entities): each size is unlearned from the target,
+with an oracle per size trained on retain ∪ the forget data that size leaves in place, into
+``RUN/scaling/n<size>/``, and ``scaling.json``/``scaling.png`` hold each metric against the size.
+
 Modality-neutral: the stages are the modality pipeline's own (``prepare``, ``finetune_stage``,
 ``unlearn_stage``, ``evaluate_stage``); records need ``key()`` and may carry ``entity``.
 """
@@ -30,7 +35,7 @@ from typing import Any
 
 from obliviate.core.errors import ConfigError
 from obliviate.core.io import atomic_write_json
-from obliviate.core.recipe import RequestsConfig
+from obliviate.core.recipe import RequestsConfig, ScalingConfig
 from obliviate.core.stages import record_task
 from obliviate.core.task import DataSplit, UnlearningTask
 
@@ -137,33 +142,80 @@ def run_requests(pipeline: Any, recipe: Any, run: Any, task: UnlearningTask,
     """Run every method through the requests in order (see the module docstring); return and
     write ``requests/requests.json`` (metric summaries per request, method and oracle)."""
     config: RequestsConfig = recipe.unlearn.requests
-    names = list(methods or recipe.unlearn.methods)
     requests = request_parts(task, config, load_file)
+    steps = [(f"r{i}", request_task(task, requests, i), evaluation_task(task, requests, i))
+             for i in range(1, len(requests) + 1)]
+    return _run_steps(pipeline, recipe, run, methods, command, steps, "requests",
+                      chained=True, oracles=config.oracles,
+                      extra={"requests": [p.provenance() for p in requests]})
+
+
+def scaling_steps(task: UnlearningTask, config: ScalingConfig
+                  ) -> list[tuple[str, UnlearningTask, UnlearningTask]]:
+    """One (name, unlearning task, evaluation task) per size: forget = the first ``n``
+    entities of the forget set, retain = retain ∪ the rest of the forget set (the data that
+    size leaves in place: what its oracle is trained on)."""
+    entities: dict[Any, list[Any]] = {}
+    for i, r in enumerate(task.forget.records):
+        entities.setdefault(getattr(r, "entity", None) or ("record", i), []).append(r)
+    total = len(entities)
+    steps = []
+    for size in config.sizes:
+        n = round(size * total) if size <= 1 else int(size)
+        if not 1 <= n <= total:
+            raise ConfigError(f"unlearn.scaling.sizes: {size} gives {n} of the forget set's "
+                              f"{total} entities")
+        parts_ = [DataSplit(f"forget_{n}", [r for g in list(entities.values())[:n] for r in g],
+                            source=f"{task.forget.name}[:{n} entities]"),
+                  DataSplit(f"rest_{n}", [r for g in list(entities.values())[n:] for r in g],
+                            source=f"{task.forget.name}[{n}:]")]
+        parts_ = [p for p in parts_ if len(p)]
+        steps.append((f"n{n}", request_task(task, parts_, 1), evaluation_task(task, parts_, 1)))
+    return steps
+
+
+def run_scaling(pipeline: Any, recipe: Any, run: Any, task: UnlearningTask,
+                methods: Sequence[str] | None, command: str) -> dict[str, Any]:
+    """Forget-set scaling: each size unlearned from the target, with an oracle per size;
+    ``scaling/scaling.json`` and ``scaling.png`` hold each metric against the size."""
+    config: ScalingConfig = recipe.unlearn.scaling
+    steps = scaling_steps(task, config)
+    return _run_steps(pipeline, recipe, run, methods, command, steps, "scaling",
+                      chained=False, oracles=config.oracles,
+                      extra={"sizes": [len(t.forget) for _, t, _ in steps]})
+
+
+def _run_steps(pipeline: Any, recipe: Any, run: Any, methods: Sequence[str] | None,
+               command: str, steps: Sequence[tuple[str, UnlearningTask, UnlearningTask]],
+               folder: str, chained: bool, oracles: bool, extra: dict[str, Any]
+               ) -> dict[str, Any]:
+    names = list(methods or recipe.unlearn.methods)
     root_target = Path(recipe.unlearn.target) if recipe.unlearn.target else run.model("target")
-    summary: dict[str, Any] = {"requests": [p.provenance() for p in requests], "methods": names,
-                               "oracles": config.oracles, "after": []}
+    summary: dict[str, Any] = {**extra, "methods": names, "oracles": oracles, "after": []}
     previous = dict.fromkeys(names, root_target)
-    for i in range(1, len(requests) + 1):
-        sub_dir = run.root / "requests" / f"r{i}"
-        unlearn_task = request_task(task, requests, i)
-        eval_task = evaluation_task(task, requests, i)
+    for index, (label, unlearn_task, eval_task) in enumerate(steps, 1):
+        sub_dir = run.root / folder / label
         for name in names:
             sub_recipe = recipe.model_copy(deep=True)
             sub_recipe.unlearn.target = str(previous[name])
-            sub_recipe.unlearn.requests = None
+            sub_recipe.unlearn.requests = sub_recipe.unlearn.scaling = None
             sub = pipeline.open_run(sub_recipe, sub_dir, command)
             _share_models(run, sub)
             record_task(sub, unlearn_task)
-            if config.oracles:
+            if oracles:
                 pipeline.finetune_stage(sub_recipe, sub, unlearn_task, ("oracle",))
             pipeline.unlearn_stage(sub_recipe, sub, unlearn_task, [name])
-            previous[name] = sub.model(f"unlearned/{name}")
-        models = [*(["oracle"] if config.oracles else []), *(f"unlearned/{n}" for n in names)]
+            if chained:
+                previous[name] = sub.model(f"unlearned/{name}")
+        models = [*(["oracle"] if oracles else []), *(f"unlearned/{n}" for n in names)]
         results = pipeline.evaluate_stage(sub_recipe, sub, eval_task, models)
-        summary["after"].append({"request": i, "run": str(sub_dir.relative_to(run.root)),
-                                 "models": results})
-    atomic_write_json(run.root / "requests" / "requests.json", summary)
-    plot_requests(summary, run.root / "requests" / "requests.png")
+        summary["after"].append({"request" if chained else "step": index, "label": label,
+                                 "forget_size": len(eval_task.forget),
+                                 "run": str(sub_dir.relative_to(run.root)), "models": results})
+    atomic_write_json(run.root / folder / f"{folder}.json", summary)
+    xs = ([s["forget_size"] for s in summary["after"]] if not chained else None)
+    plot_requests(summary, run.root / folder / f"{folder}.png", x=xs,
+                  xlabel="request" if chained else "forget-set size")
     return summary
 
 
@@ -195,8 +247,10 @@ def _num(value: Any) -> float:
 
 
 def plot_requests(summary: dict[str, Any], path: Path, keys: Sequence[str] | None = None,
-                  max_panels: int = 6) -> Path | None:
-    """Each metric against the request index: one line per method, the oracles dashed."""
+                  max_panels: int = 6, x: Sequence[float] | None = None,
+                  xlabel: str = "request") -> Path | None:
+    """Each metric against the request index (or ``x``, e.g. forget-set sizes): one line per
+    method, the oracles dashed."""
     data = curves(summary)
     chosen = [k for k in (keys or data) if k in data and any(
         math.isfinite(v) for vals in data[k].values() for v in vals)][:max_panels]
@@ -210,12 +264,12 @@ def plot_requests(summary: dict[str, Any], path: Path, keys: Sequence[str] | Non
     fig, axes = plt.subplots(1, len(chosen), figsize=(3.6 * len(chosen), 3.0), squeeze=False)
     for ax, key in zip(axes[0], chosen, strict=True):
         for model, values in data[key].items():
-            xs = list(range(1, len(values) + 1))
+            xs = list(x) if x is not None else list(range(1, len(values) + 1))
             style = {"linestyle": "--", "color": "black"} if model == "oracle" else {}
             ax.plot(xs, values, marker="o", label=model.removeprefix("unlearned/"), **style)
         ax.set_title(key, fontsize=8)
-        ax.set_xlabel("request")
-        ax.set_xticks(range(1, len(summary["after"]) + 1))
+        ax.set_xlabel(xlabel)
+        ax.set_xticks(list(x) if x is not None else range(1, len(summary["after"]) + 1))
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,5 +280,6 @@ def plot_requests(summary: dict[str, Any], path: Path, keys: Sequence[str] | Non
     return path
 
 
-__all__ = ["RequestsConfig", "curves", "evaluation_task", "parts", "plot_requests",
-           "request_parts", "request_task", "run_requests", "split_requests"]
+__all__ = ["RequestsConfig", "ScalingConfig", "curves", "evaluation_task", "parts",
+           "plot_requests", "request_parts", "request_task", "run_requests", "run_scaling",
+           "scaling_steps", "split_requests"]
