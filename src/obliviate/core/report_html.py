@@ -127,6 +127,9 @@ def seeds_note(data: dict[str, Any]) -> str:
     if counts and counts[-1] <= 1:
         return ("One seed per method: no spread measured (a sweep with `seeds: [0, 1, 2]` "
                 "reports mean ± std).")
+    if len(counts) > 1 and counts[0] <= 1:
+        return (f"Mean ± sample std over {counts[-1]} seeds where a method ran more than one "
+                "(a prompt-only method has nothing to reseed).")
     return f"Mean ± sample std over {'/'.join(str(c) for c in counts)} seeds."
 
 
