@@ -23,7 +23,7 @@ from pathlib import Path
 
 from obliviate.core.errors import ConfigError, DataError, ModelLoadError, ObliviateError
 
-_PLAIN = re.compile(r"^[A-Za-z0-9_.@+=-]+$")
+_PLAIN = re.compile(r"^[A-Za-z0-9_.@+= -]+$")
 
 
 def printable(path: str | Path) -> str:
