@@ -1,6 +1,8 @@
 """The Pareto plot of a report (matplotlib, Agg backend, PNG bytes).
 
-Left: utility against forgetting. Right (when attacks ran): robustness against forgetting.
+The axes are closeness to the oracle (see :mod:`obliviate.core.axes`): the oracle's star sits
+at 1 on forgetting and robustness. Left: utility against forgetting. Right (when attacks ran):
+robustness against forgetting.
 Each configuration is a dot coloured by method with ±1 std error bars across seeds; the
 configurations non-dominated on forgetting × utility are joined by a dashed line, each
 method's reported configuration is ringed, the oracle is a star and the target a cross.
@@ -42,8 +44,8 @@ def _panel(ax: Any, data: dict[str, Any], y_axis: str, front_key: str | None) ->
         if point.get("forgetting") is not None and point.get(y_axis) is not None:
             ax.plot(point["forgetting"], point[y_axis], marker, ms=15, color=colour, mec="black",
                     label=kind, zorder=5)
-    ax.set_xlabel("forgetting (higher is better)")
-    ax.set_ylabel(f"{y_axis} (higher is better)")
+    ax.set_xlabel("forgetting: closeness to the oracle (1 = the oracle)")
+    ax.set_ylabel(f"{y_axis} (1 = the oracle's)")
     ax.grid(alpha=0.3)
 
 
