@@ -167,3 +167,20 @@ def test_suite_on_a_plain_text_forget_set(tok, model):
     assert set(res.provenance["skipped"]) >= {"knowmem_knowmem_forget_qa", "privleak"}
     items = m.excerpts(tok, splits["forget"].records, 4, 6)
     assert [len(tok(i.question, add_special_tokens=False)["input_ids"]) for i in items] == [4, 4]
+
+
+def test_attack_probe_of_a_plain_text_forget_set_is_verbmem(tok, model):
+    """A {"text"} forget set: the attacks' forget probe continues an excerpt of each document
+    (no empty prompt), scored by ROUGE-L F1 against the document's next tokens."""
+    from obliviate.llm.attacks.base import AttackTarget, ProbeOptions, forget_probe
+
+    fmt = resolve_format(tok, "base")
+    docs = [QARecord("", d) for d in DOCS]
+    out = forget_probe(AttackTarget("m", model, tok, fmt), docs, ProbeOptions(max_new_tokens=6))
+    ids = tok(DOCS[0], add_special_tokens=False)["input_ids"]
+    prompt, ref = tok.decode(ids[:min(32, len(ids) // 2)]), tok.decode(
+        ids[min(32, len(ids) // 2):][:6])
+    gen = m.generate_raw(model, tok, [prompt], 6)[0]
+    assert out["generations"][0] == gen
+    assert out["rouge"][0] == pytest.approx(m.rouge_l_f1(gen, ref))
+    assert len(out["rouge"]) == len(out["prob"]) == 3
