@@ -149,6 +149,15 @@ class SweepRecord(StageRecord):
     spec: Json | None = None
 
 
+class SearchRecord(StageRecord):
+    """``search``: a multi-objective hyperparameter search per method below this run."""
+
+    executor: str | None = None
+    spec: Json | None = None
+    trials: dict[str, int] | None = None
+    hypervolume: dict[str, Number] | None = None
+
+
 STAGE_KINDS: dict[str, type[StageRecord]] = {}
 """Stage-name prefix -> schema; the longest matching prefix wins (``finetune_judge`` before
 ``finetune_``)."""
@@ -161,7 +170,8 @@ def register_stage_kind(prefix: str, schema: type[StageRecord]) -> type[StageRec
 
 for _prefix, _schema in (("finetune_judge", JudgeRecord), ("finetune_", FinetuneRecord),
                          ("unlearn_", UnlearnRecord), ("eval_", EvalRecord),
-                         ("attack_", AttackRecord), ("sweep", SweepRecord)):
+                         ("attack_", AttackRecord), ("sweep", SweepRecord),
+                         ("search", SearchRecord)):
     register_stage_kind(_prefix, _schema)
 
 
