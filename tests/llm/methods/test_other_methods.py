@@ -80,6 +80,7 @@ def test_control_vector_is_a_seeded_nonnegative_direction_of_norm_c():
 def test_rmu_defaults_are_the_wmdp_release():
     cfg = RMU().config
     assert (cfg.steering_coeff, cfg.alpha, cfg.layer) == (6.5, 1200.0, 7)
+    assert (cfg.coefficient, cfg.adaptive_scale) == ("adaptive", 5.0)  # Dang et al. 2025
     assert RMU.train_defaults == {"learning_rate": 5e-5}  # under a learning rate the recipe sets
     assert cfg.param_names == ["mlp.down_proj.weight"] and cfg.update_layers is None
     assert RMU().resolve_layers(32) == (7, [5, 6, 7])
@@ -97,15 +98,15 @@ def test_rmu_validates_layers_against_the_model(memorised, tmp_path):
 
 
 # Tiny-model settings: steer the last layer's output (layer 1, so layers 0 and 1 are updated),
-# c = 6.5 (paper), α = 100, answer tokens, lr 1e-2, 24 steps. Measured: forget NLL 0.02 → 2.2,
-# retain 0.02 → 0.60. Bounds: forget up by >= 1.5, retain below 1.0 and rising less than half as
-# much as forget.
+# a fixed c = 6.5 (WMDP), α = 100, answer tokens, lr 1e-2, 24 steps. Measured: forget NLL
+# 0.02 → 2.2, retain 0.02 → 0.60. Bounds: forget up by >= 1.5, retain below 1.0 and rising less
+# than half as much as forget.
 def test_rmu_forgets_and_changes_only_the_chosen_mlp_weights(memorised, tmp_path):
     model = memorised.model()
     forget_before = memorised.mean_nll(model, "forget")
     retain_before = memorised.mean_nll(model, "retain")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    method = RMU(layer=1, alpha=100.0, tokens="answer")
+    method = RMU(layer=1, alpha=100.0, tokens="answer", coefficient="fixed")
     outcome, unlearned = unlearn(memorised, tmp_path, method, model=model, max_steps=24,
                                  learning_rate=1e-2)  # set: replaces RMU's paper default 5e-5
     forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
@@ -136,7 +137,8 @@ def test_rmu_runs_only_the_layers_it_needs(memorised, tmp_path):
 
     method.reference_activations = spy
     outcome, _ = unlearn(memorised, tmp_path, method, model=model, max_steps=2)
-    assert outcome.steps == 2 and calls == [] and reference_depths == [1, 1]
+    # three reference passes: the adaptive coefficient's norm over the forget set, then 2 steps
+    assert outcome.steps == 2 and calls == [] and reference_depths == [1, 1, 1]
     assert outcome.trainable_parameters == 64 * 128  # layer 0's down_proj only
 
 

@@ -4,7 +4,7 @@ Importing this package registers the ``tofu``, ``mia``, ``memorization`` and ``m
 :data:`obliviate.core.registry.SUITES` (modality ``llm``).
 """
 
-from obliviate.llm.evaluation import muse  # noqa: F401  (registers the muse suite)
+from obliviate.llm.evaluation import mcq, muse  # noqa: F401  (register the mcq, muse suites)
 from obliviate.llm.evaluation.generation import greedy_generate
 from obliviate.llm.evaluation.scorer import AnswerScore, AnswerScorer, RecordScores
 from obliviate.llm.evaluation.suites import (

@@ -12,7 +12,21 @@ the notebook that produced the paper's released Zephyr-7B model (``run_rmu_zephy
 
 * ``steering_coeff`` c = 6.5 and ``alpha`` = 1200: the notebook's command (its argparse defaults
   are c = 20, α = 100; OpenUnlearning's ``RMU.yaml`` uses c = 300, α = 1000 and warns that both
-  depend on model and data). c must be large against the norm of ``h_l``: tune it per model.
+  depend on model and data). A fixed c is used with ``coefficient = "fixed"``.
+* ``coefficient = "adaptive"`` (the default): adaptive RMU (Dang et al., AAAI 2025, "On Effects
+  of Steering Latent Representation for Large Language Model Unlearning", arXiv:2408.06223)
+  sets c = β·mean_t ‖h_l^ref(x_F)‖, the frozen model's mean per-token activation norm at layer
+  ``l`` on the forget data times ``adaptive_scale`` β = 5 (the paper's scale; its code measures
+  the norm on the first forget batch, here on the whole forget set once before training, over
+  the tokens that enter the loss, so a resumed run steers towards the same vector).
+
+  Why: c = 6.5 was tuned for Zephyr-7B, and a fixed c does nothing on a model whose residual
+  stream is larger. Measured on SmolLM2-135M-Instruct (30 layers, width 576), the per-token norm
+  of the layer-7 output is 145 on average (median 120; the first token 784): c·u with c = 6.5 is
+  1/20 of the activations, so the forget term mostly asks to *shrink* ``h_l`` towards 0, which
+  the three down-projections at lr 5e-5 barely do in a few steps while α = 1200 holds the retain
+  activations (BENCHMARKS.md: unchanged after 15 steps). With the adaptive rule c ≈ 730 there.
+  The paper has no rule for α, the layer or the learning rate; they stay the WMDP values.
 * ``layer`` = 7, trained parameters ``mlp.down_proj.weight`` of layers 5, 6, 7 (the reference's
   ``layer_ids=5,6,7``, ``param_ids=6``, which is ``mlp.down_proj.weight`` in a Mistral/Llama
   decoder layer; OpenUnlearning: ``model\\.layers\\.(5|6|7)\\.mlp\\.down_proj\\.weight``).
@@ -55,7 +69,7 @@ from obliviate.core.errors import ConfigError
 from obliviate.core.method import MethodConfig, MethodOutcome
 from obliviate.core.registry import METHODS
 from obliviate.core.task import UnlearningTask
-from obliviate.llm.data.formatting import IGNORE_INDEX
+from obliviate.llm.data.formatting import IGNORE_INDEX, collate, encode_record
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext
 from obliviate.llm.methods.losses import forward, rmu_loss
 
@@ -63,8 +77,13 @@ from obliviate.llm.methods.losses import forward, rmu_loss
 class RMUConfig(MethodConfig):
     """RMU's hyperparameters; defaults from the WMDP release for Zephyr-7B (see module doc)."""
 
+    coefficient: Literal["adaptive", "fixed"] = Field(
+        default="adaptive", description="adaptive: c = adaptive_scale x the frozen model's mean "
+                                        "activation norm at the layer on forget data (Dang et "
+                                        "al. 2025); fixed: c = steering_coeff (Li et al. 2024)")
+    adaptive_scale: float = Field(default=5.0, gt=0, description="β of adaptive RMU")
     steering_coeff: float = Field(default=6.5, gt=0,
-                                  description="c: the norm of the control vector c·u")
+                                  description="c when coefficient = fixed: the norm of c·u")
     alpha: float = Field(default=1200.0, ge=0, description="weight of the retain term")
     layer: int = Field(default=7, description="decoder layer whose output is steered (absolute "
                                               "index; negative counts from the end)")
@@ -155,6 +174,7 @@ class RMU(LLMUnlearningMethod):
         self._stack: tuple[torch.nn.Module, str, torch.nn.ModuleList] | None = None
         self._reference_layers: torch.nn.ModuleList | None = None
         self._control: torch.Tensor | None = None
+        self.steering: dict[str, float] | None = None
         self._model_kwargs: dict[str, Any] = {}
 
     # -- configuration against the model -----------------------------------------------------------
@@ -206,6 +226,7 @@ class RMU(LLMUnlearningMethod):
         self.layer_index, self.update_indices = layer, update
         self._stack = (owner, attr, layers)
         self._control = None
+        self.steering = None
         base = _unwrap(model)
         self._model_kwargs = {"use_cache": False}
         if "logits_to_keep" in inspect.signature(base.forward).parameters:
@@ -216,6 +237,11 @@ class RMU(LLMUnlearningMethod):
             reference = copy.deepcopy(owner).eval().requires_grad_(False)
         self.reference_model = reference
         self._reference_layers = getattr(reference, attr)
+
+        if self.config.coefficient == "adaptive":
+            self.steering = self.adaptive_coefficient(ctx)
+        else:
+            self.steering = {"steering_coeff": self.config.steering_coeff}
 
         flags = [(p, p.requires_grad) for p in model.parameters()]
         if ctx.lora.enabled:  # adapters on the chosen modules only
@@ -238,8 +264,29 @@ class RMU(LLMUnlearningMethod):
                 p.requires_grad_(flag)
         outcome.seconds += setup_seconds  # the reference copy is part of the method's cost
         outcome.extra["rmu"] = {"layer": layer, "update_layers": update,
-                                "trained_parameters": sorted(trained)}
+                                "trained_parameters": sorted(trained),
+                                "coefficient": self.config.coefficient, **self.steering}
         return outcome
+
+    @torch.no_grad()
+    def adaptive_coefficient(self, ctx: UnlearnContext, batch_size: int = 16
+                             ) -> dict[str, float]:
+        """Adaptive RMU's c = β·mean ‖h_l^ref‖ over the forget set's counted tokens."""
+        records = list(ctx.task.forget.records)
+        device = next(self.reference_model.parameters()).device
+        total, count = 0.0, 0
+        for start in range(0, len(records), batch_size):
+            batch = collate([encode_record(ctx.tokenizer, ctx.fmt, r, max_length=ctx.max_length)
+                             for r in records[start:start + batch_size]],
+                            ctx.tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            norms = self.reference_activations(batch).float().norm(dim=-1)
+            mask = self.token_mask(batch)
+            total += float(norms[mask].sum())
+            count += int(mask.sum())
+        norm = total / max(count, 1)
+        return {"activation_norm": norm,
+                "steering_coeff": self.config.adaptive_scale * norm}
 
     # -- the loss ----------------------------------------------------------------------------------
     def activations(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
@@ -271,7 +318,8 @@ class RMU(LLMUnlearningMethod):
         forget, retain = batch["forget"], batch["retain"]
         h_forget = self.activations(model, forget)
         if self._control is None:
-            self._control = control_vector(h_forget.shape[-1], cfg.steering_coeff, cfg.seed)
+            self._control = control_vector(h_forget.shape[-1], self.steering["steering_coeff"],
+                                           cfg.seed)
         control = self._control.to(h_forget.device)
         h_retain = self.activations(model, retain)
         h_reference = self.reference_activations(retain)
