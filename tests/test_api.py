@@ -70,6 +70,9 @@ def test_llm_notebook_path_with_a_datasets_dataset(facts, tiny_tokenizer, empty_
     table = scores.to_pandas()
     row = table[(table.suite == "tofu") & (table.metric == "prob") & (table.split == "forget")]
     assert row["oracle"].item() == scores.oracle["tofu/forget/prob"]
+    shown = str(scores)  # the headline numbers next to the oracle's
+    assert "oracle" in shown.splitlines()[0] and "tofu/forget/prob" in shown
+    assert "gt_loss" not in shown and "gt_loss" in " ".join(table.metric)
     assert os.listdir(empty_cwd) == []
 
 

@@ -86,3 +86,15 @@ def test_diffusion_method_runs_without_output_folder(tmp_path, monkeypatch):
     outcome = method.run(model, task)
     assert outcome.model is model and outcome.model_path is None and outcome.steps == 2
     assert os.listdir(tmp_path) == []
+
+
+def test_a_sharded_model_is_refused_with_the_reason_unless_the_method_changes_no_weight(
+        facts, tiny_tokenizer):
+    task = UnlearningTask("t", "llm", DataSplit("forget", facts["forget"]),
+                          DataSplit("retain", facts["retain"]))
+    model = tiny_llama(tiny_tokenizer, TINY)
+    model.hf_device_map = {"model.layers.0": 0, "lm_head": 1}  # as device_map="auto" leaves it
+    with pytest.raises(ConfigError, match="sharded over 2 devices"):
+        METHODS.get("npo", "llm")().run(model, task, tokenizer=tiny_tokenizer)
+    outcome = METHODS.get("guardrail", "llm")().run(model, task, tokenizer=tiny_tokenizer)
+    assert outcome.model is model and outcome.prompt_format.system_prompt

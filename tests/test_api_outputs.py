@@ -132,3 +132,65 @@ def test_log_with_names_a_typo_and_needs_a_folder(facts, tiny_tokenizer):
                           **kwargs)
     with pytest.raises(ConfigError, match="logging_dir= or output_dir="):
         obliviate.unlearn(model, tiny_tokenizer, log_with="tensorboard", **kwargs)
+
+
+def test_report_of_a_cli_run_and_its_refreshed_model_card(tmp_path):
+    import json
+
+    from huggingface_hub import ModelCard
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+
+    def jsonl(name, items):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in items))
+        return tmp_path / name
+
+    def qa(question, answer):  # TOFU rows, with what the truth ratio needs
+        return {"question": question, "answer": answer, "paraphrased_answer": answer.lower(),
+                "perturbed_answer": [f"Not {answer}", f"Never {answer}"]}
+
+    forget = jsonl("f.jsonl", [qa("Where was Ana born?", "In Brin.")])
+    retain = jsonl("r.jsonl", [qa("Where was Bo born?", "In Quor."),
+                               qa("What does Bo do?", "Bo bakes.")])
+    (tmp_path / "recipe.yaml").write_text(
+        f"name: t\ntask: {{source: jsonl, forget_path: {forget}, retain_path: {retain}}}\n"
+        "finetune: {max_steps: 2, batch_size: 2}\nmodel:\n  tiny: {hidden_size: 32, "
+        "num_layers: 1, num_heads: 2, intermediate_size: 64}\n"
+        "unlearn: {methods: [npo], train: {max_steps: 1, batch_size: 1}}\n"
+        "evaluation: {suites: [tofu], options: {tofu: {generate: false}}}\n")
+    run = tmp_path / "run"
+    for command in ("finetune", "unlearn --log-with tensorboard", "eval run --log-with mlflow"):
+        result = CliRunner().invoke(app, [*command.split(), str(tmp_path / "recipe.yaml"), "-o",
+                                          str(run)], catch_exceptions=False)
+        assert result.exit_code == 0, result.stderr
+
+    card = ModelCard.load(run / "models" / "unlearned" / "npo" / "README.md")
+    info = card.data.to_dict()["obliviate"]  # refreshed by `eval run`: metrics beside the oracle's
+    record = json.loads((run / "run.json").read_text())["stages"]
+    assert info["metrics"]["tofu/forget/prob"] == record["eval_unlearned/npo"]["summary"][
+        "tofu/forget/prob"]
+    assert info["oracle"]["tofu/forget/prob"] == record["eval_oracle"]["summary"][
+        "tofu/forget/prob"]
+
+    # --log-with: the unlearning curve in TensorBoard, the evaluations in MLflow
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "logs" / "unlearn-npo"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [
+        h["step"] for h in record["unlearn_npo"]["history"]]
+    client = MlflowClient(tracking_uri=(run / "logs" / "mlruns").resolve().as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("obliviate").experiment_id])
+    logged = {r.info.run_name: r.data.metrics for r in runs}
+    assert logged["evaluate-unlearned-npo"]["tofu/forget/prob"] == pytest.approx(
+        info["metrics"]["tofu/forget/prob"])
+    assert set(logged) == {"evaluate-target", "evaluate-oracle", "evaluate-unlearned-npo"}
+
+    report = obliviate.report(run, output_dir=tmp_path / "report")
+    table = report.to_pandas().set_index("model")
+    assert {"target", "oracle", "unlearned/npo"} <= set(table.index)
+    assert table.loc["unlearned/npo", "tofu/forget/prob"] == info["metrics"]["tofu/forget/prob"]
+    assert report.html and (tmp_path / "report" / "report.html").is_file()
+    assert not (run / "report").exists()  # the run directory is read, not written

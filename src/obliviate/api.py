@@ -132,6 +132,7 @@ class EvaluationResult(_Table):
     suites: dict[str, EvalResult] = field(repr=False)
     oracle: EvaluationResult | None = field(default=None, repr=False)
     seconds: float | None = None
+    modality: str = "llm"
 
     @property
     def summary(self) -> dict[str, float]:
@@ -141,12 +142,26 @@ class EvaluationResult(_Table):
     def __getitem__(self, key: str) -> float:
         return self.summary[key]
 
+    def headline(self) -> dict[str, float]:
+        """The numbers the modality's tables show first (``pipeline.HEADLINE``), when present."""
+        import importlib
+
+        try:
+            keys = [key for _, key in importlib.import_module(
+                f"obliviate.{self.modality}.pipeline").HEADLINE]
+        except (ImportError, AttributeError):
+            keys = []
+        summary = self.summary
+        return {k: summary[k] for k in keys if k in summary}
+
     def __str__(self) -> str:
+        """The headline numbers next to the oracle's (``to_pandas()`` has every metric)."""
         oracle = self.oracle.summary if self.oracle is not None else {}
-        width = max([len(k) for k in self.summary] + [6])
+        shown = self.headline() or self.summary
+        width = max([len(k) for k in shown] + [6])
         lines = [f"{self.model}:".ljust(width + 2) + f"{'value':>10}"
                  + (f"{'oracle':>10}" if oracle else "")]
-        for key, value in self.summary.items():
+        for key, value in shown.items():
             line = f"  {key:<{width}}{value:>10.4g}"
             if oracle:
                 line += f"{oracle[key]:>10.4g}" if key in oracle else f"{'-':>10}"
@@ -373,7 +388,7 @@ def _method(name: str, modality: str) -> Any:
     return METHODS.get(name, modality)
 
 
-def _split_hyperparameters(cls: Any, modality: str, hyperparameters: dict[str, Any]
+def _split_hyperparameters(cls: Any, name: str, modality: str, hyperparameters: dict[str, Any]
                            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The method's own settings and (LLM) the optimiser's; a name neither knows is a one-line
     error listing the valid names with the closest suggested."""
@@ -383,7 +398,7 @@ def _split_hyperparameters(cls: Any, modality: str, hyperparameters: dict[str, A
         from obliviate.llm.methods.base import UnlearnTrainConfig
 
         shared = [k for k in UnlearnTrainConfig.model_fields if k not in own]
-    check_names(list(hyperparameters), own + shared, f"unlearn(method={cls.__name__!r})")
+    check_names(list(hyperparameters), own + shared, f"unlearn(method={name!r})")
     return ({k: v for k, v in hyperparameters.items() if k in own},
             {k: v for k, v in hyperparameters.items() if k in shared or k == "learning_rate"})
 
@@ -405,13 +420,15 @@ def unlearn(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     loads with ``from_pretrained``), its manifest and a model card; without it nothing is
     written. ``log_with`` (``"tensorboard"``, ``"mlflow"``, ``"wandb"``) logs the training
     curve through accelerate's trackers, offline, under ``logging_dir`` (default
-    ``output_dir/logs``).
+    ``output_dir/logs``). ``retrain`` (the oracle) trains the model it is given on ``retain``:
+    pass it the base weights. LLM methods train one copy of the model per process; a model
+    sharded with ``device_map`` is refused with the reason (prompt-only methods accept it).
     """
     model, tokenizer, _ = _unwrap(model, tokenizer)
     logs = _logging_dir(log_with, logging_dir, output_dir)
     modality = _modality(model)
     cls = _method(method, modality)
-    own, train = _split_hyperparameters(cls, modality, dict(hyperparameters))
+    own, train = _split_hyperparameters(cls, method, modality, dict(hyperparameters))
     config = validate(cls.config_class, {"seed": seed, **own},
                       source=f"unlearn(method={method!r})")
     task = _task(model, modality, forget, retain, seed=seed)
@@ -506,7 +523,8 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
             model, judge, task, config, model_name=name,
             oracle=oracle.suites.get(SUITE) if oracle is not None else None,
             out_dir=output_dir)}
-    result = EvaluationResult(name, results, oracle, seconds=time.perf_counter() - start)
+    result = EvaluationResult(name, results, oracle, seconds=time.perf_counter() - start,
+                              modality=modality)
     if output_dir is not None:
         for suite, suite_result in results.items():
             suite_result.save(Path(output_dir) / f"{suite}.json")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from obliviate.cli.common import AllowModified, Force, friendly_errors
+from obliviate.cli.trackers import LogWith
 
 eval_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                        help="Evaluate the models of a run, or score existing TOFU logs.")
@@ -54,6 +55,7 @@ def run_eval(
     output: Annotated[str | None, typer.Option("--output", "-o", help="run directory")] = None,
     force: Force = False,
     allow_modified: AllowModified = False,
+    log_with: LogWith = None,
 ) -> None:
     """Evaluate the run's models with the recipe's suites (TOFU, MIA, memorisation).
 
@@ -61,6 +63,7 @@ def run_eval(
     Quality and PrivLeak. Results: RUN_DIR/eval/<model>/<suite>.json.
     """
     from obliviate.cli.common import command_line, load_any_recipe, pipeline_for
+    from obliviate.cli.trackers import log_stages
     from obliviate.core.modelcard import write_run_cards
 
     config = load_any_recipe(recipe, overrides or [])
@@ -70,6 +73,7 @@ def run_eval(
     task = pipeline.prepare_task(config, run)
     summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
     write_run_cards(run.root, run.read_record())  # the model cards show the new metrics
+    log_stages(run, log_with, ("eval",))
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
     echo_warnings(run)
     typer.echo(f"results: {run.root / 'eval'}")

@@ -22,10 +22,13 @@ from obliviate.cli.common import (
     set_threads,
 )
 from obliviate.cli.evaluate import eval_app
+from obliviate.cli.recipe import recipe_app
 from obliviate.cli.report import report as report_command
 from obliviate.cli.results import results as results_command
 from obliviate.cli.sweep import search as search_command
 from obliviate.cli.sweep import sweep as sweep_command
+from obliviate.cli.trackers import LogWith, log_stages
+from obliviate.core.modelcard import write_run_cards
 
 app = typer.Typer(
     name="obliviate", no_args_is_help=True, rich_markup_mode=None,
@@ -33,6 +36,7 @@ app = typer.Typer(
          "Start with `obliviate demo`; every command takes a YAML recipe plus key=value "
          "overrides, e.g. `obliviate finetune recipes/demo.yaml finetune.epochs=10`.")
 app.add_typer(eval_app, name="eval")
+app.add_typer(recipe_app, name="recipe")
 
 Overrides = Annotated[list[str] | None, typer.Argument(
     help="recipe overrides as section.key=value (values are YAML), e.g. finetune.epochs=3")]
@@ -93,6 +97,7 @@ def unlearn(
     output: Output = None,
     force: Force = False,
     allow_modified: AllowModified = False,
+    log_with: LogWith = None,
 ) -> None:
     """Unlearn the forget set from the target with one or more methods.
 
@@ -108,21 +113,31 @@ def unlearn(
     run = pipeline.open_run(config, output, command_line(), force=force,
                             allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
-    if config.unlearn.requests or config.unlearn.scaling:  # requests over time, growing sets
-        from obliviate.core.requests import run_requests, run_scaling
+    if config.unlearn.requests is not None:  # deletion requests one after another
+        from obliviate.core.requests import run_requests
 
-        if config.unlearn.requests:
-            summary = run_requests(pipeline, config, run, task, method or None, command_line(),
-                                   getattr(pipeline, "load_request_file", None))
-            typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
-        if config.unlearn.scaling:
-            summary = run_scaling(pipeline, config, run, task, method or None, command_line())
-            typer.echo(f"{len(summary['after'])} forget-set sizes: {run.root / 'scaling'}")
+        summary = run_requests(pipeline, config, run, task, method or None, command_line(),
+                               getattr(pipeline, "load_request_file", None))
+        typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
         return
     done = pipeline.unlearn_stage(config, run, task, method or None)
+    write_run_cards(run.root, run.read_record())
+    log_stages(run, log_with, ("unlearn",))
     for name, stage in done.items():
-        typer.echo(f"{name}: {stage['output']}  ({stage['steps']} steps, {stage['seconds']:.1f}s)")
+        typer.echo(f"{name}: {model_folder(stage)}  ({stage['steps']} steps, "
+                   f"{stage['seconds']:.1f}s)")
     typer.echo(f"run directory: {run.root}")
+
+
+def model_folder(stage: dict) -> str:
+    """Where an unlearned model loads from: its folder (``from_pretrained`` reads it), or for
+    a prompt-only method the target plus the prompt it is used with."""
+    from pathlib import Path
+
+    folder = Path(stage['output'])
+    if (folder / "config.json").is_file() or (folder / "model").is_dir():
+        return str(folder)
+    return f"{stage.get('target')} with the prompt {folder / 'prompt.json'}"
 
 
 @app.command("methods")
@@ -156,6 +171,7 @@ def attack(
     output: Output = None,
     force: Force = False,
     allow_modified: AllowModified = False,
+    log_with: LogWith = None,
 ) -> None:
     """Attack the run's models: does the forgetting survive relearning, quantization,
     rephrasing and white-box probes?
@@ -171,6 +187,8 @@ def attack(
                             allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
     results = pipeline.attack_stage(config, run, task, model or None, name or None, force=force)
+    write_run_cards(run.root, run.read_record())
+    log_stages(run, log_with, ("attack",))
     typer.echo(format_attacks(results))
     typer.echo(f"results: {run.root / 'attacks'}")
 
@@ -202,6 +220,7 @@ def demo(
     overrides: Overrides = None,
     output: Output = None,
     force: Force = False,
+    log_with: LogWith = None,
 ) -> None:
     """The embedded-default demo: synthetic facts → target and oracle → unlearn → evaluate →
     attack every model → report, each weight-changing method over 3 unlearning seeds.
@@ -224,6 +243,8 @@ def demo(
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
     run_seeds(config, run, typer.echo)  # unlearning seeds 1 and 2: mean ± std over 3 seeds
+    write_run_cards(run.root, run.read_record())
+    log_stages(run, log_with, ("unlearn", "eval", "attack"))
     html, data = write_report(run.root)
     typer.echo(format_summary(summaries, pipeline.HEADLINE))
     echo_warnings(run)

@@ -22,6 +22,7 @@ from typing import Any
 from obliviate.core.method import check_names
 
 PROJECT = "obliviate"
+_MLFLOW_URI: str | None = None  # the file store obliviate pointed MLflow at last
 
 
 def tracker_names(log_with: str | Sequence[str]) -> list[str]:
@@ -35,13 +36,16 @@ def tracker_names(log_with: str | Sequence[str]) -> list[str]:
 
 def _offline(names: list[str], logging_dir: Path) -> None:
     """Point MLflow at a local file store and W&B at offline mode, unless the user chose."""
-    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+    global _MLFLOW_URI
+    current = os.environ.get("MLFLOW_TRACKING_URI")
+    if "mlflow" in names and current in (None, "", _MLFLOW_URI):  # unless the user chose one
         import mlflow
 
         # MLflow 3 keeps its file store (the offline store that needs no database package)
         # behind this switch; obliviate chose the store, so it opts in
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        mlflow.set_tracking_uri((logging_dir / "mlruns").resolve().as_uri())
+        _MLFLOW_URI = (logging_dir / "mlruns").resolve().as_uri()
+        mlflow.set_tracking_uri(_MLFLOW_URI)  # (MLflow also exports it to the environment)
     if "wandb" in names:
         os.environ.setdefault("WANDB_MODE", "offline")
         os.environ.setdefault("WANDB_DIR", str(logging_dir))
@@ -108,20 +112,25 @@ class Tracking:
         self.close()
 
 
+def _log_training(tracking: Tracking, history: list[dict[str, Any]],
+                  cost: Mapping[str, Any], steps: int) -> None:
+    for entry in history:
+        step = entry.get("step")
+        tracking.log({f"train/{k}": v for k, v in entry.items() if k != "step"},
+                     step=int(step) if step is not None else None)
+    tracking.log({f"cost/{k}": v for k, v in cost.items()}, step=steps)
+
+
 def log_unlearning(result: Any, log_with: str | Sequence[str], logging_dir: str | Path) -> None:
     """An unlearning run: its config, the training curve step by step, and its cost."""
     config = {"method": result.method, "modality": result.modality, "config": result.config,
               "train": result.train, "base_model": result.base_model,
               "data": {k: v.get("sha256") for k, v in result.data.items()}}
     with Tracking(log_with, logging_dir, f"unlearn-{result.method}", config) as tracking:
-        for entry in result.history:
-            step = entry.get("step")
-            tracking.log({f"train/{k}": v for k, v in entry.items() if k != "step"},
-                         step=int(step) if step is not None else None)
-        tracking.log({"cost/seconds": result.seconds, "cost/steps": result.steps,
-                      "cost/trainable_parameters": result.trainable_parameters,
-                      **{f"cost/{k}": v for k, v in result.peak_memory.items()}},
-                     step=result.steps)
+        _log_training(tracking, result.history,
+                      {"seconds": result.seconds, "steps": result.steps,
+                       "trainable_parameters": result.trainable_parameters,
+                       **result.peak_memory}, result.steps)
 
 
 def log_metrics(values: Mapping[str, Any], log_with: str | Sequence[str],
@@ -129,3 +138,40 @@ def log_metrics(values: Mapping[str, Any], log_with: str | Sequence[str],
     """One set of final numbers (an evaluation's summary, attack results)."""
     with Tracking(log_with, logging_dir, run_name) as tracking:
         tracking.log(values, step=step)
+
+
+def log_run(record: Mapping[str, Any], log_with: str | Sequence[str], logging_dir: str | Path,
+            kinds: Sequence[str] = ("unlearn", "eval", "attack")) -> None:
+    """A CLI run's records (``run.json``): each unlearning stage's curve and cost, each model's
+    evaluation, each model's attack results — one tracker run apiece. A stage already logged
+    (same ``updated`` time, noted in ``logging_dir/logged.json``) is not logged twice."""
+    from obliviate.core.io import atomic_write_json, read_json
+
+    seen_file = Path(logging_dir) / "logged.json"
+    seen = read_json(seen_file) if seen_file.is_file() else {}
+    prefixes = tuple(f"{kind}_" for kind in kinds)
+    stages = {k: v for k, v in (record.get("stages") or {}).items()
+              if k.startswith(prefixes) and isinstance(v, Mapping)
+              and v.get("status") == "done" and seen.get(k) != v.get("updated", "")}
+    if not stages:
+        return
+    for name, stage in stages.items():
+        if name.startswith("unlearn_"):
+            config = {k: stage.get(k) for k in ("method", "paper", "config", "train", "target")}
+            with Tracking(log_with, logging_dir, name.replace("_", "-", 1), config) as tracking:
+                cost = {k: stage.get(k) for k in ("seconds", "steps", "trainable_parameters")}
+                _log_training(tracking, list(stage.get("history") or []),
+                              {**cost, **(stage.get("peak_memory") or {})},
+                              int(stage.get("steps") or 0))
+        elif name.startswith("eval_") and stage.get("summary"):
+            log_metrics(stage["summary"], log_with, logging_dir,
+                        f"evaluate-{name.removeprefix('eval_').replace('/', '-')}")
+    by_model: dict[str, dict[str, Any]] = {}  # attack stages carry their model and attack
+    for stage in stages.values():
+        if stage.get("attack") and stage.get("model"):
+            values = by_model.setdefault(str(stage["model"]).replace("/", "-"), {})
+            values.update({f"attack/{stage['attack']}/{k}": stage.get(k)
+                           for k in ("plain", "attacked", "recovery")})
+    for model, values in by_model.items():
+        log_metrics(values, log_with, logging_dir, f"attack-{model}")
+    atomic_write_json(seen_file, {**seen, **{k: v.get("updated", "") for k, v in stages.items()}})
