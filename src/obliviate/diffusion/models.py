@@ -36,6 +36,8 @@ frozen VAE is not copied into it, its folder is recorded in the config.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,13 +64,17 @@ class ModelConfig(StrictModel):
     the SA/SalUn DDPM code uses 2.0), 50 deterministic DDIM steps (η = 0, Song et al. 2021).
     """
 
-    architecture: Literal["class_unet", "prompt_unet", "diffusers_unet"] = "class_unet"
+    architecture: Literal["class_unet", "prompt_unet", "diffusers_unet", "text_pipeline"] = \
+        "class_unet"
     pretrained: str | None = Field(
         default=None, description="local folder: an obliviate model or a diffusers "
                                   "UNet2DConditionModel (diffusers_unet) to start from")
     prompt_embeddings: str | None = Field(
         default=None, description="safetensors with 'tokens' [num_classes+3, D] for a "
                                   "pretrained diffusers_unet")
+    prompts: list[str] | None = Field(
+        default=None, description="text_pipeline: the text prompt of each class, in class order "
+                                  "(e.g. 'a photo of a church'); the empty prompt is ∅")
     vae: str | None = Field(
         default=None, description="diffusers AutoencoderKL folder: denoise its latents "
                                   "(default: the pipeline's vae/ when pretrained is a pipeline)")
@@ -77,7 +83,7 @@ class ModelConfig(StrictModel):
     time_dim: int = Field(default=64, ge=4)
     groups: int = Field(default=8, ge=1)
     attention_head_dim: int = Field(default=8, ge=1)
-    schedule: Literal["linear", "cosine"] = "linear"
+    schedule: Literal["linear", "scaled_linear", "cosine"] = "linear"
     timesteps: int = Field(default=1000, ge=2)
     beta_start: float = Field(default=1e-4, gt=0)
     beta_end: float = Field(default=0.02, gt=0, lt=1)
@@ -89,9 +95,13 @@ class ModelConfig(StrictModel):
 
 # -- the noise schedule ---------------------------------------------------------------------------
 def make_betas(kind: str, timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """Linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021) β schedule, float64."""
+    """Linear (Ho et al. 2020), scaled linear (Stable Diffusion's: linear in √β) or cosine
+    (Nichol & Dhariwal 2021) β schedule, float64."""
     if kind == "linear":
         return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    if kind == "scaled_linear":
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, timesteps,
+                              dtype=torch.float64) ** 2
     s = 0.008
     steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
     abar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
@@ -281,6 +291,11 @@ class LatentCodec:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LatentCodec:
         return self
+
+    @staticmethod
+    def forget(path: str | Path) -> None:
+        """Drop the cached codec of ``path`` (its folder was rewritten)."""
+        _CODECS.pop(str(Path(path).resolve()), None)
 
     def latent_shape(self, image_size: int, in_channels: int) -> tuple[int, int]:
         """``(latent size, latent channels)`` for the task's images."""
@@ -576,7 +591,7 @@ def build_denoiser(config: ModelConfig, num_classes: int, image_size: int, in_ch
                    seed: int = 0) -> Denoiser:
     """Fresh weights (seeded), or ``config.pretrained`` when set. ``image_size`` and
     ``in_channels`` are the task's images; with a VAE the network is built for its latents."""
-    if config.pretrained:
+    if config.pretrained or config.architecture == "text_pipeline":
         return load_pretrained(config, num_classes, image_size, in_channels)
     config, codec, size, channels = _codec(config, image_size, in_channels)
     with torch.random.fork_rng(devices=[]):
@@ -592,6 +607,10 @@ def load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
     path = Path(config.pretrained or "")
     if (path / CONFIG).is_file() and read_json(path / CONFIG).get("format") == FORMAT:
         return load_denoiser(path)
+    if config.architecture == "text_pipeline":
+        from obliviate.diffusion.text import load_text_pipeline
+
+        return load_text_pipeline(config, num_classes, image_size, in_channels)
     if config.architecture != "diffusers_unet":
         raise ModelLoadError(f"{path}: not an obliviate model folder (a diffusers "
                              "UNet2DConditionModel or pipeline needs "
@@ -621,17 +640,35 @@ def load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
     return model
 
 
-def save_denoiser(model: Denoiser, path: str | Path, extra: dict[str, Any] | None = None
-                  ) -> Path:
-    """``model.safetensors`` + ``config.json``; written to a temporary name, then renamed."""
+@contextmanager
+def atomic_folder(path: Path) -> Iterator[Path]:
+    """A temporary folder beside ``path`` that replaces ``path`` once the block completes and
+    is removed if it fails, so an interrupted save never leaves a half-written model."""
     import os
     import shutil
 
-    from obliviate.core.io import temp_dir, writing
+    from obliviate.core.io import temp_dir
 
-    path = Path(path)
     tmp = temp_dir(path.parent, f".{path.name}.")
     try:
+        yield tmp
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_denoiser(model: Denoiser, path: str | Path, extra: dict[str, Any] | None = None
+                  ) -> Path:
+    """``model.safetensors`` + ``config.json``; written to a temporary name, then renamed.
+    A text-to-image model is written as a diffusers pipeline folder."""
+    if hasattr(model, "save_pipeline"):
+        return model.save_pipeline(path, extra)
+    from obliviate.core.io import writing
+
+    path = Path(path)
+    with atomic_folder(path) as tmp:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         with writing(path / WEIGHTS, "the model"):
             save_file(state, str(tmp / WEIGHTS))
@@ -640,20 +677,20 @@ def save_denoiser(model: Denoiser, path: str | Path, extra: dict[str, Any] | Non
             "model": model.config.model_dump(mode="json"), "num_classes": model.num_classes,
             "image_size": model.image_size, "in_channels": model.in_channels,
             **model.extra_config(), **(extra or {})})
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
 def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
     """Rebuild a saved denoiser from its folder."""
     path = Path(path)
+    info = read_json(path / CONFIG) if (path / CONFIG).is_file() else {}
+    if info.get("architecture") == "text_pipeline" and info.get("format") == FORMAT:
+        from obliviate.diffusion.text import reload_text_pipeline
+
+        model = reload_text_pipeline(path, info).eval()
+        return model.to(device) if device is not None else model
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise ModelLoadError(f"{path}: not a saved model (expected {CONFIG} and {WEIGHTS})")
-    info = read_json(path / CONFIG)
     if info.get("format") != FORMAT:
         raise ModelLoadError(f"{path}/{CONFIG}: not an obliviate denoiser")
     config = ModelConfig.model_validate({**info["model"], "pretrained": None})

@@ -34,6 +34,8 @@ class UnlearnTrainOverrides(StrictModel):
     batch_size: int | None = Field(default=None, ge=1)
     checkpoint_every: int | None = Field(default=None, ge=1)
     log_every: int | None = Field(default=None, ge=1)
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
 
 
 class UnlearnConfig(UnlearnSection):

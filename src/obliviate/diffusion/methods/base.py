@@ -28,6 +28,7 @@ from obliviate.diffusion.models import Denoiser, PromptDenoiser, save_denoiser
 from obliviate.diffusion.task import forget_classes, retain_classes
 from obliviate.diffusion.training import (
     LoopOutcome,
+    MixedPrecision,
     StepFn,
     batch_indices,
     remove_checkpoints,
@@ -44,6 +45,9 @@ class DiffusionMethodConfig(MethodConfig):
     max_grad_norm: float | None = Field(default=1.0, gt=0)
     checkpoint_every: int = Field(default=50, ge=1)
     log_every: int = Field(default=10, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    mixed_precision: MixedPrecision = Field(
+        default="no", description="bf16 (CPU or GPU) or fp16 (GPU) autocast; weights stay fp32")
 
 
 @dataclass
@@ -127,7 +131,8 @@ class DiffusionUnlearningMethod(UnlearningMethod):
                         seed=cfg.seed, max_grad_norm=cfg.max_grad_norm,
                         checkpoint_dir=ctx.checkpoint_dir, checkpoint_every=cfg.checkpoint_every,
                         log_every=cfg.log_every, description=f"unlearn ({type(self).__name__})",
-                        **kwargs)
+                        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+                        mixed_precision=cfg.mixed_precision, **kwargs)
 
     def run(self, model: Denoiser, task: UnlearningTask, out_dir: Any = None,
             ctx: UnlearnContext | None = None, save: bool = True) -> MethodOutcome:

@@ -89,7 +89,9 @@ class ForgetMeNot(DiffusionUnlearningMethod):
     def unlearn(self, model: Denoiser, ctx: UnlearnContext) -> LoopOutcome:
         assert isinstance(model, PromptDenoiser)
         cfg = self.config
-        positions = [model.CONCEPT_POSITION]
+        text = getattr(model, "concept_positions", None)  # a text prompt's word tokens
+        positions = sorted({i for c in ctx.forget for i in text(c)}) if text \
+            else [model.CONCEPT_POSITION]
 
         def step_fn(step: int, gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
             x, y = ctx.batch("forget", cfg.batch_size, gen)
