@@ -4,7 +4,11 @@ Importing this package registers the ``tofu``, ``mia``, ``memorization`` and ``m
 :data:`obliviate.core.registry.SUITES` (modality ``llm``).
 """
 
-from obliviate.llm.evaluation import mcq, muse  # noqa: F401  (register the mcq, muse suites)
+from obliviate.llm.evaluation import (  # noqa: F401  (register the mcq, lm_eval, muse suites)
+    lm_eval_suite,
+    mcq,
+    muse,
+)
 from obliviate.llm.evaluation.generation import greedy_generate
 from obliviate.llm.evaluation.scorer import AnswerScore, AnswerScorer, RecordScores
 from obliviate.llm.evaluation.suites import (
