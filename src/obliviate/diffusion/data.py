@@ -21,9 +21,6 @@ import numpy as np
 
 from obliviate.core.errors import DataError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                  ".ppm")
-
 
 @dataclass(frozen=True, eq=False)
 class ImageRecord:

@@ -26,7 +26,6 @@ from obliviate.core.task import UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat
 from obliviate.llm.data.records import QARecord
 
-PROBE_METRICS = ("rouge", "prob")
 T = TypeVar("T")
 
 

@@ -89,9 +89,6 @@ OPEN_UNLEARNING_KEYS: dict[str, dict[str, str]] = {
 }
 """OpenUnlearning metric keys (in ``TOFU_EVAL.json``) that hold each per-question quantity."""
 
-_TABLE_NAMES = {"prob": "Prob.", "rouge": "ROUGE", "truth_ratio": "Truth Ratio"}
-
-
 # --------------------------------------------------------------------------------------------
 # Per-question inputs
 # --------------------------------------------------------------------------------------------

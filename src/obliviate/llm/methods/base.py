@@ -34,7 +34,7 @@ from obliviate.llm.data.formatting import (
 )
 from obliviate.llm.data.records import QARecord
 from obliviate.llm.methods.losses import nll, sequence_logprob
-from obliviate.llm.models import LoraSettings, apply_lora, count_parameters, merge_lora, save_model
+from obliviate.llm.models import LoraSettings, apply_lora, merge_lora, save_model
 from obliviate.llm.training import (
     TrainConfig,
     TrainOutcome,
@@ -368,7 +368,3 @@ class ProxySelector:
                 "retain_weight": self.ctx.selection.retain_weight,
                 "every": self.ctx.selection.every, "selected": self.best,
                 "history": self.history}
-
-
-def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
-    return count_parameters(model)
