@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -22,6 +23,7 @@ import obliviate.llm.methods  # noqa: F401  (registers the catalogue the space d
 from obliviate.cli.main import app
 from obliviate.core.errors import ConfigError
 from obliviate.core.hypervolume import front_indices, hypervolume, hypervolume_curve
+from obliviate.core.report import write_report
 from obliviate.core.search import SearchSpec, derived_space, method_space, run_search
 from obliviate.core.store import ResultsStore, ingest_run, open_many, store_path
 from obliviate.core.sweep import SweepSpec, load_results, run_sweep
@@ -276,3 +278,22 @@ def test_a_seeded_search_reaches_at_least_the_grids_hypervolume(tmp_path):
     assert sum(r["kind"] == "trial" for r in rows) == 12
     assert run.read_record()["stages"]["search"]["status"] == "done"
     assert os.path.isfile(root / "search" / "study.db")
+
+    # the report shows the search beside the grid, and a report across runs merges them
+    html, data_path = write_report(root)
+    data = json.loads(data_path.read_text())
+    assert data["search"]["grid"]["npo"]["hypervolume"] == pytest.approx(grid_hv)
+    assert data["search"]["studies"][0]["hypervolume"] == pytest.approx(search_hv)
+    assert "Search: hypervolume against trials" in html.read_text()
+    assert len(data["pareto"]["configurations"]) == 24  # the grid's 12 and the search's 12
+    shutil.copytree(root, tmp_path / "copy", symlinks=True)
+    across = CliRunner().invoke(app, ["report", str(root), str(tmp_path / "copy"), "-o",
+                                      str(tmp_path / "across")])
+    assert across.exit_code == 0, across.stderr
+    merged = json.loads((tmp_path / "across" / "report.json").read_text())
+    assert [r["name"] for r in merged["runs"]] == ["run", "copy"]
+    assert [r["trials"] for r in merged["runs"]] == [12, 12]
+    assert len(merged["pareto"]["configurations"]) == 48
+    assert len(merged["leaderboard"]) == 2 * len(data["ranking"])
+    # every cell and trial, and the target and oracle evaluations from each run's record
+    assert len(pd.read_csv(tmp_path / "across" / "results.csv")) == 2 * (12 + 12 + 2)

@@ -43,7 +43,9 @@ def refresh_costs(run_dir: Path, modality: str) -> None:
 
 @friendly_errors
 def report(
-    run_dir: Annotated[str, typer.Argument(help="a run directory (e.g. runs/demo)")],
+    run_dirs: Annotated[list[str], typer.Argument(
+        help="a run directory (e.g. runs/demo), or several (runs/*) for one report across "
+             "them")],
     rule: Annotated[str | None, typer.Option(
         help="how each method's reported point is chosen: threshold:T (max utility with "
              "forgetting >= T; default threshold:0.5 or the sweep's rule), proxy:KEY "
@@ -59,8 +61,15 @@ def report(
     allow_oracle: Annotated[bool, typer.Option(
         help="allow a selection rule that reads oracle-derived metrics (the report says so)"
     )] = False,
+    output: Annotated[str | None, typer.Option(
+        "--output", "-o", help="with several runs: where the report across them goes "
+                               "(default: report_across/ beside the first run)")] = None,
 ) -> None:
     """Write RUN_DIR/report/: report.html (self-contained), report.json, leaderboard.md.
+
+    With several run directories (`obliviate report runs/*`), one report across them: each run
+    scored against its own oracle, one leaderboard and one Pareto plot, from the runs' results
+    stores (exported beside it as results.csv).
 
     The page opens with a verdict (closest to the oracle on all axes, over-forgetting,
     output-only suppression, what nothing reached) and the ranking by distance to the oracle
@@ -75,13 +84,25 @@ def report(
     from obliviate.core.io import read_json
     from obliviate.core.report import write_report
 
-    root = Path(run_dir)
+    axes = {k: v for k, v in (("forgetting", forgetting), ("utility", utility),
+                              ("robustness", robustness)) if v}
+    if len(run_dirs) > 1:
+        from obliviate.core.report_runs import write_runs_report
+
+        for d in run_dirs:
+            if not (Path(d) / "run.json").is_file():
+                fail(f"{d}: not a run directory (no run.json)")
+        html, data = write_runs_report(run_dirs, output, rule=rule, axes=axes or None,
+                                       allow_oracle=allow_oracle)
+        typer.echo(f"report across {len(run_dirs)} runs: {html}")
+        typer.echo(f"leaderboard: {html.parent / 'leaderboard.md'}")
+        typer.echo(f"every result: {html.parent / 'results.csv'}")
+        return
+    root = Path(run_dirs[0])
     if not (root / "run.json").is_file():
         fail(f"{root}: not a run directory (no run.json)")
     modality = read_json(root / "run.json").get("modality", "llm")
     refresh_costs(root, modality)
-    axes = {k: v for k, v in (("forgetting", forgetting), ("utility", utility),
-                              ("robustness", robustness)) if v}
     html, data = write_report(root, rule=rule, axes=axes or None, allow_oracle=allow_oracle)
     typer.echo(format_verdict(data))
     typer.echo(f"report: {html}")

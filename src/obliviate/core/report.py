@@ -45,6 +45,7 @@ from obliviate.core.pareto import (
     parse_rule,
     select_reported,
 )
+from obliviate.core.report_search import search_section
 from obliviate.core.rundir import RunDir, utc_now
 from obliviate.core.sweep import load_results, load_spec
 from obliviate.core.verdict import THRESHOLDS, verdict
@@ -358,6 +359,7 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         "samples": {r.label: s for r in shown if (s := samples(r))},
         "images": {r.label: [str(p) for p in images(r)] for r in shown if images(r)},
         "sweep": spec.model_dump() if spec else None,
+        "search": search_section(run.root, lambda m: axis_map.score(m, refs)[0]),
     }
 
 

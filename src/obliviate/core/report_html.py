@@ -196,6 +196,22 @@ def _pareto(data: dict[str, Any], png: bytes | None) -> str:
     return "".join(parts)
 
 
+def _search(data: dict[str, Any]) -> str:
+    from obliviate.core.report_search import search_png, search_rows
+
+    section = data["search"]
+    uri = base64.b64encode(search_png(section)).decode("ascii")
+    study = section["studies"][0]
+    return (f'<img class="plot" alt="hypervolume against trials" '
+            f'src="data:image/png;base64,{uri}">'
+            f"<p class='muted'>Hypervolume of ({escape(', '.join(study['objectives']))}) "
+            f"against the reference point {escape(str(study['reference_point']))}, every axis "
+            "maximised: the volume the non-dominated settings cover, after each trial of a "
+            "search, and for the grid's cells of the same method.</p>"
+            + table(["method", "way", "settings", "hypervolume", "± std"],
+                    search_rows(section), left=2))
+
+
 def _methods(data: dict[str, Any]) -> str:
     rows = []
     for method, info in data["methods"].items():
@@ -295,6 +311,8 @@ def render_html(data: dict[str, Any], png: bytes | None) -> str:
                 ("attacks", "Attacks", _attacks(data)),
                 ("costs", "Cost against retraining", _costs(data)),
                 ("samples", "Samples", _samples(data))]
+    if data.get("search"):
+        sections.insert(5, ("search", "Search: hypervolume against trials", _search(data)))
     if data.get("warnings"):  # numbers a reader should not take as they are, recorded by the run
         sections.insert(1, ("warnings", "Warnings", "<ul>" + "".join(
             f"<li>{escape(w)}</li>" for w in data["warnings"]) + "</ul>"))

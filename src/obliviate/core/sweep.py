@@ -290,13 +290,15 @@ def run_sweep(spec: SweepSpec, root: str | Path, run_cell: CellRunner, executor:
 
 
 def load_results(root: str | Path) -> list[dict[str, Any]]:
-    """The finished cells of a sweep, in plan order (every ``sweep/*/done`` without a plan)."""
+    """The finished cells of a run: the grid's in plan order, then any other finished cell (a
+    search's trials, ``kind: trial``) by id."""
     root = Path(root)
     plan = root / "sweep" / "plan.json"
+    markers = []
     if plan.is_file():
         markers = [cell_dir(root, c["cell_id"]) / DONE for c in read_json(plan)["cells"]]
-    else:
-        markers = sorted((root / "sweep").glob(f"*/{DONE}"))
+    planned = set(markers)
+    markers += [p for p in sorted((root / "sweep").glob(f"*/{DONE}")) if p not in planned]
     return [read_json(p) for p in markers if p.is_file()]
 
 
