@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from obliviate.core.benchmark import headline
 from obliviate.core.io import sha256_dir
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
@@ -31,18 +32,14 @@ from obliviate.core.stages import (
     verify_model,
 )
 from obliviate.core.task import UnlearningTask
+from obliviate.llm import MODALITY
 from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.task import build_task
 
-# (label, summary key) of the numbers a table of LLM results shows first
-HEADLINE = [
-    ("forget Prob", "tofu/forget/prob"), ("forget ROUGE", "tofu/forget/rouge"),
-    ("retain Prob", "tofu/retain/prob"), ("retain ROUGE", "tofu/retain/rouge"),
-    ("Utility", "tofu/model_utility"), ("Forget Q.", "tofu/forget_quality"),
-    ("MIA AUC", "mia/forget/mia_min_k"), ("PrivLeak", "mia/forget/privleak_min_k"),
-    ("Extraction", "memorization/forget/extraction_strength"),
-]
+# (label, summary key) of the numbers a table of LLM results shows first: every registered
+# benchmark's headline declaration (llm/benchmarks/), in one list; tables show the present keys
+HEADLINE = headline(MODALITY)
 
 
 def weights_sha256(path: str | Path) -> str | None:
