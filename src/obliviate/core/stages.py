@@ -88,7 +88,7 @@ def record_task(run: RunDir, task: UnlearningTask) -> UnlearningTask:
             if old != new:
                 changed = [n for n in sorted(set(old) | set(new)) if old.get(n) != new.get(n)]
                 raise ObliviateError(
-                    f"{run.root}: the task's data differ from what this run recorded (split "
+                    f"{run.root}: this run recorded different data for its task (split "
                     f"{', '.join(changed)}: sha256 {str(old.get(changed[0]))[:12]} -> "
                     f"{str(new.get(changed[0]))[:12]}); use a new --output for new data, or "
                     "--force to redo this run with it")
