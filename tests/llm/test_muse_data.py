@@ -106,3 +106,27 @@ def test_bad_data_is_a_one_line_error(tmp_path):
         load_muse_rows(tmp_path, "rawz", "forget")
     with pytest.raises(DataError, match="not a folder and not a MUSE hub id"):
         load_muse(tmp_path / "missing")
+
+
+def test_hub_id_reads_through_datasets(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(hub_id, config, split):
+        calls.append((hub_id, config, split))
+        return [{"prompt": "p", "gt": " g", "rougeL_target": 0.1}]
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    rows, where = load_muse_rows("muse-bench/MUSE-Books", "verbmem", "forget", "books")
+    assert rows == [{"prompt": "p", "gt": " g"}] and where == "muse-bench/MUSE-Books:verbmem/forget"
+    assert calls == [("muse-bench/MUSE-Books", "verbmem", "forget")]
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no network\nmore")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
+    with pytest.raises(DataError, match="cannot load muse-bench/MUSE-News raw/forget from the "
+                                        "hub: ConnectionError: no network$"):
+        load_muse_rows("muse-bench/MUSE-News", "raw", "forget")

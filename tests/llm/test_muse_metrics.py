@@ -184,3 +184,20 @@ def test_attack_probe_of_a_plain_text_forget_set_is_verbmem(tok, model):
     assert out["generations"][0] == gen
     assert out["rouge"][0] == pytest.approx(m.rouge_l_f1(gen, ref))
     assert len(out["rouge"]) == len(out["prob"]) == 3
+
+
+def test_qa_without_tofu_fields_evaluates_with_the_skips_stated(tok, model):
+    """Question/answer records without paraphrased or perturbed answers: TOFU's truth ratio
+    and Forget Quality are skipped with the reason, against an oracle too; nothing fails."""
+    fmt = resolve_format(tok, "base")
+    qa = [QARecord("Which town approved the loop?", "Lowmere"), QARecord("Who?", "Ilo Varrek")]
+    splits = {"forget": DataSplit("f", qa[:1]), "retain": DataSplit("r", qa[1:]),
+              "holdout": DataSplit("h", [QARecord("Where?", "Quill Bay")])}
+    opts = {"tofu": {"max_new_tokens": 4}, "mia": {"attacks": ["loss"]}}
+    oracle = evaluate(model, tok, fmt, splits, suites=["tofu", "mia"], options=opts)
+    out = evaluate(model, tok, fmt, splits, suites=["tofu", "mia"], options=opts,
+                   oracle_results={s: o.result for s, o in oracle.items()})
+    tofu = out["tofu"].result
+    assert "forget/prob" in tofu.metrics and "forget_quality" not in tofu.metrics
+    assert tofu.provenance["skipped"]["forget_quality"] == "the forget split has no truth ratio"
+    assert "forget/privleak_loss" in out["mia"].result.metrics

@@ -28,6 +28,7 @@ from typing import Any, Literal
 from obliviate.core.errors import DataError
 from obliviate.core.io import read_json
 from obliviate.core.task import DataSplit
+from obliviate.llm.data.hub import hub_rows
 from obliviate.llm.data.records import QARecord
 
 Corpus = Literal["news", "books"]
@@ -97,19 +98,6 @@ def _rows_from_parquet(paths: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
-def _rows_from_hub(hub_id: str, config: str, split: str) -> list[dict[str, Any]]:
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise DataError(f"MUSE {config}/{split}: no local folder given and the `datasets` "
-                        f"package is not installed to read the hub dataset {hub_id}") from None
-    try:
-        return list(load_dataset(hub_id, config, split=split))
-    except Exception as exc:  # network and hub errors vary by version
-        raise DataError(f"cannot load {hub_id} {config}/{split} from the hub: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-
-
 def _local_rows(root: Path, corpus: str, config: str, split: str
                 ) -> tuple[list[dict[str, Any]], str] | None:
     shards = sorted((root / config).glob(f"{split}-*.parquet"))
@@ -141,7 +129,8 @@ def load_muse_rows(source: str | Path, config: str, split: str, corpus: Corpus =
                             f"{config}/{split}-00000-of-00001.parquet and "
                             f"data/{corpus}/{config}/{split}.json)")
     elif str(source) in HUB_IDS.values():
-        found = _rows_from_hub(str(source), config, split), f"{source}:{config}/{split}"
+        found = (hub_rows(str(source), config, split, f"MUSE {config}/{split}"),
+                 f"{source}:{config}/{split}")
     else:
         raise DataError(f"{source}: not a folder and not a MUSE hub id "
                         f"({', '.join(HUB_IDS.values())})")

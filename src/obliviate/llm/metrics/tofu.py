@@ -275,9 +275,11 @@ class ForgetQuality(TofuAggregate):
     truth ratios and the oracle's."""
 
     def compute(self, inputs: Any, split: str | None = None) -> MetricResult | None:
-        oracle = _oracle_items(inputs, self.options)
         forget = _complete(inputs, self.options).get("forget")
-        if oracle is None or forget is None:
+        if forget is None:  # no truth ratio (no perturbed answers): skipped, see _skipped
+            return None
+        oracle = _oracle_items(inputs, self.options)
+        if oracle is None:
             return None
         ratios = agg.truth_ratios(forget)
         fq, ks = agg.forget_quality(ratios, agg.truth_ratios(oracle), self.options.ks_method)
