@@ -33,6 +33,7 @@ from obliviate.core.stages import (
 )
 from obliviate.core.task import UnlearningTask
 from obliviate.llm import MODALITY
+from obliviate.llm.data.jsonl import load_jsonl as load_request_file  # noqa: F401
 from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.task import build_task
