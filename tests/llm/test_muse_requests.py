@@ -174,3 +174,21 @@ def test_scaling_sweep_on_a_tiny_model(runs):
         stages = json.loads((run / step["run"] / "run.json").read_text())["stages"]
         assert stages["unlearn_grad_ascent"]["target"].endswith("models/target")
     assert (run / "scaling" / "scaling.png").is_file()
+
+
+def test_requests_from_files(tmp_path):
+    """unlearn.requests.files: one JSONL file per request, read by the LLM pipeline's loader."""
+    from obliviate.llm import pipeline
+
+    for i in (1, 2):
+        (tmp_path / f"r{i}.jsonl").write_text(json.dumps({"text": f"document {i}"}) + "\n")
+    task = UnlearningTask("t", "llm", DataSplit("forget", [QARecord("", "document 1"),
+                                                           QARecord("", "document 2")]),
+                          DataSplit("retain", [_rec("r1")]))
+    config = RequestsConfig(files=[str(tmp_path / "r1.jsonl"), str(tmp_path / "r2.jsonl")])
+    parts = request_parts(task, config, pipeline.load_request_file)
+    assert [[r.answer for r in p] for p in parts] == [["document 1"], ["document 2"]]
+    assert [r.answer for r in request_task(task, parts, 1).retain] == [
+        "answer to r1", "document 2"]
+    with pytest.raises(Exception, match="cannot read request files"):
+        request_parts(task, config)
