@@ -23,10 +23,15 @@ the notebook that produced the paper's released Zephyr-7B model (``run_rmu_zephy
   Why: c = 6.5 was tuned for Zephyr-7B, and a fixed c does nothing on a model whose residual
   stream is larger. Measured on SmolLM2-135M-Instruct (30 layers, width 576), the per-token norm
   of the layer-7 output is 145 on average (median 120; the first token 784): c·u with c = 6.5 is
-  1/20 of the activations, so the forget term mostly asks to *shrink* ``h_l`` towards 0, which
-  the three down-projections at lr 5e-5 barely do in a few steps while α = 1200 holds the retain
-  activations (BENCHMARKS.md: unchanged after 15 steps). With the adaptive rule c ≈ 730 there.
-  The paper has no rule for α, the layer or the learning rate; they stay the WMDP values.
+  1/20 of the activations, so the forget term only asks to *shrink* ``h_l`` towards 0. With the
+  adaptive rule c ≈ 690 there. Measured (8 steps, batch 4, the synthetic hazard corpus, layer 7,
+  lr 1e-3): fixed c moves the forget activations by 9.6% but their cosine with u stays 0.005;
+  adaptive c turns them towards u (cosine 0.003 → 0.062, 7.5% change; retain 2%). How *far*
+  they move is set by the learning rate and the number of steps, not by c: AdamW normalises the
+  gradient's scale, and at lr 5e-5 8 steps move them by 0.9% whichever c (BENCHMARKS.md's
+  15 TOFU steps at 5e-5 left RMU unchanged for that reason too). The paper has no rule for α,
+  the layer or the learning rate; they stay the WMDP values, and a CPU budget of a few dozen
+  steps needs a larger learning rate (the recipe's ``unlearn.method_args.rmu.learning_rate``).
 * ``layer`` = 7, trained parameters ``mlp.down_proj.weight`` of layers 5, 6, 7 (the reference's
   ``layer_ids=5,6,7``, ``param_ids=6``, which is ``mlp.down_proj.weight`` in a Mistral/Llama
   decoder layer; OpenUnlearning: ``model\\.layers\\.(5|6|7)\\.mlp\\.down_proj\\.weight``).
