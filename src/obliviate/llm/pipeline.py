@@ -284,7 +284,11 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     def load(name: str) -> AttackTarget:
         model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
-        return AttackTarget(name, model, tokenizer, fmt)
+        target = AttackTarget(name, model, tokenizer, fmt)
+        # what the attacks measure on the oracle is kept on disk inside the run, keyed by its
+        # weights: a resumed or repeated attack stage reads it instead of measuring it again
+        return target.persist(run.root / "cache" / "attack_probes") if name == "oracle" \
+            else target
 
     target = ResidentModels(load)  # the oracle stays, with what the attacks measured on it
 

@@ -26,7 +26,7 @@ from obliviate.core.result import EvalResult
 from obliviate.core.task import DataSplit
 from obliviate.llm.data.formatting import PromptFormat
 from obliviate.llm.data.records import QARecord
-from obliviate.llm.evaluation.generation import greedy_generate
+from obliviate.llm.evaluation.generation import DEFAULT_BATCH_SIZE
 from obliviate.llm.evaluation.scorer import AnswerScore, AnswerScorer, RecordScores, ScoreMode
 
 MODALITY = "llm"
@@ -39,7 +39,8 @@ class EngineOptions(StrictModel):
     batch_size: int = Field(default=16, ge=1, description="rows per scoring forward pass")
     batch_tokens: int = Field(default=4096, ge=1, description="tokens per scoring forward pass")
     max_length: int = Field(default=512, ge=8, description="prompt + answer tokens, truncated")
-    generation_batch_size: int = Field(default=16, ge=1)
+    generation_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1,
+                                       description="most rows decoded together")
     scorer_mode: ScoreMode = "prefix"
     progress: bool = False
 
@@ -78,6 +79,7 @@ class EvalSession:
                                    max_length=self.engine.max_length,
                                    batch_tokens=self.engine.batch_tokens,
                                    mode=self.engine.scorer_mode, progress=self.engine.progress)
+        self.scorer.generation_batch_size = self.engine.generation_batch_size
         self._generations: dict[tuple[str, int], str] = {}
         self.generation_seconds = 0.0
 
@@ -100,9 +102,14 @@ class EvalSession:
                 for r in need.records:
                     records.append(r)
                     answers.append(_answers(r) if need.all_answers else [r.answer])
+        # generation continues from the prompt caches of this scoring pass (one prefill)
+        generate = {r.question: n.max_new_tokens for n in plain if n.max_new_tokens is not None
+                    for r in n.records}
         if records:
             self.scorer.score(records, answers, token_stats=any(n.token_stats for n in plain),
-                              desc=f"scoring {self.name}")
+                              desc=f"scoring {self.name}", generate=generate)
+            self.generation_seconds += self.scorer.generation_stats.seconds
+            self.scorer.generation_stats.seconds = 0.0
         budgets = sorted({n.max_new_tokens for n in plain if n.max_new_tokens is not None})
         for budget in budgets:
             questions = [r.question for n in plain if n.max_new_tokens == budget
@@ -125,9 +132,7 @@ class EvalSession:
                                   if (q, max_new_tokens) not in self._generations))
         if todo:
             start = time.perf_counter()
-            texts = greedy_generate(self.model, self.tokenizer, self.fmt, todo, max_new_tokens,
-                                    batch_size=self.engine.generation_batch_size,
-                                    progress=self.engine.progress)
+            texts = self.scorer.generations(todo, max_new_tokens)
             self.generation_seconds += time.perf_counter() - start
             for question, text in zip(todo, texts, strict=True):
                 self._generations[(question, max_new_tokens)] = text
