@@ -57,7 +57,6 @@ from obliviate.core.errors import ConfigError, ObliviateError
 from obliviate.core.hypervolume import front_indices, hypervolume, hypervolume_curve
 from obliviate.core.io import atomic_write_json, read_json
 from obliviate.core.recipe import StrictModel, validate
-from obliviate.core.record import Json, StageRecord, register_stage_kind
 from obliviate.core.registry import METHODS
 from obliviate.core.rundir import utc_now
 from obliviate.core.sweep import (
@@ -143,18 +142,6 @@ class SearchSpec(StrictModel):
             raise ConfigError(f"search.reference_point: {sorted(unknown)} are not objectives "
                               f"({', '.join(self.objectives)})")
         return [float(self.reference_point.get(o, 0.0)) for o in self.objectives]
-
-
-class SearchRecord(StageRecord):
-    """``search``: a multi-objective search over trials below this run."""
-
-    executor: str | None = None
-    spec: Json | None = None
-    trials: dict[str, int] | None = None
-    hypervolume: dict[str, float] | None = None
-
-
-register_stage_kind("search", SearchRecord)
 
 
 def split_search(data: dict[str, Any], source: str = "recipe"
