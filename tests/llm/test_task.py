@@ -104,8 +104,15 @@ def test_unknown_benchmark_lists_the_registered_ones():
     assert "jsonl" in message and "synthetic" in message and "tofu" in message
 
 
-def test_a_key_of_another_benchmark_is_named():
+def test_a_key_of_another_benchmark_is_set_aside_and_an_unknown_key_is_named():
+    """`obliviate finetune demo task.source=jsonl task.forget_path=...` switches the demo's
+    benchmark by an override: the synthetic benchmark's own keys still in the recipe must not
+    stop it, while a key that no benchmark knows stays an error naming it."""
     from obliviate.core.recipe import validate
 
-    with pytest.raises(ConfigError, match="forget_split: Extra inputs are not permitted"):
-        validate(TaskConfig, {"benchmark": "synthetic", "forget_split": "forget01"})
+    task = validate(TaskConfig, {"benchmark": "synthetic", "forget_split": "forget01"})
+    assert task.benchmark == "synthetic" and "forget_split" not in task.model_dump()
+    with pytest.raises(ConfigError, match="forget_splt: Extra inputs are not permitted"):
+        validate(TaskConfig, {"benchmark": "synthetic", "forget_splt": "forget01"})
+    with pytest.raises(ConfigError, match="forget_path"):
+        validate(TaskConfig, {"benchmark": "jsonl", "synthetic": {"num_people": 3}})

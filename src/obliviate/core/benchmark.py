@@ -143,7 +143,13 @@ class TaskSection(StrictModel):
             raise ValueError(str(exc)) from None
         own = set(cls.model_fields) - {"settings"}
         mine = {k: v for k, v in data.items() if k in own}
-        rest = {k: v for k, v in data.items() if k not in own}
+        # a recipe switched to another benchmark by an override (task.source=jsonl on the
+        # demo) still holds the first one's keys: those of another registered benchmark are
+        # set aside; a key no benchmark knows is still an error
+        accepted = set(bench.config_class.model_fields)
+        foreign = {key for entry in BENCHMARKS.entries(cls.modality) if entry.obj is not bench
+                   for key in entry.obj.config_class.model_fields} - accepted
+        rest = {k: v for k, v in data.items() if k not in own and k not in foreign}
         try:
             settings = bench.config_class.model_validate(rest)
         except ValidationError as exc:  # one line naming the key, as every recipe error does
