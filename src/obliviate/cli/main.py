@@ -113,12 +113,16 @@ def unlearn(
     run = pipeline.open_run(config, output, command_line(), force=force,
                             allow_modified=allow_modified)
     task = pipeline.prepare_task(config, run)
-    if config.unlearn.requests is not None:  # deletion requests one after another
-        from obliviate.core.requests import run_requests
+    if config.unlearn.requests or config.unlearn.scaling:  # requests over time, growing sets
+        from obliviate.core.requests import run_requests, run_scaling
 
-        summary = run_requests(pipeline, config, run, task, method or None, command_line(),
-                               getattr(pipeline, "load_request_file", None))
-        typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
+        if config.unlearn.requests:
+            summary = run_requests(pipeline, config, run, task, method or None, command_line(),
+                                   getattr(pipeline, "load_request_file", None))
+            typer.echo(f"{len(summary['after'])} requests: {run.root / 'requests'}")
+        if config.unlearn.scaling:
+            summary = run_scaling(pipeline, config, run, task, method or None, command_line())
+            typer.echo(f"{len(summary['after'])} forget-set sizes: {run.root / 'scaling'}")
         return
     done = pipeline.unlearn_stage(config, run, task, method or None)
     write_run_cards(run.root, run.read_record())
