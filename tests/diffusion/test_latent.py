@@ -137,7 +137,7 @@ def test_the_stages_run_in_latent_space(sd_folder, tmp_path, digits_task):
         assert 0.0 <= value <= 1.0
     attacks = pipeline.attack_stage(config, run, task, models=["unlearned/esd_x"])
     assert set(attacks["unlearned/esd_x"]) == {"embedding", "concept_vector", "relearning"}
-    unlearned = load_denoiser(run.model("unlearned/uce") / "model")
+    unlearned = load_denoiser(run.model("unlearned/uce"))  # the printed folder loads
     assert unlearned.codec is not None and unlearned.image_shape == (1, 8, 8)
     assert unlearned.codec is target.codec  # one frozen VAE read once, shared by every model
 
