@@ -65,6 +65,7 @@ from obliviate.core.sweep import (
     attempt_cell,
     cell_dir,
     make_cell,
+    methods_mapping,
     record_finished,
     start_ray,
 )
@@ -124,13 +125,7 @@ class SearchSpec(StrictModel):
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            value = {str(name): {} for name in value}
-        if isinstance(value, dict):
-            value = {k: (v or {}) for k, v in value.items()}
-            if not value:
-                raise ValueError("list at least one method")
-        return value
+        return methods_mapping(value)
 
     @property
     def startup(self) -> int:

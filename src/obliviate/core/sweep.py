@@ -71,13 +71,7 @@ class SweepSpec(StrictModel):
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, value: Any) -> Any:
-        if isinstance(value, (list, tuple)):
-            value = {str(name): {} for name in value}
-        if isinstance(value, dict):
-            value = {k: (v or {}) for k, v in value.items()}
-            if not value:
-                raise ValueError("list at least one method")
-        return value
+        return methods_mapping(value)
 
     @field_validator("grid")
     @classmethod
@@ -86,6 +80,18 @@ class SweepSpec(StrictModel):
         if empty:
             raise ValueError(f"no values for {empty[0]!r}")
         return value
+
+
+def methods_mapping(value: Any) -> Any:
+    """A recipe's ``methods:`` as ``{method: its own settings}`` (a list names methods with
+    none); an empty one is refused. Shared by the sweep and search sections."""
+    if isinstance(value, (list, tuple)):
+        value = {str(name): {} for name in value}
+    if isinstance(value, dict):
+        value = {k: (v or {}) for k, v in value.items()}
+        if not value:
+            raise ValueError("list at least one method")
+    return value
 
 
 def split_sweep(data: dict[str, Any], source: str = "recipe") -> tuple[dict[str, Any], SweepSpec]:

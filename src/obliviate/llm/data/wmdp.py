@@ -33,6 +33,7 @@ from typing import Any
 
 from obliviate.core.errors import DataError
 from obliviate.core.task import DataSplit
+from obliviate.llm.data.hub import hub_rows
 from obliviate.llm.data.muse import _rows_from_parquet
 from obliviate.llm.data.records import QARecord
 
@@ -104,19 +105,6 @@ class MCQItem:
                    subject if isinstance(subject, str) else None)
 
 
-def _hub_rows(hub_id: str, config: str, split: str) -> list[dict[str, Any]]:
-    try:
-        from datasets import load_dataset
-    except ImportError:
-        raise DataError(f"WMDP {config}: no local folder given and the `datasets` package is "
-                        f"not installed to read {hub_id} from the hub") from None
-    try:
-        return list(load_dataset(hub_id, config, split=split))
-    except Exception as exc:  # network and hub errors vary by version
-        raise DataError(f"cannot load {hub_id} {config}/{split} from the hub: "
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
-
-
 def _jsonl_lines(path: Path) -> list[tuple[int, str]]:
     with open(path, encoding="utf-8") as handle:
         return [(n, line.rstrip("\n")) for n, line in enumerate(handle, 1) if line.strip()]
@@ -136,7 +124,8 @@ def _rows(source: str | Path, config: str, split: str, hub_id: str
         raise DataError(f"{root}: no {config}/{split}-*.parquet and no {config}.jsonl")
     if root.exists() or str(source).startswith(("/", ".", "~")):
         raise DataError(f"{source}: not a folder")
-    return _hub_rows(str(source), config, split), None, f"{source}:{config}/{split}"
+    return (hub_rows(str(source), config, split, f"WMDP {config}"), None,
+            f"{source}:{config}/{split}")
 
 
 def load_wmdp_questions(source: str | Path = QUESTIONS_HUB, config: str = "wmdp-bio",
