@@ -51,7 +51,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError, ObliviateError
 from obliviate.core.hypervolume import front_indices, hypervolume, hypervolume_curve
@@ -62,10 +62,10 @@ from obliviate.core.rundir import utc_now
 from obliviate.core.sweep import (
     DONE,
     CellRunner,
+    CellsSpec,
     attempt_cell,
     cell_dir,
     make_cell,
-    methods_mapping,
     record_finished,
     start_ray,
 )
@@ -94,7 +94,7 @@ class Range(StrictModel):
 Space = dict[str, Range | list[Any]]
 
 
-class SearchSpec(StrictModel):
+class SearchSpec(CellsSpec):
     """The ``search:`` section of a recipe (see the module docstring)."""
 
     methods: dict[str, Space]
@@ -104,13 +104,8 @@ class SearchSpec(StrictModel):
     startup_trials: int | None = Field(
         default=None, ge=1, description="random trials before TPE models the front, or "
         "NSGA-II's population size (default: max(4, trials // 3))")
-    seed: int = Field(default=0, description="the sampler's seed")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
-                             description="every trial runs each; objectives are their mean")
-    seed_keys: list[str] = Field(default_factory=lambda: [
-        "unlearn.train.seed", "unlearn.method_args.{method}.seed"])
-    methods_key: str = "unlearn.methods"
-    method_args_key: str = "unlearn.method_args.{method}"
+    seed: int = Field(default=0, description="the sampler's seed (every trial runs each of "
+                      "`seeds`; the objectives are their mean)")
     objectives: list[str] = Field(default_factory=lambda: ["forgetting", "utility"],
                                   min_length=1)
     reference_point: dict[str, float] = Field(
@@ -118,14 +113,6 @@ class SearchSpec(StrictModel):
     storage: str | None = Field(default=None, description="Optuna RDB storage URL")
     parallel: int = Field(default=1, ge=1, description="trials in flight (ray executor)")
     retries: int = Field(default=1, ge=0, description="re-runs of a trial whose cell raised")
-    attacks: list[str] = Field(default_factory=list)
-    rule: str = "threshold:0.5"
-    ray: dict[str, float] = Field(default_factory=lambda: {"num_cpus": 1})
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _methods(cls, value: Any) -> Any:
-        return methods_mapping(value)
 
     @property
     def startup(self) -> int:

@@ -54,11 +54,11 @@ DONE = "done"
 FAILED = "failed"
 
 
-class SweepSpec(StrictModel):
-    """The ``sweep:`` section of a recipe (see the module docstring)."""
+class CellsSpec(StrictModel):
+    """What a grid sweep and a search share: how a method's settings become a cell's recipe
+    overrides, the seeds each setting runs with, and what each cell faces."""
 
-    methods: dict[str, dict[str, list[Any]]]
-    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    methods: dict[str, Any]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     seed_keys: list[str] = Field(default_factory=lambda: [
         "unlearn.train.seed", "unlearn.method_args.{method}.seed"])
@@ -72,6 +72,13 @@ class SweepSpec(StrictModel):
     @classmethod
     def _methods(cls, value: Any) -> Any:
         return methods_mapping(value)
+
+
+class SweepSpec(CellsSpec):
+    """The ``sweep:`` section of a recipe (see the module docstring)."""
+
+    methods: dict[str, dict[str, list[Any]]]
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
 
     @field_validator("grid")
     @classmethod
