@@ -664,9 +664,9 @@ def _save_unlearned(result: UnlearnResult, path: Path, evaluation: EvaluationRes
     import shutil
     import tempfile
 
+    from obliviate.core.integrity import MANIFEST
     from obliviate.core.io import atomic_write_json
     from obliviate.core.modelcard import write_card
-    from obliviate.core.stages import MANIFEST
 
     path.mkdir(parents=True, exist_ok=True)
     if result.modality == "llm":

@@ -20,10 +20,10 @@ import typer
 
 from obliviate.cli.common import friendly_errors
 from obliviate.core.errors import ObliviateError
+from obliviate.core.integrity import model_differences
 from obliviate.core.io import sha256_dir
 from obliviate.core.record import ModelFiles
 from obliviate.core.rundir import RunDir
-from obliviate.core.stages import model_differences
 
 
 def _weights_on_disk(path: Path) -> str | None:

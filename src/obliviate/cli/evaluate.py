@@ -81,7 +81,7 @@ def run_eval(
 
 def echo_warnings(run) -> None:
     """The run's warnings under a table: numbers a reader should not take at face value."""
-    from obliviate.core.stages import run_warnings
+    from obliviate.core.integrity import run_warnings
 
     for line in run_warnings(run):
         typer.echo(f"warning: {line}")

@@ -8,7 +8,8 @@ an error where it is written, not a silent gap in the audit. Both modalities rec
 :class:`ModelFiles` for each model: the SHA-256 of every file of its folder (weights, config,
 tokenizer, generation config, manifest, VAE), its path relative to the run root, and, for a
 prompt-only model, the files of the model whose weights it uses. ``obliviate audit --verify``
-and every evaluation or attack re-hash them before use (:func:`obliviate.core.stages.verify_model`).
+and every evaluation or attack re-hash them before use
+(:func:`obliviate.core.integrity.verify_model`).
 
 A new stage kind is one :class:`StageRecord` subclass plus :func:`register_stage_kind`.
 """

@@ -36,6 +36,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from obliviate.core.errors import ObliviateError
+from obliviate.core.integrity import integrity_fields
 from obliviate.core.io import atomic_write_json, atomic_write_text, read_json, to_jsonable
 from obliviate.core.record import validate_stage
 
@@ -234,8 +235,6 @@ class RunDir:
             info["inputs"] = to_jsonable(info["inputs"])
             info["inputs_sha256"] = inputs_sha256(info["inputs"])
         if status == "done":
-            from obliviate.core.stages import integrity_fields
-
             info = {**integrity_fields(self, name, info), **info}
         if self.modified:
             info.setdefault("modified_models", [f"{m}: {', '.join(p)}"

@@ -14,25 +14,27 @@ from typing import Any, Literal
 import torch
 
 from obliviate.core.errors import ObliviateError
+from obliviate.core.integrity import (
+    MANIFEST,
+    model_digest,
+    verify_model,
+)
+from obliviate.core.integrity import recorded as _recorded
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
 from obliviate.core.stages import (
-    MANIFEST,
     ResidentModels,
     attack_loop,
     attack_targets,
     available_models,
     check_same_data,
     check_split_hashes,
-    model_digest,
     open_run,  # noqa: F401  (every pipeline offers the same stage functions)
     oracle_first,
     record_task,
     resolve_attacks,
-    verify_model,
 )
-from obliviate.core.stages import recorded as _recorded
 from obliviate.core.task import UnlearningTask
 from obliviate.diffusion.evaluation import HEADLINE  # noqa: F401  (the CLI's table columns)
 from obliviate.diffusion.recipe import DiffusionRecipe

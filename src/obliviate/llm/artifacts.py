@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.errors import ModelLoadError
+from obliviate.core.integrity import MANIFEST, base_model_path
 from obliviate.core.io import read_json
-from obliviate.core.stages import MANIFEST, base_model_path
 from obliviate.llm.data.formatting import PromptFormat, resolve_format
 from obliviate.llm.models import ModelConfig, load_pretrained
 

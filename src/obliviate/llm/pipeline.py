@@ -11,25 +11,27 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.benchmark import headline
+from obliviate.core.integrity import (
+    MANIFEST,
+    model_digest,
+    recorded,
+    verify_model,
+)
 from obliviate.core.io import sha256_dir
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
 from obliviate.core.stages import (
-    MANIFEST,
     ResidentModels,
     attack_loop,
     attack_targets,
     available_models,
     check_same_data,
     check_split_hashes,
-    model_digest,
     open_run,  # noqa: F401  (every pipeline offers the same stage functions)
     oracle_first,
     record_task,
-    recorded,
     resolve_attacks,
-    verify_model,
 )
 from obliviate.core.task import UnlearningTask
 from obliviate.llm import MODALITY
