@@ -62,7 +62,8 @@ def build_unlearned(run: Path) -> None:
 
 
 def build_interrupted(run: Path) -> None:
-    """A fine-tune that checkpointed, then died before saving its model (recorded: failed)."""
+    """A fine-tune that checkpointed (step 1 of 2: the last step is the model's save, never a
+    checkpoint), then died before saving its model (recorded: failed)."""
     with pytest.MonkeyPatch.context() as patch:
         def die(*args, **kwargs):
             raise KeyboardInterrupt
@@ -70,7 +71,7 @@ def build_interrupted(run: Path) -> None:
         patch.setattr("obliviate.llm.finetune.save_model", die)
         result = invoke(["finetune", "recipes/base.yaml", "-o", str(run), "--role", "target",
                          "finetune.checkpoint_every=1"])
-    assert result.exit_code == 130 and list(run.glob("checkpoints/target/step-2")), result.stderr
+    assert result.exit_code == 130 and list(run.glob("checkpoints/target/step-1")), result.stderr
 
 
 def build_diffusion(run: Path) -> None:

@@ -89,3 +89,32 @@ def test_bf16_mixed_precision_runs_the_loss_under_autocast():
                                         or m(torch.ones(1, 3)).pow(2).mean(), {}),
                StepBatches(0), LoopSettings(total_steps=1, learning_rate=0.01))
     assert plain == [False]
+
+
+def test_checkpoints_only_at_the_interval_never_at_the_last_step(tmp_path, monkeypatch):
+    """The last step is the caller's final save: a checkpoint there wrote the weights twice.
+    Without it the weights are bit-identical to a run that writes no checkpoint at all, and a
+    run killed after its last step resumes from the interval's checkpoint to the same weights."""
+    from obliviate.core import training
+
+    written = []
+    real = training.save_checkpoint
+    monkeypatch.setattr(training, "save_checkpoint", lambda ckpt, step, *a, **k: (
+        written.append(step) or real(ckpt, step, *a, **k)))
+    settings = LoopSettings(total_steps=6, learning_rate=0.05, checkpoint_every=3, log_every=1)
+    plain, checkpointed = _linear(), _linear()
+    train_loop(plain, _drawn_loss(), StepBatches(seed=2), settings)
+    train_loop(checkpointed, _drawn_loss(), StepBatches(seed=2), settings,
+               checkpoint_dir=tmp_path)
+    assert written == [3]
+    assert [p.name for p in tmp_path.iterdir()] == ["step-3"]
+    for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    again = _linear()  # killed before its save: the next run redoes steps 4-6 from step-3
+    out = train_loop(again, _drawn_loss(), StepBatches(seed=2), settings, checkpoint_dir=tmp_path)
+    assert out.resumed_from == 3 and written == [3]
+    for a, b in zip(plain.parameters(), again.parameters(), strict=True):
+        assert torch.equal(a, b)
+    every = LoopSettings(total_steps=2, learning_rate=0.05, checkpoint_every=5)
+    train_loop(_linear(), _drawn_loss(), StepBatches(seed=2), every, checkpoint_dir=tmp_path / "x")
+    assert written == [3] and not list((tmp_path / "x").glob("step-*"))

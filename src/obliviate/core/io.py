@@ -163,12 +163,23 @@ def sha256_records(records: Any) -> str:
     return digest.hexdigest()
 
 
+_FILE_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    """SHA-256 of a file's bytes, read once per process: the hash is kept under the file's
+    path, size, modification time and inode, so the weights a run just saved and the target
+    that every method of a command starts from are each hashed once (a file rewritten, even
+    in place, has a new modification time)."""
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if key not in _FILE_HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(chunk):
+                digest.update(block)
+        _FILE_HASHES[key] = digest.hexdigest()
+    return _FILE_HASHES[key]
 
 
 def sha256_dir(path: str | Path, patterns: tuple[str, ...] = ("*",)) -> str:

@@ -450,7 +450,10 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
             history.append(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             running = []
-        if ckpt is not None and (step % settings.checkpoint_every == 0 or step == total):
+        # at the configured interval only: the last step's state is the caller's final save,
+        # so a checkpoint there would write the same weights twice (a run killed between the
+        # last step and that save resumes from the checkpoint before)
+        if ckpt is not None and step % settings.checkpoint_every == 0 and step < total:
             accelerator.wait_for_everyone()
             if accelerator.is_main_process:
                 save_checkpoint(ckpt, step, named, optimizer, scheduler, history, running,

@@ -121,6 +121,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     import obliviate.llm.methods  # noqa: F401  (registers the catalogue)
     from obliviate.core.errors import ObliviateError
     from obliviate.core.io import atomic_write_json, sha256_file
+    from obliviate.core.pristine import pristine_copy
     from obliviate.core.profiling import peak_memory
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.finetune import base_model
@@ -150,7 +151,9 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             continue
         if not cfg.target:
             verify_model(run, "target")
-        model, tokenizer, fmt = load_model_for_eval(target, recipe.model)
+        model, tokenizer, fmt = pristine_copy(  # read from disk once for every method
+            ("llm", str(target.resolve()), depends["target"], recipe.model.model_dump_json()),
+            lambda: load_model_for_eval(target, recipe.model))
         if cls.starts_from == "base":
             model = base_model(recipe.model, tokenizer, recipe.seed)
         model.train()
