@@ -12,6 +12,7 @@ import importlib
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from obliviate.llm.data.records import QARecord
 from obliviate.llm.evaluation.mia import TokenStats
 from obliviate.llm.evaluation.scorer import AnswerScore, RecordScores
 
-for _package in ("obliviate.llm.evaluation", "obliviate.diffusion"):  # registers their metrics
+for _package in ("obliviate.llm.evaluation", "obliviate.diffusion.metrics"):  # registers them
     importlib.import_module(_package)
 
 CASES = {}
@@ -279,6 +280,115 @@ def _extraction_strength():
     got = metric("extraction_strength").compute(Inputs({"forget": [qa("q")]}, {
         Need.token_stats("forget"): stats}), "forget")
     assert got.value == pytest.approx(0.75)
+
+
+# -- diffusion: the judge's generation suite, the CLIP score -------------------------------------
+def judged(labels, predicted, forget=(0,), neighbours=None, features=None, split="forget"):
+    """The judge's view of one split of samples (classes "0", "1", "2")."""
+    from obliviate.diffusion.metrics.base import Judged
+
+    feats = np.zeros((len(labels), 1)) if features is None else np.asarray(features, float)
+    return Judged(torch.tensor(labels), torch.tensor(predicted), feats, ["0", "1", "2"],
+                  list(forget), neighbours or {})
+
+
+def image_metric(name, values, split="forget", options=None):
+    return metric(name, options, "diffusion").compute(Inputs({}, values), split)
+
+
+@case("forget_accuracy", "diffusion")
+def _forget_accuracy():
+    # four samples of the forget class 0, judged 0, 1, 0, 2: 2 of 4 still look like a 0
+    got = image_metric("forget_accuracy", {Need.judge("forget"): judged([0] * 4, [0, 1, 0, 2])})
+    assert got.per_item == [1.0, 0.0, 1.0, 0.0] and got.value == 0.5
+    assert got.details["predicted_as"] == {"0": 2, "1": 1, "2": 1}
+
+
+@case("unlearning_accuracy", "diffusion")
+def _unlearning_accuracy():
+    # UA = 1 - forget accuracy per sample: 0, 1, 0, 1 -> 1/2; all still a 0 -> 0
+    got = image_metric("unlearning_accuracy",
+                       {Need.judge("forget"): judged([0] * 4, [0, 1, 0, 2])})
+    assert got.per_item == [0.0, 1.0, 0.0, 1.0] and got.value == 0.5
+    assert image_metric("unlearning_accuracy",
+                        {Need.judge("forget"): judged([0, 0], [0, 0])}).value == 0.0
+
+
+@case("retain_accuracy", "diffusion")
+def _retain_accuracy():
+    # retain samples of classes 1, 1, 2 judged 1, 0, 2 -> 2/3; per class over all samples
+    # (0, 0 judged 0, 1 -> 1/2)
+    every = judged([0, 0, 1, 1, 2], [0, 1, 1, 0, 2])
+    got = image_metric("retain_accuracy", {Need.judge("retain"): judged([1, 1, 2], [1, 0, 2]),
+                                           Need.judge("classes"): every}, "retain")
+    assert got.value == pytest.approx(2 / 3) and got.higher_is_better
+    assert got.details["per_class"] == {"0": 0.5, "1": 0.5, "2": 1.0}
+
+
+@case("class_accuracy", "diffusion")
+def _class_accuracy():
+    # classes 0 (forget): 1 of 2; 1: 2 of 2; 2: 0 of 1
+    got = image_metric("class_accuracy",
+                       {Need.judge("classes"): judged([0, 0, 1, 1, 2], [0, 1, 1, 1, 0])},
+                       "classes")
+    assert [(m.name, m.value, m.higher_is_better) for m in got] == [
+        ("accuracy_0", 0.5, False), ("accuracy_1", 1.0, True), ("accuracy_2", 0.0, True)]
+
+
+@case("neighbour_accuracy", "diffusion")
+def _neighbour_accuracy():
+    # class 2 is the forget class 0's neighbour: its samples judged 2, 0 -> 1/2 (class 1 is not
+    # counted); no neighbours -> no value
+    view = judged([1, 1, 2, 2], [1, 1, 2, 0], neighbours={0: [2]})
+    got = image_metric("neighbour_accuracy", {Need.judge("retain"): view}, "retain")
+    assert got.per_item == [1.0, 0.0] and got.details["neighbours"] == {"0": ["2"]}
+    view.neighbours = {}
+    assert image_metric("neighbour_accuracy", {Need.judge("retain"): view}, "retain") is None
+
+
+@case("fid", "diffusion")
+def _fid():
+    # 1-d Gaussians: samples {0, 2} (mean 1, var 2), real {1, 3} (mean 2, var 2):
+    # (1 - 2)^2 + 2 + 2 - 2 sqrt(2 * 2) = 1
+    got = image_metric("fid", {
+        Need.judge("retain"): judged([1, 1], [1, 1], features=[[0.0], [2.0]]),
+        Need.judge("retain", real=True): judged([1, 1], [1, 1], features=[[1.0], [3.0]])},
+        "retain")
+    assert got.value == pytest.approx(1.0) and got.details["n_real"] == 2
+
+
+@case("kid", "diffusion")
+def _kid():
+    # d = 1, k(x, y) = (xy + 1)^3; samples {1, 1}, real {0, 0}: within samples k = 8, within
+    # real 1, across 1: MMD^2 = 8 + 1 - 2 * 1 = 7 (one subset of both: std 0)
+    from obliviate.diffusion.metrics.generation import KidOptions
+
+    got = image_metric("kid", {
+        Need.judge("retain"): judged([1, 1], [1, 1], features=[[1.0], [1.0]]),
+        Need.judge("retain", real=True): judged([1, 1], [1, 1], features=[[0.0], [0.0]])},
+        "retain", KidOptions(subsets=1, subset_size=2))
+    assert got.value == pytest.approx(7.0) and got.details["std"] == 0.0
+
+
+@case("clip_score", "diffusion")
+def _clip_score():
+    # embeddings fixed: cos((3,4,0), (4,3,0)) = 24/25 -> 96; cos((1,0,0), (-1,0,0)) < 0 -> 0
+    from obliviate.diffusion.metrics.base import Samples
+    from obliviate.diffusion.metrics.clip import ClipScoreOptions
+
+    seen = []
+
+    def embed(images, prompts):
+        seen.extend(prompts)
+        return (torch.tensor([[3.0, 4.0, 0.0], [1.0, 0.0, 0.0]]),
+                torch.tensor([[4.0, 3.0, 0.0], [-1.0, 0.0, 0.0]]))
+
+    samples = Samples(torch.zeros(2, 1, 4, 4), torch.tensor([0, 2]), ["0", "1", "2"])
+    cls = METRICS.get("clip_score", "diffusion")
+    got = cls(ClipScoreOptions(prompt_template="a digit {}"), embedder=embed).compute(
+        Inputs({}, {Need.samples("forget"): samples}), "forget")
+    assert got.per_item == pytest.approx([96.0, 0.0]) and got.value == pytest.approx(48.0)
+    assert seen == ["a digit 0", "a digit 2"]
 
 
 # -- the walk ------------------------------------------------------------------------------------

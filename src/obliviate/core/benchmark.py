@@ -40,7 +40,7 @@ from pydantic import (
     model_validator,
 )
 
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import NestedKeyError, StrictModel
 from obliviate.core.registry import BENCHMARKS
 from obliviate.core.task import UnlearningTask
 
@@ -119,6 +119,10 @@ class TaskSection(StrictModel):
 
     modality: ClassVar[str] = ""
     default_benchmark: ClassVar[str] = ""
+    aliases: ClassVar[Mapping[str, Mapping[str, str]]] = {"source": {}}
+    """Older spellings of ``benchmark`` (key -> renamed values), e.g. diffusion's
+    ``dataset: folder`` for ``benchmark: image_folder``. A key that the named benchmark's own
+    config declares (wmdp's ``source``) stays that benchmark's."""
     benchmark: str = Field(default="", description="a registered benchmark's name")
     name: str | None = None
     settings: Any = Field(default=None, description="the benchmark's typed config")
@@ -129,9 +133,15 @@ class TaskSection(StrictModel):
         if not isinstance(data, Mapping) or isinstance(data.get("settings"), StrictModel):
             return data
         data = dict(data)
-        if "source" in data:  # the older spelling
-            source = data.pop("source")
-            data.setdefault("benchmark", source)
+        for key, renames in cls.aliases.items():
+            named = data.get("benchmark")
+            if key not in data or (isinstance(named, str) and (cls.modality, named) in BENCHMARKS
+                                   and key in get_benchmark(named, cls.modality)
+                                   .config_class.model_fields):
+                continue
+            value = data.pop(key)
+            data.setdefault("benchmark", renames.get(value, value) if isinstance(value, str)
+                            else value)
         name = data.get("benchmark") or cls.default_benchmark
         if not isinstance(name, str):
             raise ValueError(f"benchmark must be a name, got {type(name).__name__}")
@@ -154,9 +164,8 @@ class TaskSection(StrictModel):
             settings = bench.config_class.model_validate(rest)
         except ValidationError as exc:  # one line naming the key, as every recipe error does
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            raise ValueError(f"{loc}: {msg}" if loc else msg) from None
+            raise NestedKeyError(".".join(str(p) for p in err["loc"]),
+                                 str(err["msg"]).removeprefix("Value error, ")) from None
         return {**mine, "benchmark": bench.name, "settings": settings}
 
     @model_serializer(mode="wrap")

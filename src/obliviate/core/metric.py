@@ -37,7 +37,7 @@ from obliviate.core.registry import METRICS
 from obliviate.core.result import EvalResult, MetricResult
 
 NeedKind = Literal["answer_scores", "token_stats", "generations", "reference_stats", "oracle",
-                   "judge"]
+                   "judge", "samples"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class Need:
     max_new_tokens: int | None = None
     stop: tuple[str, ...] = ()
     suite: str | None = None
+    real: bool = False
+    """judge: on the split's real (held-out) images instead of the model's samples."""
 
     @classmethod
     def answer_scores(cls, split: str, *, all_answers: bool = True,
@@ -85,9 +87,16 @@ class Need:
         return cls("oracle", suite=suite)
 
     @classmethod
-    def judge(cls, split: str) -> Need:
-        """A judge's predictions on the samples of ``split``."""
-        return cls("judge", split)
+    def samples(cls, split: str) -> Need:
+        """What the model generates for ``split`` (images of its classes or prompts, with what
+        each should show); every split's samples come from one seeded pass."""
+        return cls("samples", split)
+
+    @classmethod
+    def judge(cls, split: str, *, real: bool = False) -> Need:
+        """A judge's predictions and features on the samples of ``split`` (``real``: on the
+        split's real images no model trained on)."""
+        return cls("judge", split, real=real)
 
 
 class Inputs(Protocol):

@@ -144,14 +144,27 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+class NestedKeyError(ValueError):
+    """A validator's error about a key below the field it validates (a task section's
+    benchmark config): :func:`validate` names it as ``field.key``."""
+
+    def __init__(self, key: str, msg: str) -> None:
+        super().__init__(f"{key}: {msg}" if key else msg)
+        self.key, self.msg = key, msg
+
+
 def validate(schema: type[M], data: dict[str, Any], source: str = "recipe") -> M:
     try:
         return schema.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        loc = ".".join(str(p) for p in err["loc"])
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         msg = str(err["msg"]).removeprefix("Value error, ")  # pydantic's prefix says nothing
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, NestedKeyError):
+            loc, msg = ".".join(p for p in (loc, inner.key) if p), inner.msg
+        loc = loc or "(root)"
         raise ConfigError(f"{source}: {loc}: {msg}{more}") from None
 
 

@@ -42,9 +42,14 @@ class CLIPScorer:
                                  f"({str(exc).splitlines()[0]})") from None
         self.device, self.weight = torch.device(device), weight
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """``images`` in [−1, 1], ``[N, C, H, W]`` (gray is repeated to RGB); one prompt each."""
+        return clip_score(*self.embed(images, prompts), self.weight)
+
+    @torch.no_grad()
+    def embed(self, images: torch.Tensor, prompts: list[str]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's image and text embeddings ``[N, D]`` of the paired images and prompts."""
         if images.shape[1] == 1:
             images = images.repeat(1, 3, 1, 1)
         pixels = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
@@ -56,4 +61,4 @@ class CLIPScorer:
                                             attention_mask=batch["attention_mask"])
         image = getattr(image, "pooler_output", image)
         text = getattr(text, "pooler_output", text)
-        return clip_score(image, text, self.weight).cpu()
+        return image.cpu(), text.cpu()

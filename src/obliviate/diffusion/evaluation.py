@@ -1,7 +1,9 @@
 """Evaluate a denoiser with the judge: forgetting, utility, sample quality, neighbour damage.
 
 For every class the model generates ``samples_per_class`` images (the same seeded noise for
-every model, so models differ only by their weights). The judge then gives
+every model, so models differ only by their weights); a :class:`GenerationSession` judges them
+once and answers the needs of the registered metrics of the ``generation`` suite
+(:mod:`obliviate.diffusion.metrics.generation`):
 
 ``forget/forget_accuracy``        fraction of forget-class samples the judge calls the forget
                                   class; ``forget/unlearning_accuracy`` is one minus it (UA)
@@ -23,30 +25,35 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import Field
 
+from obliviate.core.benchmark import headline
+from obliviate.core.errors import ConfigError
+from obliviate.core.metric import Need, as_results, get_metric
 from obliviate.core.recipe import StrictModel
 from obliviate.core.result import EvalResult, MetricResult
 from obliviate.core.task import UnlearningTask
+from obliviate.diffusion import MODALITY
+from obliviate.diffusion.benchmarks.base import SUITE
 from obliviate.diffusion.data import to_tensor, to_uint8
 from obliviate.diffusion.judge import JudgeConfig, JudgeNet, features, predict
-from obliviate.diffusion.metrics import frechet_distance, kernel_inception_distance
+from obliviate.diffusion.metrics.base import Judged, Samples
+from obliviate.diffusion.metrics.generation import KidOptions
 from obliviate.diffusion.models import Denoiser
 from obliviate.diffusion.sampling import sample
 from obliviate.diffusion.task import forget_classes, retain_classes
 
-SUITE = "generation"
-# (label, summary key) of the numbers a table of diffusion results shows first
-HEADLINE = [
-    ("UA", f"{SUITE}/forget/unlearning_accuracy"),
-    ("retain acc", f"{SUITE}/retain/retain_accuracy"),
-    ("neighbour acc", f"{SUITE}/retain/neighbour_accuracy"),
-    ("FID (judge)", f"{SUITE}/retain/fid"),
-    ("KID (judge)", f"{SUITE}/retain/kid"),
-]
+# (label, summary key) of the numbers a table of diffusion results shows first: every
+# registered benchmark's headline declaration (diffusion/benchmarks/), in one list
+HEADLINE = headline(MODALITY)
+# the generation suite: (registered metric, split), in the order its result lists them
+GENERATION = (("forget_accuracy", "forget"), ("unlearning_accuracy", "forget"),
+              ("retain_accuracy", "retain"), ("class_accuracy", "classes"),
+              ("neighbour_accuracy", "retain"), ("fid", "retain"), ("kid", "retain"))
 GAP_METRICS = [("forget", "unlearning_accuracy"), ("forget", "forget_accuracy"),
                ("retain", "retain_accuracy"), ("retain", "neighbour_accuracy"),
                ("retain", "fid"), ("retain", "kid")]
@@ -128,76 +135,116 @@ def save_grid(images: np.ndarray, labels: np.ndarray, names: list[str], per_clas
     return path
 
 
+class GenerationSession:
+    """Answers the needs of the diffusion metrics (:class:`~obliviate.core.metric.Inputs`):
+    every class's samples come from one seeded sampling pass and are judged once; a split's
+    need gets its part (``forget``: the forget classes, ``retain``: the others, ``classes``:
+    all). ``Need.judge(split, real=True)`` holds the judge features of the split's real
+    held-out images (``reference_features``, when given, are the retain split's);
+    ``Need.oracle("generation")`` the oracle's recorded result."""
+
+    def __init__(self, model: Denoiser, judge: JudgeNet, task: UnlearningTask,
+                 config: EvaluationConfig, oracle: EvalResult | None = None,
+                 reference_features: np.ndarray | None = None,
+                 neighbours: dict[int, list[int]] | None = None) -> None:
+        self.model, self.judge, self.task, self.config = model, judge, task, config
+        self.oracle = oracle
+        self.names: list[str] = task.metadata["class_names"]
+        self.forget = forget_classes(task)
+        self.reference_features = reference_features
+        self._neighbours = neighbours
+        self._samples: Samples | None = None
+        self._judged: Judged | None = None
+        self._real: dict[str, Judged] = {}
+
+    @property
+    def neighbours(self) -> dict[int, list[int]]:
+        if self._neighbours is None:
+            self._neighbours = neighbour_classes(self.judge, self.task, self.config.neighbours)
+        return self._neighbours
+
+    def classes(self, split: str) -> list[int]:
+        if split == "forget":
+            return self.forget
+        if split == "retain":
+            return retain_classes(self.task)
+        if split == "classes":
+            return list(range(len(self.names)))
+        raise ConfigError(f"the generation suite has no split {split!r}; known: forget, retain, "
+                          "classes")
+
+    def samples(self) -> Samples:
+        if self._samples is None:
+            n = self.config.samples_per_class
+            labels = torch.arange(len(self.names)).repeat_interleave(n)
+            images = sample(self.model, labels, steps=self.config.sample_steps,
+                            guidance=self.config.guidance_scale, seed=self.config.seed,
+                            batch_size=self.config.batch_size)
+            self._samples = Samples(images, labels, self.names)
+        return self._samples
+
+    def judged(self) -> Judged:
+        if self._judged is None:
+            images = self.samples().images
+            self._judged = Judged(self.samples().labels, predict(self.judge, images),
+                                  features(self.judge, images).numpy(), self.names,
+                                  self.forget, self.neighbours)
+        return self._judged
+
+    def real(self, split: str) -> Judged:
+        if split not in self._real:
+            x_ref, y_ref = reference_images(self.task)
+            keep = torch.isin(y_ref, torch.tensor(self.classes(split)))
+            feats = self.reference_features if split == "retain" and \
+                self.reference_features is not None else features(self.judge, x_ref[keep]).numpy()
+            self._real[split] = Judged(y_ref[keep], None, feats, self.names, self.forget)
+        return self._real[split]
+
+    def get(self, need: Need) -> Any:
+        if need.kind == "oracle":
+            return self.oracle if need.suite == SUITE else None
+        if need.kind == "judge" and need.real:
+            return self.real(need.split or "")
+        if need.kind in ("judge", "samples"):
+            labels = self.samples().labels
+            mask = torch.isin(labels, torch.tensor(self.classes(need.split or "")))
+            return (self.judged() if need.kind == "judge" else self.samples()).subset(mask)
+        raise ConfigError(f"diffusion metrics cannot be given {need.kind!r} inputs")
+
+
+def oracle_gaps(result: EvalResult, oracle: EvalResult) -> None:
+    """Add ``<metric>_oracle_gap`` (this model's value minus the oracle's) to ``result``."""
+    for split, name in GAP_METRICS:
+        key = f"{split}/{name}"
+        if key in result.metrics and key in oracle.metrics:
+            gap = result.metrics[key].value - oracle.metrics[key].value
+            result.add(MetricResult(f"{name}_oracle_gap", gap, split=split,
+                                    details={"oracle": oracle.metrics[key].value}))
+
+
 def evaluate_denoiser(model: Denoiser, judge: JudgeNet, task: UnlearningTask,
                       config: EvaluationConfig, model_name: str = "model",
                       oracle: EvalResult | None = None, out_dir: str | Path | None = None,
                       reference_features: np.ndarray | None = None,
                       neighbours: dict[int, list[int]] | None = None) -> EvalResult:
-    """Sample every class, judge the samples, and compute the metrics listed above."""
+    """Sample every class, judge the samples, and compute the ``generation`` suite's registered
+    metrics (:data:`GENERATION`) and the gaps to the oracle."""
     start = time.perf_counter()
-    names: list[str] = task.metadata["class_names"]
-    forget, retain = forget_classes(task), retain_classes(task)
-    n = config.samples_per_class
-    labels = torch.arange(len(names)).repeat_interleave(n)
-    images = sample(model, labels, steps=config.sample_steps, guidance=config.guidance_scale,
-                    seed=config.seed, batch_size=config.batch_size)
-    pred = predict(judge, images)
-    feats = features(judge, images).numpy()
-    correct = (pred == labels).float()
-    if reference_features is None:
-        x_ref, y_ref = reference_images(task)
-        keep = torch.isin(y_ref, torch.tensor(retain))
-        reference_features = features(judge, x_ref[keep]).numpy()
-    if neighbours is None:
-        neighbours = neighbour_classes(judge, task, config.neighbours)
-
+    session = GenerationSession(model, judge, task, config, oracle, reference_features,
+                                neighbours)
+    kid = KidOptions(subsets=config.kid_subsets, subset_size=config.kid_subset_size,
+                     seed=config.seed)
     result = EvalResult(suite=SUITE, model=model_name, options=config.model_dump(mode="json"))
-    is_forget = torch.isin(labels, torch.tensor(forget))
-    is_retain = ~is_forget
-    forget_items = correct[is_forget].tolist()
-    where = torch.bincount(pred[is_forget], minlength=len(names)).tolist()
-    details = {"predicted_as": {names[i]: int(c) for i, c in enumerate(where) if c},
-               "classes": [names[c] for c in forget]}
-    result.add(MetricResult.from_items("forget_accuracy", forget_items, split="forget",
-                                       higher_is_better=False, details=details))
-    result.add(MetricResult.from_items("unlearning_accuracy", [1 - v for v in forget_items],
-                                       split="forget", higher_is_better=True, details=details))
-    per_class = {names[c]: float(correct[labels == c].mean()) for c in range(len(names))}
-    result.add(MetricResult.from_items("retain_accuracy", correct[is_retain].tolist(),
-                                       split="retain", higher_is_better=True,
-                                       details={"per_class": per_class}))
-    for c in range(len(names)):
-        result.add(MetricResult.from_items(f"accuracy_{names[c]}",
-                                           correct[labels == c].tolist(), split="classes",
-                                           higher_is_better=c not in forget))
-    near = sorted({c for f in forget for c in neighbours.get(f, [])})
-    if near:
-        mask = torch.isin(labels, torch.tensor(near))
-        result.add(MetricResult.from_items(
-            "neighbour_accuracy", correct[mask].tolist(), split="retain", higher_is_better=True,
-            details={"neighbours": {names[f]: [names[c] for c in neighbours.get(f, [])]
-                                    for f in forget}}))
-    generated = feats[is_retain.numpy()]
-    result.add(MetricResult("fid", frechet_distance(generated, reference_features),
-                            split="retain", higher_is_better=False,
-                            details={"features": "judge penultimate layer",
-                                     "n_generated": len(generated),
-                                     "n_real": len(reference_features)}))
-    kid, kid_std = kernel_inception_distance(generated, reference_features, config.kid_subsets,
-                                             config.kid_subset_size, seed=config.seed)
-    result.add(MetricResult("kid", kid, split="retain", higher_is_better=False,
-                            details={"std": kid_std, "subsets": config.kid_subsets,
-                                     "subset_size": config.kid_subset_size}))
+    for name, split in GENERATION:
+        metric = get_metric(name, MODALITY)(kid if name == "kid" else None)
+        for item in as_results(metric.compute(session, split)):
+            result.add(item)
     if oracle is not None and model_name != "oracle":
-        for split, name in GAP_METRICS:
-            key = f"{split}/{name}"
-            if key in result.metrics and key in oracle.metrics:
-                gap = result.metrics[key].value - oracle.metrics[key].value
-                result.add(MetricResult(f"{name}_oracle_gap", gap, split=split,
-                                        details={"oracle": oracle.metrics[key].value}))
+        oracle_gaps(result, oracle)
     result.seconds = time.perf_counter() - start
     if out_dir is not None:
-        save_grid(to_uint8(images), labels.numpy(), names, config.grid_per_class,
-                  Path(out_dir) / "samples.png", f"{model_name}: samples per class",
-                  set(forget))
+        samples = session.samples()
+        save_grid(to_uint8(samples.images), samples.labels.numpy(), session.names,
+                  config.grid_per_class, Path(out_dir) / "samples.png",
+                  f"{model_name}: samples per class", set(session.forget))
     return result

@@ -1,0 +1,23 @@
+"""The diffusion metrics, each registered by name on
+:data:`obliviate.core.registry.METRICS` (modality ``diffusion``): importing this package
+registers them all.
+
+* :mod:`.generation`: the judge's ``generation`` suite: forget and unlearning accuracy, retain
+  accuracy, per-class accuracy, neighbour accuracy, FID and KID on judge features.
+* :mod:`.clip`: the CLIP score of samples against their prompts.
+* :mod:`.distances`: the Fréchet distance and KID formulas the metrics share.
+
+A new metric is one file here (a :class:`~obliviate.diffusion.metrics.base.ImageMetric`
+subclass with ``@METRICS.register(name, modality="diffusion")``) plus its name in the import
+below; its needs (``Need.samples``, ``Need.judge``, ``Need.oracle``) are resolved by
+:class:`~obliviate.diffusion.evaluation.GenerationSession`.
+"""
+
+from obliviate.diffusion.metrics import clip, generation  # noqa: F401  (registers them)
+from obliviate.diffusion.metrics.distances import (
+    frechet_distance,
+    kernel_inception_distance,
+    polynomial_mmd2,
+)
+
+__all__ = ["frechet_distance", "kernel_inception_distance", "polynomial_mmd2"]
