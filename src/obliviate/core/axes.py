@@ -83,19 +83,31 @@ FLOOR = 0.05  # smallest target-to-oracle gap a normalisation divides by
 
 _LLM_FORGET = ("tofu/forget/prob", "tofu/forget/rouge", "tofu/forget/truth_ratio",
                "mia/forget/mia_min_k", "memorization/forget/extraction_strength")
+_MUSE_FORGET = ("close(muse/verbmem_forget/verbmem, muse/knowmem_forget_qa/knowmem, "
+                "muse/privleak_forget/mia_min_k)",
+                "close(muse/verbmem_forget/verbmem, muse/*/mia_min_k)",
+                "close(muse/verbmem_forget/verbmem)")
 DEFAULT_AXES: dict[str, dict[str, tuple[str, ...]]] = {
     "llm": {
+        # TOFU-style question answering first; then MUSE's criteria (MUSE data, or a user's
+        # plain-text documents: VerbMem, Min-K% AUC, and KnowMem on the retain questions or
+        # the retain documents' exact memorisation as utility)
         "forgetting": (f"close({', '.join(_LLM_FORGET)})",
                        f"close({', '.join(_LLM_FORGET[:3])})",
                        "close(tofu/forget/prob, tofu/forget/rouge)", "close(tofu/forget/prob)",
-                       "close(tofu/forget/rouge)"),
+                       "close(tofu/forget/rouge)", *_MUSE_FORGET),
         "utility": ("kept(tofu/model_utility)",
                     "kept(tofu/retain/prob, tofu/retain/rouge, tofu/retain/truth_ratio)",
-                    "kept(tofu/retain/prob, tofu/retain/rouge)"),
+                    "kept(tofu/retain/prob, tofu/retain/rouge)",
+                    "kept(muse/knowmem_retain_qa/knowmem)",
+                    "kept(memorization/retain/exact_memorization)"),
         "robustness": ("1-recovered(attack/*/rouge/recovery)",
                        "1-recovered(attack/*/prob/recovery)"),
-        "raw_forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge"),
-        "raw_utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)"),
+        "raw_forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge",
+                           "-muse/verbmem_forget/verbmem"),
+        "raw_utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)",
+                        "muse/knowmem_retain_qa/knowmem",
+                        "memorization/retain/exact_memorization"),
         "raw_robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
     },
     "diffusion": {

@@ -236,7 +236,7 @@ def samples(row: ModelRow, limit: int = MAX_SAMPLES) -> list[dict[str, str]]:
                 if isinstance(item, dict)]
     log = folder / "eval_log_aggregated.json"
     if not log.is_file():
-        return []
+        return _metric_samples(folder, limit)
     texts = read_json(log).get("eval_log_forget.json", {}).get("generated_text", {})
     out = []
     for key in sorted(texts, key=lambda k: int(k) if str(k).isdigit() else 0)[:limit]:
@@ -244,6 +244,23 @@ def samples(row: ModelRow, limit: int = MAX_SAMPLES) -> list[dict[str, str]]:
         if isinstance(item, list) and len(item) >= 3:
             out.append({"question": item[0], "generated": item[1], "ground truth": item[2]})
     return out
+
+
+def _metric_samples(folder: Path, limit: int) -> list[dict[str, str]]:
+    """The samples a suite's metric keeps in its details (MUSE's VerbMem and KnowMem: prompt,
+    reference, generation), the first metric on a forget split that has them."""
+    for file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            metrics = read_json(file).get("metrics")
+        except (DataError, AttributeError):
+            continue
+        for key, metric in (metrics.items() if isinstance(metrics, dict) else ()):
+            found = (metric.get("details") or {}).get("samples") if isinstance(metric, dict) \
+                else None
+            if "forget" in key and isinstance(found, list) and found:
+                return [{str(k): str(v) for k, v in item.items()} for item in found[:limit]
+                        if isinstance(item, dict)]
+    return []
 
 
 def images(row: ModelRow, limit: int = MAX_IMAGES) -> list[Path]:

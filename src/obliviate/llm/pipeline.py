@@ -6,6 +6,7 @@ Each stage records itself in the run directory's ``run.json``; a stage already m
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.task import build_task
 
+_log = logging.getLogger(__name__)
 # (label, summary key) of the numbers a table of LLM results shows first: every registered
 # benchmark's headline declaration (llm/benchmarks/), in one list; tables show the present keys
 HEADLINE = headline(MODALITY)
@@ -223,15 +225,18 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.evaluation.suites import evaluate, get_suite
 
-    for suite in recipe.evaluation.suites:  # an unknown suite fails before any model loads
-        get_suite(suite, recipe.evaluation.options.get(suite))
+    cfg, left_out = recipe.evaluation.for_task(recipe.task.bench, task)  # suites: the data's
+    for suite, why in left_out.items():
+        _log.warning("evaluation: suite %s not run: %s", suite, why)
+    assert cfg.suites is not None
+    for suite in cfg.suites:  # an unknown suite fails before any model loads
+        get_suite(suite, cfg.options.get(suite))
     names = models or available_models(run)
     if not names:
         from obliviate.core.errors import ObliviateError
 
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
     names = oracle_first(names)
-    cfg = recipe.evaluation
     splits = evaluation_splits(task)
     oracle_dir = run.root / "eval" / "oracle"
     summaries = {}

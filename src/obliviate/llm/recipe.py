@@ -15,10 +15,26 @@ from obliviate.llm.training import TrainConfig
 
 
 class EvaluationConfig(StrictModel):
-    """Which evaluation suites run on each model, and their options."""
+    """Which evaluation suites run on each model, and their options.
 
-    suites: list[str] = Field(default_factory=lambda: ["tofu", "mia", "memorization"])
+    Without ``suites`` the task's benchmark chooses them for its data (:meth:`for_task`): a
+    user's plain-text JSONL gets MUSE's VerbMem, MIA and memorisation, question-answer data
+    TOFU's suite, MIA and memorisation, MUSE its ``muse`` suite."""
+
+    suites: list[str] | None = Field(
+        default=None, description="suites to run; unset: the benchmark's for the task's data")
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def for_task(self, bench: Any, task: Any) -> tuple[EvaluationConfig, dict[str, str]]:
+        """``(this section with suites, the benchmark's suites left out -> why)``: where the
+        recipe names no suites, ``bench``'s for ``task`` (its default options under the
+        recipe's own; the recipe's options of a suite the data does not get are set aside)."""
+        if self.suites is not None:
+            return self, {}
+        suites, defaults, left_out = bench.default_evaluation(task)
+        options = {k: v for k, v in {**defaults, **self.options}.items()
+                   if k in suites or k == "engine"}
+        return self.model_copy(update={"suites": suites, "options": options}), left_out
 
 
 class UnlearnConfig(UnlearnSection):

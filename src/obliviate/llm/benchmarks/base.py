@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from obliviate.core.benchmark import Benchmark, Headline
-from obliviate.core.task import DataSplit
+from obliviate.core.task import DataSplit, UnlearningTask
 
 QA_SUITES = ("tofu", "mia", "memorization")
 QA_HEADLINE = (
@@ -30,11 +30,43 @@ class LLMBenchmark(Benchmark):
     headline: ClassVar[tuple[Headline, ...]] = QA_HEADLINE
     axes: ClassVar[dict[str, tuple[str, ...]]] = QA_AXES
 
+    def default_evaluation(self, task: UnlearningTask
+                           ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+        """What a recipe that names no ``evaluation.suites`` runs on ``task``: ``(suites,
+        their default options, suites left out -> why)``; the declared :attr:`suites`."""
+        return list(self.suites), {}, {}
+
     def refusals(self, config: Any) -> tuple[str, ...]:
         """The refusal answers of the refusal-training methods (IdkNLL, IdkDPO)."""
         from obliviate.llm.methods.base import DEFAULT_REFUSALS
 
         return DEFAULT_REFUSALS
+
+
+def suites_for_data(task: UnlearningTask
+                    ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+    """The suites that apply to a user's own data (``(suites, options, left out -> why)``):
+
+    * a plain-text forget set (``{"text"}`` documents, no questions): MUSE's VerbMem on excerpts
+      of the documents and PrivLeak (the ``muse`` suite), MIA and memorisation; memorisation
+      also reads the retain documents, the retain-side utility a text task has;
+    * question-answer data: TOFU's suite (metrics that need TOFU's paraphrased or perturbed
+      answers are skipped by it, with the reason), MIA and memorisation.
+
+    MIA needs non-member records: without a ``holdout`` split it is left out, with the reason.
+    """
+    text = all(r.is_text for r in task.forget)
+    suites = ["muse", "mia", "memorization"] if text else list(QA_SUITES)
+    options: dict[str, Any] = {"memorization": {"splits": ["forget", "retain"]}} if text else {}
+    left_out = {}
+    if text:
+        left_out["tofu"] = ("the forget set is plain text: TOFU's metrics need questions and "
+                            "answers (MUSE's VerbMem on the documents runs instead)")
+    if "holdout" not in task.eval_splits:
+        suites.remove("mia")
+        left_out["mia"] = ("no holdout split: membership inference needs non-member records "
+                           "(task.holdout_path)")
+    return suites, options, left_out
 
 
 def limit_split(split: DataSplit, n: int | None) -> DataSplit:

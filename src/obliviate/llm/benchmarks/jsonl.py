@@ -4,13 +4,14 @@ line (``{"question", "answer"}`` or ``{"text"}``; see :mod:`obliviate.llm.data.j
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import model_validator
 
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import BENCHMARKS
 from obliviate.core.task import DataSplit, UnlearningTask
-from obliviate.llm.benchmarks.base import LLMBenchmark
+from obliviate.llm.benchmarks.base import LLMBenchmark, suites_for_data
 from obliviate.llm.data.jsonl import load_jsonl
 
 
@@ -39,6 +40,12 @@ class Jsonl(LLMBenchmark):
     config_class = JsonlConfig
     splits = {"forget": "forget", "retain": "retain", "holdout": "holdout"}
     oracle = "the target's base model fine-tuned on the retain file only"
+
+    def default_evaluation(self, task: UnlearningTask
+                           ) -> tuple[list[str], dict[str, Any], dict[str, str]]:
+        """The suites follow the data: plain text or questions and answers
+        (:func:`~obliviate.llm.benchmarks.base.suites_for_data`)."""
+        return suites_for_data(task)
 
     def load(self, config: JsonlConfig, seed: int = 0) -> UnlearningTask:
         assert config.forget_path and config.retain_path

@@ -246,8 +246,9 @@ class MuseSuite(LLMSuite):
             items = excerpts(tok, head("forget"), o.excerpt_prompt_tokens,
                              o.verbmem_max_new_tokens)
             if items:
+                # named as MUSE's excerpts of the forget documents are, for tables and axes
                 metric = verbmem(model, tok, items, o.verbmem_max_new_tokens, batch,
-                                 split="forget")
+                                 split=o.verbmem_split)
                 metric.details["items"] = (f"excerpts of the forget documents: "
                                            f"{o.excerpt_prompt_tokens} prompt tokens")
                 result.add(metric)
@@ -272,7 +273,9 @@ class MuseSuite(LLMSuite):
         else:
             f_stats, h_stats = ([s.token_stats for s in session.answer_scores(head(n), True)]
                                 for n in pair)
-            auc = mia.run_mia(["min_k"], f_stats, h_stats, k=o.k, split=pair[0])["min_k"]
+            # named as MUSE's privleak split is, whichever pair was read
+            split = o.privleak_forget_split
+            auc = mia.run_mia(["min_k"], f_stats, h_stats, k=o.k, split=split)["min_k"]
             result.add(auc)
             oracle = _oracle_result(oracle_muse, inputs)
             oracle_auc = _oracle_aucs(oracle).get("min_k") if oracle else o.oracle_auc
@@ -280,7 +283,7 @@ class MuseSuite(LLMSuite):
                 skipped["privleak"] = "no oracle MUSE result given (nor muse.oracle_auc)"
             else:
                 result.add(MetricResult(
-                    "privleak", mia.privleak(auc.value, oracle_auc), split=pair[0],
+                    "privleak", mia.privleak(auc.value, oracle_auc), split=split,
                     details={"auc": auc.value, "oracle_auc": oracle_auc, "convention": "muse",
                              "attack": f"Min-{round(o.k * 100)}% Prob"}))
         result.provenance["splits"] = {n: _provenance(splits[n], n) for n in dict.fromkeys(used)}
