@@ -192,3 +192,48 @@ def test_requests_from_files(tmp_path):
         "answer to r1", "document 2"]
     with pytest.raises(Exception, match="cannot read request files"):
         request_parts(task, config)
+
+
+def test_report_shows_the_requests_plot_and_holds_the_series(runs):
+    """`obliviate report` on a run with deletion requests: report.json holds each metric's
+    series per request (the oracles' curve included), the HTML embeds requests.png."""
+    import base64
+
+    root, reference, _ = runs
+    run = root / "report_run"
+    shutil.copytree(reference, run)
+    invoke("eval", "run", "demo", *TINY, "-o", str(run))
+    invoke("report", str(run))
+    data = json.loads((run / "report" / "report.json").read_text())
+    summary = json.loads((run / "requests" / "requests.json").read_text())
+    section = data["requests"]["requests"]
+    assert section["x"] == [1, 2, 3] and section["plot"] == "requests/requests.png"
+    series = section["series"]["tofu/forget/prob"]
+    assert set(series) == {"oracle", "unlearned/grad_ascent"}
+    assert series["oracle"] == pytest.approx(
+        [s["models"]["oracle"]["tofu/forget/prob"] for s in summary["after"]])
+    html = (run / "report" / "report.html").read_text()
+    png = base64.b64encode((run / "requests" / "requests.png").read_bytes()).decode()
+    assert 'alt="requests/requests.png"' in html and png in html
+    assert "scaling" not in data["requests"]
+
+
+def test_scaling_section_reads_sizes_and_leaves_gaps_empty(tmp_path):
+    from obliviate.core.report_requests import requests_html, requests_section
+    from obliviate.core.requests import plot_requests
+
+    summary = {"methods": ["npo"], "oracles": True, "after": [
+        {"step": 1, "label": "n1", "forget_size": 2,
+         "models": {"oracle": {"m": 0.5}, "unlearned/npo": {"m": 0.25}}},
+        {"step": 2, "label": "n4", "forget_size": 8,
+         "models": {"oracle": {"m": 0.75}, "unlearned/npo": {}}}]}
+    (tmp_path / "scaling").mkdir()
+    (tmp_path / "scaling" / "scaling.json").write_text(json.dumps(summary))
+    plot_requests(summary, tmp_path / "scaling" / "scaling.png", x=[2, 8])
+    section = requests_section(tmp_path)
+    assert section["scaling"]["x"] == [2, 8]
+    assert section["scaling"]["series"] == {"m": {"oracle": [0.5, 0.75],
+                                                  "unlearned/npo": [0.25, None]}}
+    html = requests_html(section, tmp_path, ["m"])
+    assert 'alt="scaling/scaling.png"' in html and "forget-set size 8" in html
+    assert requests_section(tmp_path / "nothing") == {}

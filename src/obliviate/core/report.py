@@ -45,6 +45,7 @@ from obliviate.core.pareto import (
     parse_rule,
     select_reported,
 )
+from obliviate.core.report_requests import requests_section
 from obliviate.core.report_search import search_section
 from obliviate.core.rundir import RunDir, utc_now
 from obliviate.core.sweep import load_results, load_spec
@@ -377,6 +378,7 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         "images": {r.label: [str(p) for p in images(r)] for r in shown if images(r)},
         "sweep": spec.model_dump() if spec else None,
         "search": search_section(run.root, lambda m: axis_map.score(m, refs)[0]),
+        "requests": requests_section(run.root),  # deletion requests over time, scaling
     }
 
 

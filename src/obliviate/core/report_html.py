@@ -212,6 +212,14 @@ def _search(data: dict[str, Any]) -> str:
                     search_rows(section), left=2))
 
 
+def _requests(data: dict[str, Any]) -> str:
+    from obliviate.core.benchmark import headline
+    from obliviate.core.report_requests import requests_html
+
+    keys = [key for _, key in headline(data.get("modality") or "llm")]
+    return requests_html(data["requests"], Path(data["run_dir"]), keys)
+
+
 def _methods(data: dict[str, Any]) -> str:
     rows = []
     for method, info in data["methods"].items():
@@ -313,6 +321,9 @@ def render_html(data: dict[str, Any], png: bytes | None) -> str:
                 ("samples", "Samples", _samples(data))]
     if data.get("search"):
         sections.insert(5, ("search", "Search: hypervolume against trials", _search(data)))
+    if data.get("requests"):
+        sections.insert(5, ("requests", "Deletion requests over time and forget-set size",
+                            _requests(data)))
     if data.get("warnings"):  # numbers a reader should not take as they are, recorded by the run
         sections.insert(1, ("warnings", "Warnings", "<ul>" + "".join(
             f"<li>{escape(w)}</li>" for w in data["warnings"]) + "</ul>"))
