@@ -19,12 +19,15 @@ import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
 from obliviate.core.recipe import StrictModel
+
+if TYPE_CHECKING:
+    from obliviate.core.task import UnlearningTask
 
 StartsFrom = Literal["target", "base"]
 
@@ -33,6 +36,14 @@ class MethodConfig(StrictModel):
     """Fields every method shares; subclasses add theirs with the paper's defaults."""
 
     seed: int = Field(default=0, description="seeds the method's own random choices")
+
+
+class UnlearnContextBase:
+    """What a method reads besides its config, in every modality; each modality's
+    ``UnlearnContext`` (a dataclass) holds the task and what its models need (an LLM's
+    tokenizer, prompt format and training settings; a denoiser's images on its device)."""
+
+    task: UnlearningTask
 
 
 @dataclass

@@ -37,7 +37,7 @@ from obliviate.core.registry import METRICS
 from obliviate.core.result import EvalResult, MetricResult
 
 NeedKind = Literal["answer_scores", "token_stats", "generations", "reference_stats", "oracle",
-                   "judge", "samples"]
+                   "judge", "samples", "choice_scores", "harness"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,17 @@ class Need:
         """The oracle's recorded :class:`EvalResult` of ``suite`` (``None`` when there is
         none yet, or when the model evaluated is the oracle)."""
         return cls("oracle", suite=suite)
+
+    @classmethod
+    def choice_scores(cls, split: str, *, limit: int | None = None) -> Need:
+        """The log-likelihood of each choice of each multiple-choice item of ``split``."""
+        return cls("choice_scores", split, limit=limit)
+
+    @classmethod
+    def harness(cls, suite: str) -> Need:
+        """An external evaluation harness's own results for ``suite`` (lm-evaluation-harness's
+        ``simple_evaluate`` output), read as they come."""
+        return cls("harness", suite=suite)
 
     @classmethod
     def samples(cls, split: str) -> Need:

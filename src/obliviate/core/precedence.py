@@ -69,4 +69,19 @@ def resolve(section: M, method: str, *, paper: Mapping[str, Any] | None = None,
     return resolved, {k: v for k, v in sources.items() if v != DEFAULT}
 
 
-__all__ = ["DEFAULT", "PAPER", "SHARED", "explicit", "layer", "per_method", "resolve"]
+def method_config(name: str, modality: str, own: Mapping[str, Any], *,
+                  shared: Mapping[str, Any] | None = None) -> tuple[Any, Any]:
+    """Method ``name``'s registered class and its validated config, in every modality: the
+    config class's defaults (the paper's) < ``shared`` (what the recipe set in
+    ``unlearn.train``, for the keys the config declares) < ``own``
+    (``unlearn.method_args.<name>``; an unknown key is a one-line error naming the method)."""
+    from obliviate.core.recipe import validate
+    from obliviate.core.registry import METHODS
+
+    cls = METHODS.get(name, modality)
+    args, _ = layer(name, [*cls.config_class.model_fields, *own], shared=shared, own=own)
+    return cls, validate(cls.config_class, args, source=per_method(name))
+
+
+__all__ = ["DEFAULT", "PAPER", "SHARED", "explicit", "layer", "method_config", "per_method",
+           "resolve"]

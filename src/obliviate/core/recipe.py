@@ -8,7 +8,7 @@ result against the modality's recipe schema; every error names the offending key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -67,6 +67,35 @@ class ScalingConfig(StrictModel):
         if any(s <= 0 for s in self.sizes):
             raise ValueError("sizes must be positive fractions or counts")
         return self
+
+
+class ModelSection(StrictModel):
+    """The ``model`` section, in every modality: which network is trained and unlearned (an
+    LLM's hub id or tiny config; a denoiser's architecture, noise schedule and sampler). Each
+    modality's ``ModelConfig`` subclasses it."""
+
+
+class TrainSection(StrictModel):
+    """Settings of the one training loop (:mod:`obliviate.core.training`) that every modality
+    shares: the ``finetune`` section and the training of the methods. Each modality's
+    ``TrainConfig`` adds how long to train (epochs or steps) and sets its own defaults."""
+
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    max_grad_norm: float | None = Field(default=1.0, gt=0)
+    seed: int = 0
+    checkpoint_every: int = Field(default=100, ge=1)
+    log_every: int = Field(default=10, ge=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class EvaluationSection(StrictModel):
+    """The ``evaluation`` section, in every modality: how each model is evaluated (an LLM's
+    suites and their options; a denoiser's samples and judge). Each modality's
+    ``EvaluationConfig`` subclasses it."""
 
 
 class UnlearnSection(StrictModel):

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from pydantic import Field
 
+from obliviate.core.attack import Attack, AttackContextBase
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
@@ -53,7 +54,10 @@ class ProbeOptions(StrictModel):
 
 
 @dataclass
-class AttackContext:
+class AttackContext(AttackContextBase):
+    """What a diffusion attack reads: the task, the model attacked (and its name), the oracle,
+    the judge, the probe, a seed, and what the attacks measured on the oracle."""
+
     task: UnlearningTask
     model: Denoiser
     model_name: str
@@ -89,14 +93,9 @@ def mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-class DiffusionAttack:
-    """Subclass: set ``config_class``, implement :meth:`attack` (→ variants), register."""
-
-    config_class: ClassVar[type[StrictModel]] = StrictModel
-    name: ClassVar[str] = ""
-
-    def __init__(self, config: StrictModel | None = None) -> None:
-        self.config = config or self.config_class()
+class DiffusionAttack(Attack):
+    """Subclass: set ``config_class``, implement :meth:`attack` (→ variants), register (see
+    :class:`~obliviate.core.attack.Attack`)."""
 
     def attack(self, model: Denoiser, ctx: AttackContext
                ) -> tuple[dict[str, float], list[dict[str, Any]]]:

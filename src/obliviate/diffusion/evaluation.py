@@ -34,7 +34,7 @@ from pydantic import Field
 from obliviate.core.benchmark import headline
 from obliviate.core.errors import ConfigError
 from obliviate.core.metric import Need, as_results, get_metric
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import EvaluationSection
 from obliviate.core.result import EvalResult, MetricResult
 from obliviate.core.task import UnlearningTask
 from obliviate.diffusion import MODALITY
@@ -59,7 +59,7 @@ GAP_METRICS = [("forget", "unlearning_accuracy"), ("forget", "forget_accuracy"),
                ("retain", "fid"), ("retain", "kid")]
 
 
-class EvaluationConfig(StrictModel):
+class EvaluationConfig(EvaluationSection):
     """How many samples, how they are drawn, and the judge."""
 
     samples_per_class: int = Field(default=50, ge=2)

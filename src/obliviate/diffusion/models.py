@@ -49,14 +49,14 @@ from safetensors.torch import load_file, save_file
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.io import atomic_write_json, read_json
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import ModelSection
 
 FORMAT = "obliviate-denoiser"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
 
-class ModelConfig(StrictModel):
+class ModelConfig(ModelSection):
     """The denoiser: architecture, size, noise schedule and sampling defaults.
 
     Defaults: DDPM's linear schedule (β from 1e-4 to 0.02 over 1,000 steps, Ho et al. 2020),

@@ -146,15 +146,10 @@ def method_config(recipe: DiffusionRecipe, name: str) -> tuple[Any, Any]:
     """Method ``name``'s class and its config: paper defaults, then ``unlearn.train``, then
     ``unlearn.method_args.<name>`` (errors name the method)."""
     import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
-    from obliviate.core.precedence import explicit, layer
-    from obliviate.core.recipe import validate
-    from obliviate.core.registry import METHODS
+    from obliviate.core import precedence
 
-    cls = METHODS.get(name, "diffusion")
-    own = recipe.unlearn.method_args.get(name, {})
-    args, _ = layer(name, [*cls.config_class.model_fields, *own],  # the config's own defaults
-                    shared=explicit(recipe.unlearn.train), own=own)  # are the paper's
-    return cls, validate(cls.config_class, args, source=f"unlearn.method_args.{name}")
+    return precedence.method_config(name, "diffusion", recipe.unlearn.method_args.get(name, {}),
+                                    shared=precedence.explicit(recipe.unlearn.train))
 
 
 def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path: Path) -> Any:

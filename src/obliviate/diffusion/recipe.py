@@ -3,7 +3,7 @@
 ::
 
     modality: diffusion
-    task:       {dataset: mnist, forget_classes: [7], image_size: 16}
+    task:       {benchmark: mnist, forget_classes: [7], image_size: 16}
     model:      {architecture: class_unet, channels: [16, 32, 32]}
     finetune:   {steps: 2500, batch_size: 128}          # target, oracle (and the judge)
     unlearn:    {methods: [esd_x, salun, uce], method_args: {salun: {steps: 100}}}
@@ -25,7 +25,7 @@ from obliviate.diffusion.task import TaskConfig
 from obliviate.diffusion.training import TrainConfig
 
 
-class UnlearnTrainOverrides(StrictModel):
+class UnlearnTrainConfig(StrictModel):
     """Optimisation settings applied to every method that has them (``None``: the method's
     paper default). ``unlearn.method_args.<method>`` overrides these per method."""
 
@@ -44,7 +44,7 @@ class UnlearnConfig(UnlearnSection):
     ``model.architecture=diffusers_unet``)."""
 
     methods: list[str] = Field(default_factory=lambda: ["esd_x", "salun", "uce"], min_length=1)
-    train: UnlearnTrainOverrides = UnlearnTrainOverrides()
+    train: UnlearnTrainConfig = UnlearnTrainConfig()
 
 
 class AttackSettings(AttackSection):

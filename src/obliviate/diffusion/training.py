@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import TrainSection
 from obliviate.core.training import (  # noqa: F401  (re-exported for the diffusion modules)
     LoopOutcome,
     LoopSettings,
@@ -39,8 +39,9 @@ from obliviate.diffusion.models import Denoiser
 StepFn = Callable[[int, torch.Generator], tuple[torch.Tensor, dict[str, float]]]
 
 
-class TrainConfig(StrictModel):
-    """Fine-tuning the target and the oracle (DDPM ε-prediction, Ho et al. 2020).
+class TrainConfig(TrainSection):
+    """Fine-tuning the target and the oracle (DDPM ε-prediction, Ho et al. 2020), by steps (the
+    shared loop's settings: :class:`~obliviate.core.recipe.TrainSection`).
 
     Adam, 10% condition dropout (from the model config), EMA 0.999 of the weights is what gets
     saved. The defaults train the 16×16 MNIST model in a few minutes on 2 CPU cores.
@@ -48,17 +49,11 @@ class TrainConfig(StrictModel):
 
     steps: int = Field(default=2500, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=100, ge=0)
     lr_scheduler: Literal["constant", "cosine", "linear"] = "cosine"
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
     ema_decay: float | None = Field(default=0.999, gt=0, lt=1)
     checkpoint_every: int = Field(default=250, ge=1)
     log_every: int = Field(default=50, ge=1)
-    seed: int = 0
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
-    mixed_precision: MixedPrecision = "no"
 
 
 def ddpm_loss(model: Denoiser, x0: torch.Tensor, labels: torch.Tensor, gen: torch.Generator,

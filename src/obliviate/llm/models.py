@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.io import temp_dir, writing
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import ModelSection, StrictModel
 from obliviate.core.safety import check_safetensors
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -56,7 +56,7 @@ class TinyModelConfig(StrictModel):
         return self
 
 
-class ModelConfig(StrictModel):
+class ModelConfig(ModelSection):
     """Which model to load and how to prompt it."""
 
     name_or_path: str = "tiny"

@@ -93,15 +93,17 @@ def _train_keys(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
             if k in UnlearnTrainConfig.model_fields and k not in cls.config_class.model_fields}
 
 
-def method_config(name: str, args: dict[str, Any]) -> Any:
-    """Validate ``args`` against method ``name``'s config class (errors name the method);
+def method_config(recipe: LLMRecipe, name: str) -> tuple[Any, Any]:
+    """Method ``name``'s class and its config from ``unlearn.method_args.<name>`` (errors name
+    the method), as in every modality (:func:`obliviate.core.precedence.method_config`); the
     training settings among them are left to :func:`method_train`."""
-    from obliviate.core.recipe import validate
+    from obliviate.core import precedence
     from obliviate.core.registry import METHODS
 
-    cls = METHODS.get(name, "llm")
-    own = {k: v for k, v in args.items() if k not in _train_keys(cls, args)}
-    return cls, validate(cls.config_class, own, source=f"unlearn.method_args.{name}")
+    args = recipe.unlearn.method_args.get(name, {})
+    train = _train_keys(METHODS.get(name, MODALITY), args)
+    return precedence.method_config(name, MODALITY,
+                                    {k: v for k, v in args.items() if k not in train})
 
 
 def method_train(recipe: LLMRecipe, name: str, cls: Any) -> tuple[Any, dict[str, str]]:
@@ -132,7 +134,7 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     cfg = recipe.unlearn
     names = methods or cfg.methods
-    resolved = {name: method_config(name, cfg.method_args.get(name, {})) for name in names}
+    resolved = {name: method_config(recipe, name) for name in names}
     target = Path(cfg.target) if cfg.target else run.model("target")
     refusals = recipe.task.bench.refusals(recipe.task.settings)
     data = task.provenance()["splits"]

@@ -6,7 +6,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from obliviate.core.recipe import AttackSection, RecipeBase, StrictModel, UnlearnSection
+from obliviate.core.recipe import (
+    AttackSection,
+    EvaluationSection,
+    RecipeBase,
+    UnlearnSection,
+)
 from obliviate.llm.attacks.base import ProbeOptions
 from obliviate.llm.methods.base import SelectionConfig, UnlearnTrainConfig
 from obliviate.llm.models import LoraSettings, ModelConfig
@@ -14,7 +19,7 @@ from obliviate.llm.task import TaskConfig
 from obliviate.llm.training import TrainConfig
 
 
-class EvaluationConfig(StrictModel):
+class EvaluationConfig(EvaluationSection):
     """Which evaluation suites run on each model, and their options.
 
     Without ``suites`` the task's benchmark chooses them for its data (:meth:`for_task`): a

@@ -249,7 +249,7 @@ def check_cells(base: dict[str, Any], spec: SweepSpec) -> int:
     cells = expand(spec)
     for cell in cells:
         recipe = cell_recipe(base, cell["overrides"], "target")
-        method_config(cell["method"], recipe.unlearn.method_args.get(cell["method"], {}))
+        method_config(recipe, cell["method"])
     return len(cells)
 
 
@@ -298,4 +298,4 @@ def check_space(base: dict[str, Any], spec: SearchSpec) -> None:
             params = {k: (v[0] if end == "low" else v[-1]) if isinstance(v, list)
                       else getattr(v, end) for k, v in space.items()}
             recipe = cell_recipe(base, {spec.methods_key: [method], **params}, "target")
-            method_config(method, recipe.unlearn.method_args.get(method, {}))
+            method_config(recipe, method)

@@ -21,7 +21,7 @@ import torch
 from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError
-from obliviate.core.recipe import StrictModel
+from obliviate.core.recipe import TrainSection
 from obliviate.core.training import (  # noqa: F401  (re-exported for the LLM modules)
     EpochBatches,
     EpochSampler,
@@ -42,24 +42,20 @@ from obliviate.core.training import (  # noqa: F401  (re-exported for the LLM mo
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 
 
-class TrainConfig(StrictModel):
-    """Optimiser and schedule. Defaults follow TOFU's fine-tuning (AdamW, wd 0.01, 5 epochs)."""
+class TrainConfig(TrainSection):
+    """Optimiser and schedule, by epochs (the shared loop's settings:
+    :class:`~obliviate.core.recipe.TrainSection`). Defaults follow TOFU's fine-tuning (AdamW,
+    wd 0.01, 5 epochs)."""
 
     epochs: float = Field(default=5.0, gt=0)
     max_steps: int | None = Field(default=None, ge=1)
     learning_rate: float = Field(default=1e-5, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
-    batch_size: int = Field(default=8, ge=1)
-    gradient_accumulation_steps: int = Field(default=1, ge=1)
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
-    max_grad_norm: float | None = Field(default=1.0, gt=0)
-    seed: int = 0
     checkpoint_every: int = Field(default=50, ge=1)
-    log_every: int = Field(default=10, ge=1)
     divergence_threshold: float | None = Field(
         default=None, gt=0, description="stop when |loss| exceeds this (None: only NaN/inf)")
-    mixed_precision: MixedPrecision = "no"
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -20,7 +20,7 @@ from obliviate.llm.sweep import cell_recipe
 
 def rmu_train(data: dict) -> tuple[float, str]:
     recipe = validate(LLMRecipe, {"unlearn": {"methods": ["rmu"], **data}})
-    cls, _ = method_config("rmu", recipe.unlearn.method_args.get("rmu", {}))
+    cls, _ = method_config(recipe, "rmu")
     train, sources = method_train(recipe, "rmu", cls)
     return train.learning_rate, sources.get("learning_rate", "default")
 
@@ -44,7 +44,7 @@ def test_a_sweep_over_the_shared_learning_rate_changes_rmu():
     used = {}
     for cell in expand(spec):
         recipe = cell_recipe({}, cell["overrides"], "target")
-        cls, _ = method_config(cell["method"], recipe.unlearn.method_args.get(cell["method"], {}))
+        cls, _ = method_config(recipe, cell["method"])
         train, _ = method_train(recipe, cell["method"], cls)
         used[(cell["method"], cell["params"]["unlearn.train.learning_rate"])] = \
             train.learning_rate
@@ -63,10 +63,14 @@ def test_a_method_run_from_python_takes_its_paper_default_unless_told(memorised)
     assert rmu.resolve_context(memorised.task, told, None).train.learning_rate == 1e-3
 
 
+def npo_args(args: dict) -> LLMRecipe:
+    return validate(LLMRecipe, {"unlearn": {"methods": ["npo"], "method_args": {"npo": args}}})
+
+
 def test_a_per_method_training_key_is_not_a_hyperparameter_typo():
-    cls, config = method_config("npo", {"beta": 0.2, "learning_rate": 1e-4})
+    cls, config = method_config(npo_args({"beta": 0.2, "learning_rate": 1e-4}), "npo")
     assert config.beta == 0.2
     from obliviate.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="learning_rat"):
-        method_config("npo", {"learning_rat": 1e-4})
+        method_config(npo_args({"learning_rat": 1e-4}), "npo")

@@ -19,7 +19,12 @@ import torch
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
-from obliviate.core.method import MethodConfig, MethodOutcome, UnlearningMethod
+from obliviate.core.method import (
+    MethodConfig,
+    MethodOutcome,
+    UnlearnContextBase,
+    UnlearningMethod,
+)
 from obliviate.core.profiling import peak_memory
 from obliviate.core.rundir import Stopwatch
 from obliviate.core.task import UnlearningTask
@@ -51,8 +56,9 @@ class DiffusionMethodConfig(MethodConfig):
 
 
 @dataclass
-class UnlearnContext:
-    """The task's images as tensors on the model's device, and the class ids.
+class UnlearnContext(UnlearnContextBase):
+    """What a diffusion method reads besides its config: the task's images as tensors on the
+    model's device, and the class ids.
 
     ``encode`` maps images to the space the model denoises (its VAE's latents, see
     :meth:`Denoiser.encode`); :meth:`DiffusionUnlearningMethod.run` sets it from the model."""

@@ -14,11 +14,12 @@ import json
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
+from obliviate.core.attack import Attack, AttackContextBase
 from obliviate.core.io import atomic_write_json, read_json
 from obliviate.core.recipe import StrictModel
 from obliviate.core.result import AttackResult
@@ -121,7 +122,9 @@ class ProbeOptions(StrictModel):
 
 
 @dataclass
-class AttackContext:
+class AttackContext(AttackContextBase):
+    """What an LLM attack reads: the task, the model attacked, the oracle, the probe, a seed."""
+
     task: UnlearningTask
     target: AttackTarget
     oracle: AttackTarget | None = None
@@ -193,19 +196,9 @@ def probe_mean(values: dict[str, list[float]], metric: str) -> float:
     return float(np.mean(values[metric])) if values[metric] else float("nan")
 
 
-class LLMAttack:
-    """Subclass with a config class and :meth:`run`; register with ``@ATTACKS.register``."""
-
-    name: ClassVar[str] = ""
-    config_class: ClassVar[type[StrictModel]] = StrictModel
-    paper: ClassVar[str] = ""
-
-    def __init__(self, config: StrictModel | None = None, **overrides: Any) -> None:
-        from obliviate.core.recipe import validate
-
-        base = config.model_dump() if config is not None else {}
-        self.config = validate(self.config_class, {**base, **overrides},
-                               source=f"attack {self.name}")
+class LLMAttack(Attack):
+    """Subclass with a config class and :meth:`run` (see :class:`~obliviate.core.attack.Attack`);
+    register with ``@ATTACKS.register``."""
 
     def run(self, ctx: AttackContext) -> AttackResult:
         raise NotImplementedError

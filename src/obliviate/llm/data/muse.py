@@ -28,7 +28,7 @@ from typing import Any, Literal
 from obliviate.core.errors import DataError
 from obliviate.core.io import read_json
 from obliviate.core.task import DataSplit
-from obliviate.llm.data.hub import hub_rows
+from obliviate.llm.data.hub import hub_rows, parquet_rows
 from obliviate.llm.data.records import QARecord
 
 Corpus = Literal["news", "books"]
@@ -82,27 +82,11 @@ def _rows_from_json(path: Path, config: str) -> list[dict[str, Any]]:
     return [{first: row} if isinstance(row, str) else row for row in data]
 
 
-def _rows_from_parquet(paths: list[Path]) -> list[dict[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow is in the muse extra
-        raise DataError(f"{paths[0]}: reading parquet needs pyarrow "
-                        "(pip install 'obliviate[muse]')") from None
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        try:
-            rows += pq.read_table(path).to_pylist()
-        except Exception as exc:  # pyarrow's errors vary; one line naming the file
-            raise DataError(f"{path}: not a readable parquet file ({type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160]})") from None
-    return rows
-
-
 def _local_rows(root: Path, corpus: str, config: str, split: str
                 ) -> tuple[list[dict[str, Any]], str] | None:
     shards = sorted((root / config).glob(f"{split}-*.parquet"))
     if shards:
-        return _rows_from_parquet(shards), str(shards[0])
+        return parquet_rows(shards), str(shards[0])
     for path in (root / "data" / corpus / config / f"{split}.json",
                  root / config / f"{split}.json"):
         if path.is_file():

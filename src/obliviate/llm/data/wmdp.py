@@ -33,8 +33,7 @@ from typing import Any
 
 from obliviate.core.errors import DataError
 from obliviate.core.task import DataSplit
-from obliviate.llm.data.hub import hub_rows
-from obliviate.llm.data.muse import _rows_from_parquet
+from obliviate.llm.data.hub import hub_rows, parquet_rows
 from obliviate.llm.data.records import QARecord
 
 QUESTIONS_HUB = "cais/wmdp"
@@ -117,7 +116,7 @@ def _rows(source: str | Path, config: str, split: str, hub_id: str
     if root.is_dir():
         shards = sorted((root / config).glob(f"{split}-*.parquet"))
         if shards:
-            return _rows_from_parquet(shards), None, str(shards[0].parent)
+            return parquet_rows(shards), None, str(shards[0].parent)
         jsonl = root / f"{config}.jsonl"
         if jsonl.is_file():
             return None, _jsonl_lines(jsonl), str(jsonl)

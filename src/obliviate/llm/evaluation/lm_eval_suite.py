@@ -22,8 +22,9 @@ from typing import Any
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.metric import Metric, Need, ResolvedInputs
 from obliviate.core.recipe import StrictModel
-from obliviate.core.registry import SUITES
+from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
 from obliviate.llm.evaluation.suites import (
     MODALITY,
@@ -107,6 +108,22 @@ def harness_metrics(results: Mapping[str, Any]) -> list[MetricResult]:
     return out
 
 
+@METRICS.register("lm_eval", modality=MODALITY)
+class HarnessMetrics(Metric):
+    """Every numeric ``{metric},{filter}`` entry of each lm-evaluation-harness task (Gao et al.,
+    EleutherAI), split = the task, per document where the harness logs samples
+    (:func:`harness_metrics`)."""
+
+    suite = "lm_eval"
+    higher_is_better = None
+
+    def needs(self, split: str) -> list[Need]:
+        return [Need.harness(self.suite)]
+
+    def compute(self, inputs: Any, split: str) -> list[MetricResult]:
+        return harness_metrics(inputs.get(Need.harness(self.suite)))
+
+
 @SUITES.register("lm_eval", modality=MODALITY)
 class LmEvalSuite(LLMSuite):
     """lm-evaluation-harness tasks on the in-memory model; keys ``lm_eval/<task>/<metric>``."""
@@ -120,7 +137,8 @@ class LmEvalSuite(LLMSuite):
         start = time.perf_counter()
         results = run_lm_eval(session.model, session.tokenizer, self.options)
         result = self._result(session, splits, [])
-        for metric in harness_metrics(results):
+        for metric in HarnessMetrics().compute(ResolvedInputs({Need.harness(self.name): results}),
+                                               ""):
             result.add(metric)
         versions = results.get("versions", {})
         result.provenance["lm_eval"] = {
@@ -137,4 +155,4 @@ def _version() -> str:
     return version("lm_eval")
 
 
-__all__ = ["LmEvalOptions", "LmEvalSuite", "harness_metrics", "run_lm_eval"]
+__all__ = ["HarnessMetrics", "LmEvalOptions", "LmEvalSuite", "harness_metrics", "run_lm_eval"]

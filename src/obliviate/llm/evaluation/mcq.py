@@ -33,14 +33,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from pydantic import Field
 
 from obliviate.core.errors import DataError
+from obliviate.core.metric import Metric, ResolvedInputs, metrics_of
+from obliviate.core.metric import Need as MetricNeed
 from obliviate.core.recipe import StrictModel
-from obliviate.core.registry import SUITES
+from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
 from obliviate.llm.data.wmdp import LETTERS, MCQItem
 from obliviate.llm.evaluation.suites import (
@@ -177,6 +180,47 @@ class MCQOptions(StrictModel):
                                   "none (lm-eval 0.4.2, the WMDP paper's version)")
 
 
+@dataclass(frozen=True)
+class ChoiceScores:
+    """The items of a split and the log-likelihood of each of their choices."""
+
+    items: list[MCQItem]
+    loglikelihoods: list[list[float]]
+
+
+class _ChoiceMetric(Metric):
+    suite = "mcq"
+    higher_is_better = None
+    position = 0
+    """Which of :func:`mcq_metrics`'s results this metric is."""
+    options: MCQOptions
+
+    def __init__(self, options: MCQOptions | None = None) -> None:
+        super().__init__(options or MCQOptions())
+
+    def needs(self, split: str) -> list[MetricNeed]:
+        return [MetricNeed.choice_scores(split, limit=self.options.ds_size)]
+
+    def compute(self, inputs: Any, split: str) -> MetricResult:
+        found: ChoiceScores = inputs.get(self.needs(split)[0])
+        return mcq_metrics(found.items, found.loglikelihoods, split=split)[self.position]
+
+
+@METRICS.register("mcq_acc", modality=MODALITY)
+class MCQAccuracy(_ChoiceMetric):
+    """Zero-shot multiple-choice accuracy as lm-evaluation-harness scores WMDP (Li et al. 2024)
+    and MMLU (Hendrycks et al. 2021): the choice letter of highest log-likelihood is the
+    answer; chance level in ``details``."""
+
+
+@METRICS.register("mcq_prob", modality=MODALITY)
+class MCQProbability(_ChoiceMetric):
+    """The probability of the right letter, normalised over the choice letters (the
+    probability-based reading of the same WMDP/MMLU prompt)."""
+
+    position = 1
+
+
 def mcq_splits(splits: Mapping[str, SplitLike]) -> list[str]:
     """Names of the splits whose records are :class:`MCQItem`."""
     return [name for name, split in splits.items()
@@ -209,11 +253,14 @@ class MCQSuite(LLMSuite):
                 else o.description
             ll = choice_loglikelihoods(session.model, session.tokenizer, items, description,
                                        o.batch_size, o.add_special_tokens)
-            for metric in mcq_metrics(items, ll, split=name):
-                result.add(metric)
+            found = ChoiceScores(items, ll)
+            for cls in metrics_of(self.name, MODALITY):  # mcq_acc, mcq_prob
+                metric = cls(o)
+                result.add(metric.compute(ResolvedInputs({metric.needs(name)[0]: found}), name))
         result.seconds = time.perf_counter() - start
         return SuiteOutput(result)
 
 
-__all__ = ["MCQItem", "MCQOptions", "MCQSuite", "choice_loglikelihoods", "encode_pair",
+__all__ = ["ChoiceScores", "MCQAccuracy", "MCQItem", "MCQOptions", "MCQProbability", "MCQSuite",
+           "choice_loglikelihoods", "encode_pair",
            "mcq_metrics", "mcq_prompt", "mcq_splits"]

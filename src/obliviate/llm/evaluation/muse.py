@@ -22,14 +22,17 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from pydantic import Field
 
 from obliviate.core.errors import DataError
+from obliviate.core.metric import Metric, ResolvedInputs
+from obliviate.core.metric import Need as MetricNeed
 from obliviate.core.recipe import StrictModel
-from obliviate.core.registry import SUITES
+from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
 from obliviate.llm.data.records import QARecord
 from obliviate.llm.evaluation import generation, mia
@@ -122,6 +125,17 @@ def rouge_result(name: str, predictions: Sequence[str], references: Sequence[str
                                             "n": len(scores), "samples": samples, **details})
 
 
+@dataclass(frozen=True)
+class Continuations:
+    """What a ROUGE metric of MUSE reads for one split: each prompt, its reference and the
+    model's greedy continuation, plus the details its result records."""
+
+    prompts: list[str]
+    references: list[str]
+    generations: list[str]
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def verbmem(model: Any, tokenizer: Any, records: Sequence[QARecord],
             max_new_tokens: int = VERBMEM_MAX_NEW_TOKENS, batch_size: int = 16,
             split: str | None = "verbmem_forget") -> MetricResult:
@@ -130,7 +144,9 @@ def verbmem(model: Any, tokenizer: Any, records: Sequence[QARecord],
     prompts = [r.question for r in records]
     outputs = generate_raw(model, tokenizer, prompts, max_new_tokens, batch_size=batch_size)
     refs = [first_tokens(tokenizer, r.answer, max_new_tokens) for r in records]
-    return rouge_result("verbmem", outputs, refs, prompts, split, max_new_tokens=max_new_tokens)
+    metric = VerbMem(MuseOptions(verbmem_max_new_tokens=max_new_tokens))
+    return metric.score(split, Continuations(prompts, refs, outputs,
+                                             {"max_new_tokens": max_new_tokens}))
 
 
 def knowmem(model: Any, tokenizer: Any, records: Sequence[QARecord],
@@ -140,8 +156,10 @@ def knowmem(model: Any, tokenizer: Any, records: Sequence[QARecord],
     pairs = [(r.question, r.answer) for r in icl]
     prompts = [knowmem_prompt(r.question, pairs) for r in records]
     outputs = generate_raw(model, tokenizer, prompts, max_new_tokens, KNOWMEM_STOP, batch_size)
-    return rouge_result("knowmem", outputs, [r.answer for r in records], prompts, split,
-                        max_new_tokens=max_new_tokens, n_icl=len(pairs))
+    metric = KnowMem(MuseOptions(knowmem_max_new_tokens=max_new_tokens))
+    return metric.score(split, Continuations(prompts, [r.answer for r in records], outputs,
+                                             {"max_new_tokens": max_new_tokens,
+                                              "n_icl": len(pairs)}))
 
 
 def excerpts(tokenizer: Any, documents: Sequence[QARecord], prompt_tokens: int = 32,
@@ -195,6 +213,46 @@ class MuseOptions(StrictModel):
         default=None, gt=0.0, lt=1.0,
         description="the retrained model's Min-K% AUC (forget = members) where no oracle is "
                     "evaluated; MUSE's published retrained models: News 1-0.4772, Books 1-0.5393")
+
+
+class _RougeMetric(Metric):
+    """ROUGE-L F1 ×100 of the greedy continuations of a split against their references."""
+
+    suite = "muse"
+    higher_is_better = None
+    options: MuseOptions
+
+    def __init__(self, options: MuseOptions | None = None) -> None:
+        super().__init__(options or MuseOptions())
+
+    def compute(self, inputs: Any, split: str | None) -> MetricResult:
+        found: Continuations = inputs.get(self.needs(split)[0])
+        return rouge_result(self.name, found.generations, found.references, found.prompts,
+                            split, **found.details)
+
+    def score(self, split: str | None, found: Continuations) -> MetricResult:
+        """The metric on continuations generated here (what the suite does)."""
+        return self.compute(ResolvedInputs({self.needs(split)[0]: found}), split)
+
+
+@METRICS.register("verbmem", modality=MODALITY)
+class VerbMem(_RougeMetric):
+    """C1 VerbMem (Shi et al. 2024, MUSE): ROUGE-L F1 ×100 of the greedy continuation of each
+    forget excerpt's prompt against its true continuation cut to the generation budget."""
+
+    def needs(self, split: str | None) -> list[MetricNeed]:
+        return [MetricNeed.generations(split or "", self.options.verbmem_max_new_tokens,
+                                       limit=self.options.ds_size)]
+
+
+@METRICS.register("knowmem", modality=MODALITY)
+class KnowMem(_RougeMetric):
+    """C2/C4 KnowMem (Shi et al. 2024, MUSE): ROUGE-L F1 ×100 of the greedy answer after MUSE's
+    in-context QA pairs, cut at its stop strings, against the answer."""
+
+    def needs(self, split: str | None) -> list[MetricNeed]:
+        return [MetricNeed.generations(split or "", self.options.knowmem_max_new_tokens,
+                                       stop=KNOWMEM_STOP, limit=self.options.ds_size)]
 
 
 @SUITES.register("muse", modality=MODALITY)
@@ -297,6 +355,8 @@ __all__ = [
     "KNOWMEM_MAX_NEW_TOKENS",
     "KNOWMEM_STOP",
     "VERBMEM_MAX_NEW_TOKENS",
+    "Continuations",
+    "KnowMem",
     "MuseOptions",
     "MuseSuite",
     "cut_at_stop",
@@ -307,4 +367,5 @@ __all__ = [
     "knowmem_prompt",
     "rouge_l_f1",
     "verbmem",
+    "VerbMem",
 ]

@@ -21,7 +21,12 @@ from safetensors.torch import load_file, save_file
 
 from obliviate.core.errors import ConfigError
 from obliviate.core.io import atomic_write_json, read_json
-from obliviate.core.method import MethodConfig, MethodOutcome, UnlearningMethod
+from obliviate.core.method import (
+    MethodConfig,
+    MethodOutcome,
+    UnlearnContextBase,
+    UnlearningMethod,
+)
 from obliviate.core.recipe import StrictModel
 from obliviate.core.rundir import Stopwatch
 from obliviate.core.task import UnlearningTask
@@ -98,8 +103,8 @@ class LLMMethodOutcome(MethodOutcome):
 
 
 @dataclass
-class UnlearnContext:
-    """Everything a method needs besides its own config."""
+class UnlearnContext(UnlearnContextBase):
+    """Everything an LLM method needs besides its own config."""
 
     tokenizer: Any
     fmt: PromptFormat
