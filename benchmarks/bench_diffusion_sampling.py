@@ -43,9 +43,9 @@ def timed(fn):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--prompts", type=int, default=4, help="classes, each a prompt")
+    parser.add_argument("--prompts", type=int, default=8, help="classes, each a prompt")
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=20, help="DDIM steps")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (the recipes' default)")
     parser.add_argument("--image-size", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=64, help="denoiser rows per pass")
     parser.add_argument("--guidance", default="2.0,1.0")
