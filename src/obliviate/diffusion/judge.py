@@ -41,27 +41,45 @@ class JudgeConfig(StrictModel):
 
 
 class JudgeNet(nn.Module):
-    """conv–conv–pool–conv–pool–linear(features)–linear(classes)."""
+    """conv–conv–pool–conv–pool–linear(features)–linear(classes).
+
+    With ``factors=(a, b)`` the classes are the pairs of two domains (class ``k`` is
+    ``(k // b, k % b)``, e.g. a style and an object) and the judge has one head per domain: its
+    class scores are ``log p(k // b) + log p(k % b)``, so the cross-entropy on them is the sum
+    of the two heads' cross-entropies and :func:`predict_factors` reads each head alone."""
 
     def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 32,
-                 feature_dim: int = 64) -> None:
+                 feature_dim: int = 64, factors: tuple[int, int] | None = None) -> None:
         super().__init__()
+        if factors is not None and factors[0] * factors[1] != num_classes:
+            raise ValueError(f"factors {factors} do not multiply to {num_classes} classes")
+        self.factors = tuple(factors) if factors is not None else None
         self.spec = {"in_channels": in_channels, "num_classes": num_classes,
-                     "image_size": image_size, "width": width, "feature_dim": feature_dim}
+                     "image_size": image_size, "width": width, "feature_dim": feature_dim,
+                     **({"factors": list(self.factors)} if self.factors else {})}
         self.conv = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
         side = image_size // 4
         self.fc = nn.Linear(2 * width * side * side, feature_dim)
-        self.head = nn.Linear(feature_dim, num_classes)
+        self.head = nn.Linear(feature_dim, sum(self.factors) if self.factors else num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations (the Fréchet distance / KID feature space)."""
         return F.relu(self.fc(self.conv(x).flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(F.dropout(self.features(x), 0.2, self.training))
+        logits = self.head(F.dropout(self.features(x), 0.2, self.training))
+        if self.factors is None:
+            return logits
+        first, second = self.split_heads(logits)
+        return (first.log_softmax(1)[:, :, None] + second.log_softmax(1)[:, None, :]).flatten(1)
+
+    def split_heads(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two heads' logits of a factored judge."""
+        assert self.factors is not None
+        return logits[:, :self.factors[0]], logits[:, self.factors[0]:]
 
 
 def _shift(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -72,19 +90,21 @@ def _shift(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, config: JudgeConfig,
-                x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None
-                ) -> tuple[JudgeNet, dict[str, Any]]:
-    """Train on images in [-1, 1]; report held-out accuracy when ``x_val`` is given."""
+                x_val: torch.Tensor | None = None, y_val: torch.Tensor | None = None,
+                factors: tuple[int, int] | None = None) -> tuple[JudgeNet, dict[str, Any]]:
+    """Train on images in [-1, 1]; report held-out accuracy when ``x_val`` is given.
+    ``factors``: a two-head judge of paired classes (see :class:`JudgeNet`)."""
     with torch.random.fork_rng(devices=[]):  # dropout and init: seeded, global RNG untouched
         torch.manual_seed(config.seed)
-        return _train_judge(x, y, num_classes, config, x_val, y_val)
+        return _train_judge(x, y, num_classes, config, x_val, y_val, factors)
 
 
 def _train_judge(x: torch.Tensor, y: torch.Tensor, num_classes: int, config: JudgeConfig,
-                 x_val: torch.Tensor | None, y_val: torch.Tensor | None
-                 ) -> tuple[JudgeNet, dict[str, Any]]:
+                 x_val: torch.Tensor | None, y_val: torch.Tensor | None,
+                 factors: tuple[int, int] | None = None) -> tuple[JudgeNet, dict[str, Any]]:
     gen = torch.Generator().manual_seed(config.seed)
-    net = JudgeNet(x.shape[1], num_classes, x.shape[-1], config.width, config.feature_dim)
+    net = JudgeNet(x.shape[1], num_classes, x.shape[-1], config.width, config.feature_dim,
+                   factors)
     net.to(x.device)
     opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(x) / config.batch_size)
@@ -120,6 +140,19 @@ def predict(net: JudgeNet, x: torch.Tensor, batch_size: int = 1024) -> torch.Ten
 
 
 @torch.no_grad()
+def predict_factors(net: JudgeNet, x: torch.Tensor, batch_size: int = 1024
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each head's prediction of a factored judge: ``(first domain, second domain)``."""
+    if net.factors is None:
+        raise ValueError("predict_factors needs a judge built with factors")
+    dev = next(net.parameters()).device
+    parts = [net.split_heads(net.head(net.features(x[i:i + batch_size].to(dev))))
+             for i in range(0, len(x), batch_size)]
+    return (torch.cat([a.argmax(1).cpu() for a, _ in parts]),
+            torch.cat([b.argmax(1).cpu() for _, b in parts]))
+
+
+@torch.no_grad()
 def features(net: JudgeNet, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     dev = next(net.parameters()).device
     return torch.cat([net.features(x[i:i + batch_size].to(dev)).cpu()
@@ -144,7 +177,7 @@ def load_judge(path: str | Path, device: Any = None) -> tuple[JudgeNet, dict[str
     if spec.get("format") != FORMAT:
         raise ModelLoadError(f"{path}/config.json: not an obliviate judge")
     net = JudgeNet(spec["in_channels"], spec["num_classes"], spec["image_size"], spec["width"],
-                   spec["feature_dim"])
+                   spec["feature_dim"], spec.get("factors"))
     check_safetensors(path / "judge.safetensors")
     net.load_state_dict(load_file(str(path / "judge.safetensors")))
     net.eval()
