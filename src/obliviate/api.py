@@ -12,15 +12,18 @@ DataFrame — and return the unlearned model and typed results (``.to_dict()``,
 Nothing is written to disk unless ``output_dir`` is given; a model stays on the device it came
 on. LLM rows are TOFU-style dicts (``question``, ``answer``, optional ``paraphrased_answer``,
 ``perturbed_answer``, ...) or ``{"text": ...}``; image rows are ``{"image": array or PIL image,
-"label": int}``. The CLI runs the same methods, suites and attacks through the run directory.
+"label": int}``. The verbs and the CLI call the same stage runners
+(``obliviate.<modality>.runner``); the CLI gives them a run directory, where they record each
+stage.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +77,9 @@ class UnlearnResult(_Table):
     prompt_format: Any = None
     base_model: str | None = None
     output_dir: str | None = None
+    denoiser: Any = field(default=None, repr=False)
+    """For a diffusers pipeline (``model``), the denoiser the method edited: its UNet is the
+    pipeline's."""
 
     def __repr__(self) -> str:
         data = ", ".join(f"{k}={v.get('n')} records" for k, v in self.data.items())
@@ -82,8 +88,10 @@ class UnlearnResult(_Table):
                 f", {data})")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items()
-               if k not in ("model", "tokenizer", "prompt_format")}
+        out = asdict(replace(self, model=None, tokenizer=None, prompt_format=None,
+                             denoiser=None))  # (asdict would deep-copy the models)
+        for key in ("model", "tokenizer", "denoiser"):
+            del out[key]
         out["prompt_format"] = self.prompt_format.to_dict() if self.prompt_format else None
         return out
 
@@ -144,8 +152,6 @@ class EvaluationResult(_Table):
 
     def headline(self) -> dict[str, float]:
         """The numbers the modality's tables show first (``pipeline.HEADLINE``), when present."""
-        import importlib
-
         try:
             keys = [key for _, key in importlib.import_module(
                 f"obliviate.{self.modality}.pipeline").HEADLINE]
@@ -323,12 +329,56 @@ def _modality(model: Any) -> str:
 
     if isinstance(model, Denoiser):
         return "diffusion"
-    if hasattr(model, "unet") and hasattr(model, "scheduler"):
-        raise ConfigError(
-            "a diffusers pipeline: obliviate's methods edit an obliviate Denoiser; wrap the "
-            "pipeline's UNet with obliviate.diffusion.models.load_pretrained (model.architecture="
-            "diffusers_unet, model.pretrained=<pipeline folder>)")
     return "llm"
+
+
+def _is_pipeline(model: Any) -> bool:
+    """A diffusers pipeline object (read without importing diffusers for an LLM)."""
+    return hasattr(model, "unet") and hasattr(model, "scheduler") and \
+        not hasattr(model, "eps")  # an obliviate Denoiser also holds a UNet
+
+
+def _pipeline_prompts(splits: Mapping[str, Any]) -> tuple[list[str], dict[str, list[Any]]]:
+    """The prompts of rows ``{"image": ..., "prompt": ...}`` (each distinct prompt a class, in
+    order of first appearance: the forget prompts first) and the rows with those classes as
+    their labels."""
+    prompts: list[str] = []
+    rows = {name: _rows(data, name) for name, data in splits.items() if data is not None}
+    for name, items in rows.items():
+        for i, row in enumerate(items):
+            if not isinstance(row, Mapping) or "prompt" not in row or "image" not in row:
+                raise DataError(f"{name}[{i}]: a diffusers pipeline learns from rows with an "
+                                "'image' and its 'prompt' (each prompt a concept)")
+            if str(row["prompt"]) not in prompts:
+                prompts.append(str(row["prompt"]))
+    return prompts, {name: [{"image": row["image"], "label": prompts.index(str(row["prompt"]))}
+                            for row in items] for name, items in rows.items()}
+
+
+def _from_pipeline(pipe: Any, prompts: list[str], image: Any) -> Any:
+    """The pipeline as a text-conditioned denoiser (:func:`obliviate.diffusion.text.from_pipeline`)
+    for images shaped like ``image``."""
+    from obliviate.diffusion.text import from_pipeline
+
+    channels = int(pipe.vae.config.in_channels)
+    return from_pipeline(pipe, prompts, int(_image_array(image, "forget[0]").shape[1]), channels)
+
+
+def _pipeline_inputs(model: Any, splits: dict[str, Any]) -> tuple[Any, dict[str, Any], Any]:
+    """``(model, splits, make)``: a diffusers pipeline becomes a denoiser whose classes are the
+    rows' prompts, and its rows get those classes as labels; ``make(pipe)`` wraps another
+    pipeline (an oracle) alike. Other models pass unchanged (``make`` is the identity)."""
+    if not _is_pipeline(model):
+        return model, splits, lambda other: other
+    prompts, rows = _pipeline_prompts(splits)
+    first = rows["forget"][0]["image"] if rows.get("forget") else None
+    if first is None:
+        raise DataError("forget: a diffusers pipeline needs at least one forget row")
+
+    def make(pipe: Any) -> Any:
+        return _from_pipeline(pipe, prompts, first) if _is_pipeline(pipe) else pipe
+
+    return make(model), {**splits, **rows}, make
 
 
 def _unwrap(model: Any, tokenizer: Any) -> tuple[Any, Any, Any]:
@@ -380,8 +430,6 @@ def _task(model: Any, modality: str, forget: Any, retain: Any, holdout: Any = No
 
 
 def _method(name: str, modality: str) -> Any:
-    import importlib
-
     from obliviate.core.registry import METHODS
 
     importlib.import_module(f"obliviate.{modality}.methods")  # registers the catalogue
@@ -419,20 +467,24 @@ def unlearn(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     ``batch_size``, ...); defaults are the papers'. ``output_dir`` saves the model (it then
     loads with ``from_pretrained``), its manifest and a model card; without it nothing is
     written. ``log_with`` (``"tensorboard"``, ``"mlflow"``, ``"wandb"``) logs the training
-    curve through accelerate's trackers, offline, under ``logging_dir`` (default
-    ``output_dir/logs``). ``retrain`` (the oracle) trains the model it is given on ``retain``:
-    pass it the base weights. LLM methods train one copy of the model per process; a model
-    sharded with ``device_map`` is refused with the reason (prompt-only methods accept it).
+    curve live, each logged step as it trains, through accelerate's trackers, offline, under
+    ``logging_dir`` (default ``output_dir/logs``). ``retrain`` (the oracle) trains the model
+    it is given on ``retain``: pass it the base weights. LLM methods train one copy of the
+    model per process; a model sharded with ``device_map`` is refused with the reason
+    (prompt-only methods accept it).
     """
     model, tokenizer, _ = _unwrap(model, tokenizer)
     logs = _logging_dir(log_with, logging_dir, output_dir)
+    pipeline = model if _is_pipeline(model) else None
+    model, data, _ = _pipeline_inputs(model, {"forget": forget, "retain": retain})
+    forget, retain = data["forget"], data["retain"]
     modality = _modality(model)
     cls = _method(method, modality)
     own, train = _split_hyperparameters(cls, method, modality, dict(hyperparameters))
     config = validate(cls.config_class, {"seed": seed, **own},
                       source=f"unlearn(method={method!r})")
     task = _task(model, modality, forget, retain, seed=seed)
-    instance = cls(config)
+    runner = importlib.import_module(f"obliviate.{modality}.runner")
     start = time.perf_counter()
     if modality == "llm":
         from obliviate.llm.methods.base import DEFAULT_REFUSALS, UnlearnTrainConfig
@@ -443,28 +495,29 @@ def unlearn(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
         lora_config = validate(LoraSettings, {"enabled": bool(lora), **(
             dict(lora) if isinstance(lora, Mapping) else {})}, source="unlearn(lora=...)")
         _llm_format(tokenizer, None)  # one-line error without a tokenizer
-        ctx = instance.context(task, tokenizer, train=train_config, lora=lora_config,
-                               max_length=max_length,
-                               refusals=tuple(refusals or DEFAULT_REFUSALS))
-        outcome = instance.run(model, task, ctx=ctx)
+        ctx = cls(config).context(task, tokenizer, train=train_config, lora=lora_config,
+                                  max_length=max_length,
+                                  refusals=tuple(refusals or DEFAULT_REFUSALS))
+        outcome, _ = runner.unlearn(method, cls, config, model, task, ctx, seed=seed,
+                                    base_model=_model_name(model), log_with=log_with,
+                                    logging_dir=logs)
         train_dump = train_config.model_dump(mode="json")
         prompt_format, details = outcome.prompt_format, {
             **outcome.extra, "selection": outcome.selection}
     else:
-        outcome = instance.run(model, task)
+        outcome, _ = runner.unlearn(method, cls, config, model, task, seed=seed,
+                                    base_model=_model_name(model), log_with=log_with,
+                                    logging_dir=logs)
         train_dump, prompt_format, details = {}, None, dict(outcome.extra)
     result = UnlearnResult(
-        model=outcome.model, tokenizer=tokenizer, method=method, modality=modality,
+        model=pipeline if pipeline is not None else outcome.model, tokenizer=tokenizer,
+        method=method, modality=modality,
         config=config.model_dump(mode="json"), train=train_dump,
         data=task.provenance()["splits"], seconds=time.perf_counter() - start,
         steps=outcome.steps, trainable_parameters=outcome.trainable_parameters,
         total_parameters=outcome.total_parameters, peak_memory=dict(outcome.peak_memory),
         history=list(outcome.history), details=details, prompt_format=prompt_format,
-        base_model=_model_name(model))
-    if log_with:
-        from obliviate.core.tracking import log_unlearning
-
-        log_unlearning(result, log_with, logs)
+        base_model=_model_name(pipeline or model), denoiser=outcome.model)
     if output_dir is not None:
         result.save_pretrained(output_dir, push_to_hub=push_to_hub)
     elif push_to_hub:
@@ -488,46 +541,44 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     Forget Quality, PrivLeak and the gaps to the oracle. ``output_dir`` saves each suite's
     JSON; without it nothing is written.
     """
-    import torch
-
     start = time.perf_counter()
     logs = _logging_dir(log_with, logging_dir, output_dir)
     model, tokenizer, fmt = _unwrap(model, tokenizer)
+    model, data, make = _pipeline_inputs(
+        model, {"forget": forget, "retain": retain, "holdout": holdout, **splits})
+    forget, retain, holdout = data.pop("forget"), data.pop("retain"), data.pop("holdout")
     modality = _modality(model)
-    task = _task(model, modality, forget, retain, holdout, seed, extra=splits)
+    task = _task(model, modality, forget, retain, holdout, seed, extra=data)
+    oracle = _unwrap(oracle, None)[0] if isinstance(oracle, UnlearnResult) else oracle
+    oracle = make(oracle) if oracle is not None else None
     if oracle is not None and not isinstance(oracle, EvaluationResult):
         oracle = evaluate(oracle, tokenizer, forget=task.forget, retain=task.retain,
                           holdout=task.eval_splits.get("holdout"), suites=suites,
                           options=options, judge=judge, name="oracle", seed=seed,
                           **{k: v for k, v in task.eval_splits.items() if k != "holdout"})
-    torch.manual_seed(seed)
+    runner = importlib.import_module(f"obliviate.{modality}.runner")
     if modality == "llm":
-        from obliviate.llm.evaluation.suites import evaluate as run_suites
-
         chosen = list(suites or [s for s in DEFAULT_LLM_SUITES
                                  if s != "mia" or "holdout" in task.eval_splits])
         inputs = {}
         if oracle is not None:
             inputs = {k: oracle.suites[s] for k, s in (("oracle", "tofu"), ("oracle_mia", "mia"))
                       if s in oracle.suites}
-        outputs = run_suites(model, tokenizer, _llm_format(tokenizer, fmt),
-                             {"forget": task.forget, "retain": task.retain, **task.eval_splits},
-                             suites=chosen, options=options, model_name=name, **inputs)
+        (outputs, _), _ = runner.evaluate(
+            model, tokenizer, _llm_format(tokenizer, fmt), task, suites=chosen, options=options,
+            name=name, seed=seed, inputs=inputs, out_dir=output_dir)
         results = {k: v.result for k, v in outputs.items()}
     else:
-        from obliviate.diffusion.evaluation import SUITE, EvaluationConfig, evaluate_denoiser
+        from obliviate.diffusion.evaluation import SUITE, EvaluationConfig
 
         config = validate(EvaluationConfig, dict(options or {}), source="evaluate(options=...)")
         judge = judge if judge is not None else _train_judge(task, config)
-        results = {SUITE: evaluate_denoiser(
-            model, judge, task, config, model_name=name,
+        results = {SUITE: runner.evaluate(
+            model, judge, task, config, name=name, seed=seed,
             oracle=oracle.suites.get(SUITE) if oracle is not None else None,
-            out_dir=output_dir)}
+            out_dir=output_dir)[0]}
     result = EvaluationResult(name, results, oracle, seconds=time.perf_counter() - start,
                               modality=modality)
-    if output_dir is not None:
-        for suite, suite_result in results.items():
-            suite_result.save(Path(output_dir) / f"{suite}.json")
     if log_with:
         from obliviate.core.tracking import log_metrics
 
@@ -550,18 +601,17 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     oracle shows". Attacks work on copies: ``model`` is never changed. ``options`` maps an
     attack to its settings. ``output_dir`` saves each result's JSON.
     """
-    import importlib
-
-    import torch
-
     from obliviate.core.registry import ATTACKS
+    from obliviate.core.runner import run_attack
 
     logs = _logging_dir(log_with, logging_dir, output_dir)
     model, tokenizer, fmt = _unwrap(model, tokenizer)
-    oracle, _, _ = _unwrap(oracle, None)
+    model, data, make = _pipeline_inputs(
+        model, {"forget": forget, "retain": retain, "holdout": holdout})
+    oracle = make(_unwrap(oracle, None)[0])
     modality = _modality(model)
     importlib.import_module(f"obliviate.{modality}.attacks")  # registers the attacks
-    task = _task(model, modality, forget, retain, holdout, seed)
+    task = _task(model, modality, data["forget"], data["retain"], data["holdout"], seed)
     options = dict(options or {})
     if modality == "llm":
         from obliviate.llm.attacks.base import AttackContext, AttackTarget, ProbeOptions
@@ -594,11 +644,10 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     results = {}
     for attack_name in chosen:
         cls = ATTACKS.get(attack_name, modality)
-        torch.manual_seed(seed)
-        results[attack_name] = cls(validate(cls.config_class, dict(options.get(attack_name, {})),
-                                            source=f"attack {attack_name}")).run(ctx)
-        if output_dir is not None:
-            results[attack_name].save(Path(output_dir) / f"{attack_name}.json")
+        results[attack_name] = run_attack(
+            cls, validate(cls.config_class, dict(options.get(attack_name, {})),
+                          source=f"attack {attack_name}"), ctx, seed,
+            Path(output_dir) / f"{attack_name}.json" if output_dir is not None else None)
     out = AttackReport(name, results)
     if log_with:
         from obliviate.core.tracking import log_metrics
@@ -664,9 +713,8 @@ def _save_unlearned(result: UnlearnResult, path: Path, evaluation: EvaluationRes
     import shutil
     import tempfile
 
-    from obliviate.core.integrity import MANIFEST
-    from obliviate.core.io import atomic_write_json
     from obliviate.core.modelcard import write_card
+    from obliviate.core.runner import write_manifest
 
     path.mkdir(parents=True, exist_ok=True)
     if result.modality == "llm":
@@ -677,16 +725,15 @@ def _save_unlearned(result: UnlearnResult, path: Path, evaluation: EvaluationRes
         from obliviate.diffusion.models import save_denoiser
 
         tmp = Path(tempfile.mkdtemp(prefix=".obliviate-", dir=path))
-        try:
-            for file in save_denoiser(result.model, tmp / "model").iterdir():
+        try:  # a text-to-image model saves as a diffusers pipeline folder (unet/, vae/, ...)
+            for file in save_denoiser(result.denoiser or result.model, tmp / "model").iterdir():
+                if (path / file.name).is_dir():
+                    shutil.rmtree(path / file.name)
                 os.replace(file, path / file.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    cls = _method(result.method, result.modality)
-    atomic_write_json(path / MANIFEST, {
-        "method": result.method, "paper": cls.paper, "config": result.config,
-        "base_model": result.base_model, "changes_weights": cls.changes_weights,
-        "prompt_format": result.prompt_format.to_dict() if result.prompt_format else None})
+    write_manifest(path, result.method, _method(result.method, result.modality), result.config,
+                   result.base_model, result.prompt_format)
     write_card(path, result.card_info(evaluation, attacks))
     return path
 

@@ -124,7 +124,7 @@ def unlearn(
             summary = run_scaling(pipeline, config, run, task, method or None, command_line())
             typer.echo(f"{len(summary['after'])} forget-set sizes: {run.root / 'scaling'}")
         return
-    done = pipeline.unlearn_stage(config, run, task, method or None)
+    done = pipeline.unlearn_stage(config, run, task, method or None, log_with=log_with)
     write_run_cards(run.root, run.read_record())
     log_stages(run, log_with, ("unlearn",))
     for name, stage in done.items():
@@ -243,7 +243,7 @@ def demo(
     task = pipeline.prepare_task(config, run)
     typer.echo(f"task {task.name}: forget {len(task.forget)} facts, retain {len(task.retain)}")
     pipeline.finetune_stage(config, run, task)
-    pipeline.unlearn_stage(config, run, task)
+    pipeline.unlearn_stage(config, run, task, log_with=log_with)
     summaries = pipeline.evaluate_stage(config, run, task)
     attacks = pipeline.attack_stage(config, run, task)
     run_seeds(config, run, typer.echo)  # unlearning seeds 1 and 2: mean ± std over 3 seeds

@@ -7,15 +7,16 @@ unless ``MLFLOW_TRACKING_URI`` says otherwise), W&B runs with ``WANDB_MODE=offli
 the environment sets a mode.
 
 What is logged: an unlearning run's configuration, its training curve (loss, learning rate and
-the method's own terms at every logged step) and its cost; an evaluation's metrics; attack
-results (plain, attacked, recovery).
+the method's own terms at every logged step, sent as the loop logs it: :func:`live_unlearning`)
+and its cost; an evaluation's metrics; attack results (plain, attacked, recovery).
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -112,25 +113,57 @@ class Tracking:
         self.close()
 
 
+def _log_entry(tracking: Tracking, entry: Mapping[str, Any]) -> None:
+    """One history entry of a training curve as ``train/<name>`` at its step."""
+    step = entry.get("step")
+    tracking.log({f"train/{k}": v for k, v in entry.items() if k != "step"},
+                 step=int(step) if step is not None else None)
+
+
 def _log_training(tracking: Tracking, history: list[dict[str, Any]],
                   cost: Mapping[str, Any], steps: int) -> None:
     for entry in history:
-        step = entry.get("step")
-        tracking.log({f"train/{k}": v for k, v in entry.items() if k != "step"},
-                     step=int(step) if step is not None else None)
+        _log_entry(tracking, entry)
     tracking.log({f"cost/{k}": v for k, v in cost.items()}, step=steps)
 
 
-def log_unlearning(result: Any, log_with: str | Sequence[str], logging_dir: str | Path) -> None:
-    """An unlearning run: its config, the training curve step by step, and its cost."""
-    config = {"method": result.method, "modality": result.modality, "config": result.config,
-              "train": result.train, "base_model": result.base_model,
-              "data": {k: v.get("sha256") for k, v in result.data.items()}}
-    with Tracking(log_with, logging_dir, f"unlearn-{result.method}", config) as tracking:
-        _log_training(tracking, result.history,
-                      {"seconds": result.seconds, "steps": result.steps,
-                       "trainable_parameters": result.trainable_parameters,
-                       **result.peak_memory}, result.steps)
+def log_cost(tracking: Tracking, outcome: Any) -> None:
+    """What a method run cost (its outcome's seconds, steps, trainable parameters and peak
+    memory), as ``cost/<name>`` at its last step."""
+    _log_training(tracking, [], {
+        "seconds": outcome.seconds, "steps": outcome.steps,
+        "trainable_parameters": outcome.trainable_parameters, **(outcome.peak_memory or {})},
+        outcome.steps)
+
+
+@contextmanager
+def live_unlearning(log_with: str | Sequence[str] | None, logging_dir: str | Path | None,
+                    method: str, config: Mapping[str, Any]) -> Iterator[Tracking | None]:
+    """Trackers open around one unlearning run (run ``unlearn-<method>``, with ``config``):
+    every history entry goes to them the moment the training loop logs it, at its step
+    (:func:`obliviate.core.training.log_listener`), so a dashboard follows the curve while it
+    trains, and a run that fails keeps what it logged. Yields ``None`` without ``log_with``."""
+    if not log_with:
+        yield None
+        return
+    from obliviate.core.errors import ConfigError
+    from obliviate.core.training import log_listener
+
+    if logging_dir is None:
+        raise ConfigError("log_with needs a place for the logs: give logging_dir= or output_dir=")
+    with Tracking(log_with, logging_dir, f"unlearn-{method}", config) as tracking, \
+            log_listener(lambda entry: _log_entry(tracking, entry)):
+        yield tracking
+
+
+def mark_logged(logging_dir: str | Path, stage: str, record: Mapping[str, Any]) -> None:
+    """Note that ``stage`` (as recorded, ``record["updated"]``) is logged already, so
+    :func:`log_run` does not log it a second time."""
+    from obliviate.core.io import atomic_write_json, read_json
+
+    seen_file = Path(logging_dir) / "logged.json"
+    seen = read_json(seen_file) if seen_file.is_file() else {}
+    atomic_write_json(seen_file, {**seen, stage: record.get("updated", "")})
 
 
 def log_metrics(values: Mapping[str, Any], log_with: str | Sequence[str],

@@ -32,6 +32,8 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -353,6 +355,23 @@ def _broadcast(tensors: list[torch.Tensor]) -> None:
         torch.distributed.broadcast(t.data, src=0)
 
 
+LogListener = Callable[[dict[str, float]], None]
+_LISTENERS: ContextVar[tuple[LogListener, ...]] = ContextVar("obliviate_log_listeners",
+                                                             default=())
+
+
+@contextmanager
+def log_listener(listener: LogListener) -> Iterator[None]:
+    """Inside this block every training loop calls ``listener(entry)`` (on the main process)
+    with each history entry (``step``, ``loss``, ``lr``, the method's terms) the moment it is
+    logged: what sends the training curve to the experiment trackers live."""
+    token = _LISTENERS.set((*_LISTENERS.get(), listener))
+    try:
+        yield
+    finally:
+        _LISTENERS.reset(token)
+
+
 def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
                settings: LoopSettings, *, params: NamedParams | None = None,
                accelerator: Any = None, checkpoint_dir: str | Path | None = None,
@@ -448,6 +467,9 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
                      "lr": scheduler.get_last_lr()[0],
                      **{k: float(v) for k, v in logs.items() if k != "loss"}}
             history.append(entry)
+            if accelerator.is_main_process:
+                for listener in _LISTENERS.get():
+                    listener(entry)
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             running = []
         # at the configured interval only: the last step's state is the caller's final save,

@@ -266,14 +266,17 @@ class LatentCodec:
     so methods cannot train it and frozen copies of the denoiser do not duplicate it.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        try:
-            from diffusers import AutoencoderKL
+    def __init__(self, path: str | Path, vae: Any = None) -> None:
+        """The VAE of the folder ``path``, or the ``vae`` object given (``path`` then only
+        names it, e.g. for a pipeline held in memory)."""
+        if vae is None:
+            try:
+                from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(str(path))
-        except (OSError, ValueError, ImportError) as exc:
-            raise ModelLoadError(f"{path}: cannot load a diffusers AutoencoderKL "
-                                 f"({str(exc).splitlines()[0]})") from None
+                vae = AutoencoderKL.from_pretrained(str(path))
+            except (OSError, ValueError, ImportError) as exc:
+                raise ModelLoadError(f"{path}: cannot load a diffusers AutoencoderKL "
+                                     f"({str(exc).splitlines()[0]})") from None
         self.path = str(path)
         self.vae = vae.eval().requires_grad_(False)
         self.scale = float(vae.config.scaling_factor)

@@ -163,10 +163,12 @@ def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path
 
 
 def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
-                  methods: list[str] | None = None) -> dict[str, Any]:
-    """Run each method on the target (skipping finished ones) and record cost and config."""
-    from obliviate.core.io import atomic_write_json, sha256_dir
-    from obliviate.diffusion.methods.base import UnlearnContext
+                  methods: list[str] | None = None, log_with: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Run each method on the target (skipping finished ones) and record cost and config;
+    ``log_with`` sends each training curve live to those trackers (``RUN_DIR/logs``)."""
+    from obliviate.core.io import sha256_dir
+    from obliviate.diffusion import runner
 
     names = methods or recipe.unlearn.methods
     resolved = {name: method_config(recipe, name) for name in names}
@@ -188,29 +190,12 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
         if not recipe.unlearn.target:
             verify_model(run, "target")
         model = load_target(recipe, run, task, target)
-        ctx = UnlearnContext.build(task, model.device, seed=recipe.seed,
-                                   checkpoint_dir=out_dir / "checkpoints")
-        run.record_stage(stage, status="running", method=name, data=data)
-        torch.manual_seed(recipe.seed)
-        try:
-            outcome = cls(config).run(model, task, out_dir, ctx=ctx)
-        except ObliviateError as exc:
-            run.record_stage(stage, status="failed", error=str(exc))
-            raise
-        atomic_write_json(out_dir / MANIFEST, {
-            "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
-            "base_model": relative_to_run(target, run.root)})
-        out[name] = run.record_stage(
-            stage, status="done", method=name, paper=cls.paper,
-            config=config.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
-            trainable_parameters=outcome.trainable_parameters,
-            total_parameters=outcome.total_parameters,
-            peak_memory=outcome.peak_memory, history=outcome.history,
-            target=str(target), output=str(out_dir), model_path=outcome.model_path, data=data,
-            details=outcome.extra,
-            weights_sha256=sha256_dir(model_path(run, f"unlearned/{name}"), ("*.safetensors",)),
-            target_weights_sha256=sha256_dir(target, ("*.safetensors",))
-            if target.is_dir() else None)
+        out[name] = runner.unlearn(
+            name, cls, config, model, task, seed=recipe.seed, out_dir=out_dir, run=run,
+            base_model=relative_to_run(target, run.root), log_with=log_with,
+            logging_dir=run.root / "logs",
+            record={"target": str(target), "target_weights_sha256": sha256_dir(
+                target, ("*.safetensors",)) if target.is_dir() else None})[1]
     return out
 
 
@@ -236,12 +221,8 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     """Evaluate each model with the judge (``eval/<model>/generation.json`` and
     ``samples.png``); the oracle first, so every other model gets its gap to the oracle."""
     from obliviate.core.result import EvalResult
-    from obliviate.diffusion.evaluation import (
-        SUITE,
-        evaluate_denoiser,
-        neighbour_classes,
-        reference_images,
-    )
+    from obliviate.diffusion import runner
+    from obliviate.diffusion.evaluation import SUITE, neighbour_classes, reference_images
     from obliviate.diffusion.judge import features
 
     names = models or available_models(run)
@@ -274,19 +255,13 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
             else None
         path = model_path(run, name)
         model = load_model(recipe, run, task, name)
-        torch.manual_seed(recipe.seed)
-        run.record_stage(stage, status="running", model=str(path))
-        result = evaluate_denoiser(model, judge, task, cfg, model_name=name, oracle=oracle,
-                                   out_dir=out_dir, reference_features=reference,
-                                   neighbours=neighbours)
-        result.provenance.update(model=str(path), model_name=name, seed=recipe.seed,
-                                 obliviate=environment_info()["obliviate"], task=task.name)
-        result.save(out_dir / f"{SUITE}.json")
-        summary = {f"{SUITE}/{k}": v for k, v in result.summary().items()}
-        summaries[name] = summary
-        run.record_stage(stage, status="done", model=str(path), summary=summary,
-                         seconds=result.seconds, suites=[SUITE], output=str(out_dir),
-                         samples=str(out_dir / "samples.png"))
+        result, _ = runner.evaluate(
+            model, judge, task, cfg, name=name, seed=recipe.seed, oracle=oracle,
+            out_dir=out_dir, run=run, stage=stage, reference_features=reference,
+            neighbours=neighbours, record={"model": str(path)},
+            provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
+                        "obliviate": environment_info()["obliviate"], "task": task.name})
+        summaries[name] = runner.summary(result)
     return summaries
 
 
@@ -296,6 +271,7 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                  force: bool = False) -> dict[str, dict[str, Any]]:
     """Run each attack against each model and the oracle; ``attacks/<model>/<attack>.json``."""
     import obliviate.diffusion.attacks  # noqa: F401  (registers the attacks)
+    from obliviate.core.runner import run_attack
     from obliviate.diffusion.attacks import AttackContext
 
     cfg = recipe.attack
@@ -307,10 +283,9 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
         judge, oracle = model("judge"), model("oracle")
-        torch.manual_seed(recipe.seed)
         ctx = AttackContext(task=task, model=model(name), model_name=name, oracle=oracle,
                             judge=judge, probe=cfg.probe, seed=recipe.seed, oracle_cache=cache)
-        return cls(config).run(ctx)
+        return run_attack(cls, config, ctx, recipe.seed)
 
     return attack_loop(run, targets, resolved, attack_one, force=force,
                        depends={"probe": cfg.probe, "seed": recipe.seed})

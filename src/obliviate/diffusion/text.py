@@ -238,6 +238,35 @@ def load_text_pipeline(config: ModelConfig, num_classes: int, image_size: int,
     return model
 
 
+PIPELINE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+def from_pipeline(pipe: Any, prompts: list[str], image_size: int, in_channels: int = 3,
+                  **settings: Any) -> TextDenoiser:
+    """The diffusers pipeline ``pipe`` (in memory) as one model whose class ``k`` is the
+    prompt ``prompts[k]``; ``image_size`` and ``in_channels`` are the images it is taught
+    with, ``settings`` other :class:`ModelConfig` fields (``sample_steps``, ...).
+
+    The model holds the pipeline's own UNet, so what a method edits is what ``pipe``
+    generates with; its VAE and text encoder are frozen (as in every method here) and shared."""
+    missing = [part for part in PIPELINE_PARTS if getattr(pipe, part, None) is None]
+    if missing:
+        raise ConfigError(f"a diffusers pipeline without {', '.join(missing)}: a text-to-image "
+                          f"model needs {', '.join(PIPELINE_PARTS)}")
+    config = ModelConfig(architecture="text_pipeline", prompts=list(prompts),
+                         **scheduler_settings(pipe.scheduler), **settings)
+    codec = LatentCodec(f"<{type(pipe).__name__}.vae>", vae=pipe.vae)
+    size, channels = codec.latent_shape(image_size, in_channels)
+    if pipe.unet.config.in_channels != channels:
+        raise ModelLoadError(f"{type(pipe).__name__}.unet takes {pipe.unet.config.in_channels} "
+                             f"channels, the VAE's latents have {channels}")
+    model = TextDenoiser(config, len(prompts), size, channels, unet=pipe.unet,
+                         text=TextConditioner(pipe.text_encoder, pipe.tokenizer),
+                         scheduler=pipe.scheduler)
+    model.codec = codec
+    return model.to(pipe.unet.device)
+
+
 def reload_text_pipeline(path: Path, info: dict[str, Any]) -> TextDenoiser:
     """The model a :meth:`TextDenoiser.save_pipeline` folder holds (``load_denoiser``)."""
     config = ModelConfig.model_validate({**info["model"], "pretrained": str(path)})

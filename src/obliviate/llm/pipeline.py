@@ -7,7 +7,6 @@ Each stage records itself in the run directory's ``run.json``; a stage already m
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from obliviate.core.integrity import (
     recorded,
     verify_model,
 )
-from obliviate.core.io import sha256_dir
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
@@ -39,22 +37,13 @@ from obliviate.llm import MODALITY
 from obliviate.llm.data.jsonl import load_jsonl as load_request_file  # noqa: F401
 from obliviate.llm.finetune import Role, finetune
 from obliviate.llm.recipe import LLMRecipe
+from obliviate.llm.runner import evaluation_splits, weights_sha256  # noqa: F401  (re-exported)
 from obliviate.llm.task import build_task
 
 _log = logging.getLogger(__name__)
 # (label, summary key) of the numbers a table of LLM results shows first: every registered
 # benchmark's headline declaration (llm/benchmarks/), in one list; tables show the present keys
 HEADLINE = headline(MODALITY)
-
-
-def weights_sha256(path: str | Path) -> str | None:
-    """SHA-256 of a model's safetensors files (None where there are none: a prompt-only model)."""
-    path = Path(path)
-    if (path / "model").is_dir():  # an unlearned model's folder
-        path = path / "model"
-    if not path.is_dir() or not any(path.glob("*.safetensors")):
-        return None
-    return sha256_dir(path, ("*.safetensors",))
 
 
 def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
@@ -118,19 +107,16 @@ def method_train(recipe: LLMRecipe, name: str, cls: Any) -> tuple[Any, dict[str,
 
 
 def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
-                  methods: list[str] | None = None) -> dict[str, Any]:
-    """Run each method on the target (skipping finished ones) and record cost and config."""
-    import torch
-
+                  methods: list[str] | None = None, log_with: list[str] | None = None
+                  ) -> dict[str, Any]:
+    """Run each method on the target (skipping finished ones) and record cost and config;
+    ``log_with`` sends each training curve live to those trackers (``RUN_DIR/logs``)."""
     import obliviate.llm.methods  # noqa: F401  (registers the catalogue)
-    from obliviate.core.errors import ObliviateError
-    from obliviate.core.io import atomic_write_json, sha256_file
     from obliviate.core.pristine import pristine_copy
-    from obliviate.core.profiling import peak_memory
+    from obliviate.llm import runner
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.finetune import base_model
     from obliviate.llm.methods.base import UnlearnContext
-    from obliviate.llm.training import barrier
 
     cfg = recipe.unlearn
     names = methods or cfg.methods
@@ -161,43 +147,16 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         if cls.starts_from == "base":
             model = base_model(recipe.model, tokenizer, recipe.seed)
         model.train()
-        method = cls(config)
         ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, train=train,
                              lora=cfg.lora, selection=cfg.selection,
                              max_length=recipe.model.max_length, refusals=refusals)
-        run.record_stage(stage, status="running", method=name, data=data)
-        torch.manual_seed(recipe.seed)
-        try:
-            outcome = method.run(model, task, out_dir, ctx=ctx)
-        except ObliviateError as exc:  # e.g. diverged: the record says so, not "running"
-            run.record_stage(stage, status="failed", error=str(exc))
-            raise
-        prompt = outcome.prompt_format
-        atomic_write_json(out_dir / MANIFEST, {
-            "method": name, "paper": cls.paper, "config": config.model_dump(mode="json"),
-            "base_model": relative_to_run(target, run.root),
-            "changes_weights": cls.changes_weights,
-            "prompt_format": prompt.to_dict() if prompt is not None else None})
-        barrier()  # the main process has saved the weights
-        out[name] = run.record_stage(
-            stage, status="done", method=name, paper=cls.paper,
-            config=config.model_dump(mode="json"), train=train.model_dump(mode="json"),
-            details={"train_sources": sources},  # which layer set each training value
-            lora=cfg.lora.model_dump(mode="json"), seconds=outcome.seconds, steps=outcome.steps,
-            trainable_parameters=outcome.trainable_parameters,
-            total_parameters=outcome.total_parameters,
-            peak_memory=outcome.peak_memory or peak_memory(),
-            selection=outcome.selection, history=outcome.history,
-            target=str(target), output=str(out_dir), data=data,
-            resumed_from=outcome.resumed_from,
-            weights_sha256=weights_sha256(out_dir), target_weights_sha256=weights_sha256(target),
-            manifest_sha256=sha256_file(out_dir / MANIFEST))
+        out[name] = runner.unlearn(
+            name, cls, config, model, task, ctx, seed=recipe.seed, out_dir=out_dir, run=run,
+            base_model=relative_to_run(target, run.root), log_with=log_with,
+            logging_dir=run.root / "logs",
+            record={"details": {"train_sources": sources},  # which layer set each value
+                    "target": str(target), "target_weights_sha256": weights_sha256(target)})[1]
     return out
-
-
-def evaluation_splits(task: UnlearningTask) -> dict[str, Any]:
-    """The splits the LLM suites read, keyed by the names their options expect."""
-    return {"forget": task.forget, "retain": task.retain, **task.eval_splits}
 
 
 def resolve_eval_model(run: RunDir, name: str) -> Path | str:
@@ -221,11 +180,10 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     Results go to ``eval/<model>/<suite>.json`` (plus TOFU's legacy log); a model whose
     evaluation is recorded as done is skipped unless ``force``.
     """
-    import torch
-
     from obliviate.core.metric import load_oracle_results
+    from obliviate.llm import runner
     from obliviate.llm.artifacts import load_model_for_eval
-    from obliviate.llm.evaluation.suites import evaluate, get_suite
+    from obliviate.llm.evaluation.suites import get_suite
 
     cfg, left_out = recipe.evaluation.for_task(recipe.task.bench, task)  # suites: the data's
     for suite, why in left_out.items():
@@ -239,7 +197,6 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
     names = oracle_first(names)
-    splits = evaluation_splits(task)
     oracle_dir = run.root / "eval" / "oracle"
     summaries = {}
     for name in names:
@@ -257,23 +214,14 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         path = resolve_eval_model(run, name)
         verify_model(run, name)
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
-        torch.manual_seed(recipe.seed)
-        run.record_stage(stage, status="running", model=str(path))
-        start = time.perf_counter()  # the shared scoring and generation run before the suites
-        outputs = evaluate(model, tokenizer, fmt, splits, suites=cfg.suites,
-                           options=cfg.options, model_name=name, **inputs)
-        seconds = time.perf_counter() - start
-        summary: dict[str, float] = {}
-        for suite, output in outputs.items():
-            output.result.provenance.update(  # oracle logs are artefacts reused by later runs
-                model=str(path), model_name=name, seed=recipe.seed,
-                obliviate=environment_info()["obliviate"], task=task.name)
-            output.save(out_dir)
-            summary.update({f"{suite}/{k}": v for k, v in output.result.summary().items()})
-        summaries[name] = summary
-        run.record_stage(stage, status="done", model=str(path), summary=summary,
-                         seconds=seconds, suites=list(outputs), output=str(out_dir),
-                         options=cfg.options, weights_sha256=weights_sha256(path))
+        (outputs, _), _ = runner.evaluate(
+            model, tokenizer, fmt, task, suites=cfg.suites, options=cfg.options, name=name,
+            seed=recipe.seed, inputs=inputs, out_dir=out_dir, run=run, stage=stage,
+            provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
+                        # oracle logs are artefacts reused by later runs
+                        "obliviate": environment_info()["obliviate"], "task": task.name},
+            record={"model": str(path), "weights_sha256": weights_sha256(path)})
+        summaries[name] = runner.summary(outputs)
     return summaries
 
 
@@ -284,9 +232,8 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     One oracle :class:`AttackTarget` serves every model, so what attacks measure on the oracle
     is measured once (see :meth:`AttackTarget.remember`)."""
-    import torch
-
     import obliviate.llm.attacks  # noqa: F401  (registers the attacks)
+    from obliviate.core.runner import run_attack
     from obliviate.llm.artifacts import load_model_for_eval
     from obliviate.llm.attacks.base import AttackContext, AttackTarget
 
@@ -305,10 +252,9 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     target = ResidentModels(load)  # the oracle stays, with what the attacks measured on it
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
-        torch.manual_seed(recipe.seed)
         ctx = AttackContext(task=task, target=target(name), oracle=target("oracle"),
                             probe=cfg.probe, seed=recipe.seed)
-        return cls(config).run(ctx)
+        return run_attack(cls, config, ctx, recipe.seed)
 
     return attack_loop(run, targets, resolved, attack_one, force=force,
                        depends={"probe": cfg.probe, "seed": recipe.seed})
