@@ -282,74 +282,6 @@ def _extraction_strength():
     assert got.value == pytest.approx(0.75)
 
 
-# -- MUSE, multiple choice, lm-evaluation-harness --------------------------------------------------
-@case("verbmem")
-def _verbmem():
-    # ROUGE-L F1 x100: "the cat sat on the mat" vs "the cat lay on the mat": LCS 5 of 6 -> 5/6;
-    # "a b c" vs "a x c d": P = 2/3, R = 2/4 -> F1 4/7
-    from obliviate.llm.evaluation.muse import Continuations
-
-    found = Continuations(["p1", "p2"], ["the cat lay on the mat", "a x c d"],
-                          ["the cat sat on the mat", "a b c"], {"max_new_tokens": 128})
-    need = metric("verbmem").needs("verbmem_forget")[0]
-    got = metric("verbmem").compute(Inputs({}, {need: found}), "verbmem_forget")
-    assert got.per_item == pytest.approx([500 / 6, 400 / 7])
-    assert got.value == pytest.approx((500 / 6 + 400 / 7) / 2)
-    assert need.max_new_tokens == 128 and got.details["max_new_tokens"] == 128
-
-
-@case("knowmem")
-def _knowmem():
-    # one answer right word for word (100), one with nothing in common (0); KnowMem's need
-    # carries MUSE's 32 tokens and stop strings
-    from obliviate.llm.evaluation.muse import KNOWMEM_STOP, Continuations
-
-    need = metric("knowmem").needs("knowmem_forget_qa")[0]
-    assert need.max_new_tokens == 32 and need.stop == KNOWMEM_STOP
-    found = Continuations(["q1", "q2"], ["Lowmere", "in 1901"], ["Lowmere", "never"])
-    got = metric("knowmem").compute(Inputs({}, {need: found}), "knowmem_forget_qa")
-    assert got.per_item == [100.0, 0.0] and got.value == 50.0
-
-
-def choice_inputs():
-    # item 0 (answer C): C has the highest log-likelihood; item 1 (answer B): A wins, with the
-    # letters' probabilities 1/2, 1/4, 1/8, 1/8
-    from obliviate.llm.data.wmdp import MCQItem
-    from obliviate.llm.evaluation.mcq import ChoiceScores
-
-    items = [MCQItem("q0", ("a", "b", "c", "d"), 2), MCQItem("q1", ("a", "b", "c", "d"), 1)]
-    ll = [[-3.0, -2.0, -1.0, -4.0], [math.log(0.5), math.log(0.25), math.log(0.125),
-                                      math.log(0.125)]]
-    return Inputs({}, {Need.choice_scores("bio"): ChoiceScores(items, ll)})
-
-
-@case("mcq_acc")
-def _mcq_acc():
-    got = metric("mcq_acc").compute(choice_inputs(), "bio")
-    assert got.per_item == [1.0, 0.0] and got.value == 0.5 and got.details["chance"] == 0.25
-
-
-@case("mcq_prob")
-def _mcq_prob():
-    # item 0: e^-1 / (e^-3 + e^-2 + e^-1 + e^-4); item 1: 1/4
-    got = metric("mcq_prob").compute(choice_inputs(), "bio")
-    e = [math.exp(x) for x in (-3.0, -2.0, -1.0, -4.0)]
-    assert got.per_item == pytest.approx([e[2] / sum(e), 0.25])
-
-
-@case("lm_eval")
-def _lm_eval():
-    # the harness's "acc,none" 0.5 of task t over two logged documents (1, 0); its stderr kept;
-    # "alias" (not a number) and the stderr entry are no metrics
-    results = {"results": {"t": {"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.5}},
-               "samples": {"t": [{"acc": 1.0, "filter": "none"}, {"acc": 0.0,
-                                                                   "filter": "none"}]}}
-    got = metric("lm_eval").compute(Inputs({}, {Need.harness("lm_eval"): results}), "")
-    assert [(m.name, m.split, m.value, m.per_item) for m in got] == [
-        ("acc", "t", 0.5, [1.0, 0.0])]
-    assert got[0].details["stderr"] == 0.5
-
-
 # -- diffusion: the judge's generation suite, the CLIP score -------------------------------------
 def judged(labels, predicted, forget=(0,), neighbours=None, features=None, split="forget"):
     """The judge's view of one split of samples (classes "0", "1", "2")."""
@@ -457,6 +389,104 @@ def _clip_score():
         Inputs({}, {Need.samples("forget"): samples}), "forget")
     assert got.per_item == pytest.approx([96.0, 0.0]) and got.value == pytest.approx(48.0)
     assert seen == ["a digit 0", "a digit 2"]
+
+
+# -- diffusion: standard evaluators (NudeNet, image classifier, feature FID, UnlearnCanvas) --
+def image_samples(n, names=("a",)):
+    from obliviate.diffusion.metrics.base import Samples
+
+    return Samples(torch.zeros(n, 3, 4, 4), torch.zeros(n, dtype=torch.long), list(names))
+
+
+@case("nudity_rate", "diffusion")
+def _nudity_rate():
+    # detections as NudeNet gives them: image 1 an exposed class at 0.9; image 2 a face
+    # (not counted) and an exposed belly at 0.3 (under 0.45); image 3 nothing -> 1, 0, 0
+    found = [[{"class": "FEMALE_BREAST_EXPOSED", "score": 0.9, "box": [0, 0, 2, 2]}],
+             [{"class": "FACE_FEMALE", "score": 0.8, "box": [0, 0, 4, 4]},
+              {"class": "BELLY_EXPOSED", "score": 0.3, "box": [1, 1, 2, 2]}], []]
+    inputs = Inputs({}, {Need.samples("forget"): image_samples(3)})
+    cls = METRICS.get("nudity_rate", "diffusion")
+    got = cls(detector=lambda images: found).compute(inputs, "forget")
+    assert got.per_item == [1.0, 0.0, 0.0] and got.value == pytest.approx(1 / 3)
+    assert got.details["per_class"]["FEMALE_BREAST_EXPOSED"] == 1 and got.split == "forget"
+    # threshold 0.2 counts the belly too: 2 of 3
+    low = cls({"threshold": 0.2}, detector=lambda images: found).compute(inputs, "forget")
+    assert low.per_item == [1.0, 1.0, 0.0] and low.details["per_class"]["BELLY_EXPOSED"] == 1
+
+
+@case("classifier_accuracy", "diffusion")
+def _classifier_accuracy():
+    # logits (2, 1, 0) and (0, 1, 3): top-1 classes 0 and 2; intended "church" (0) and
+    # "fish" mapped to "tench" (1) -> 1, 0 -> 1/2
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 1.0, 3.0]])
+    clf = SimpleNamespace(id2label={0: "church", 1: "tench", 2: "parachute"},
+                          label_index=lambda y: {"church": 0, "tench": 1}[y],
+                          logits=lambda images, batch: logits)
+    samples = image_samples(2, names=("church", "fish"))
+    samples.labels = torch.tensor([0, 1])
+    got = METRICS.get("classifier_accuracy", "diffusion")(
+        {"path": "unused", "label_map": {"fish": "tench"}}, classifier=clf).compute(
+        Inputs({}, {Need.samples("retain"): samples}), "retain")
+    assert got.per_item == [1.0, 0.0] and got.value == 0.5
+    assert got.details["predicted_as"] == {"church": 1, "parachute": 1}
+
+
+@case("feature_fid", "diffusion")
+def _feature_fid():
+    # generated features the 4 corners of [0, 2]^2: mean (1, 1), unbiased covariance 4/3 I;
+    # real = 2 x generated + (1, 0): mean (3, 2), covariance 16/3 I.
+    # FD = |(1, 1) - (3, 2)|^2 + tr(4/3 I + 16/3 I - 2 (64/9)^(1/2) I) = 5 + 2 (20/3 - 16/3)
+    #    = 23/3
+    from obliviate.diffusion.metrics.feature_distance import real_samples
+
+    corners = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
+    gen, real = image_samples(4), image_samples(4)
+    gen.images, real.images = corners, 2 * corners + torch.tensor([1.0, 0.0])
+    got = METRICS.get("feature_fid", "diffusion")(
+        {"path": "unused"}, extractor=lambda images, batch: images.numpy()).compute(
+        Inputs({}, {Need.samples("retain"): gen, real_samples("retain"): real}), "retain")
+    assert got.value == pytest.approx(23 / 3) and got.split == "retain"
+
+
+def canvas():
+    # styles A, B, C x objects x, y; (intended style, object, predicted style, object)
+    from obliviate.diffusion.metrics.unlearncanvas import CanvasSample
+
+    rows = [("A", "x", "A", "x"), ("A", "y", "B", "y"), ("B", "x", "B", "y"),
+            ("B", "y", "B", "y"), ("C", "x", "A", "x"), ("C", "y", "C", "y")]
+    return Inputs({}, {Need.judge("grid"): [CanvasSample(*r) for r in rows]})
+
+
+def canvas_metric(name, target="A"):
+    return METRICS.get(name, "diffusion")({"target": target}).compute(canvas(), "grid")
+
+
+@case("ua", "diffusion")
+def _ua():
+    # target style A: of its 2 images, the second is called B -> 1/2
+    got = canvas_metric("ua")
+    assert got.per_item == [0.0, 1.0] and got.value == 0.5 and got.details["domain"] == "style"
+    # target object y: (A,y) (B,y) (C,y) all called y -> 0
+    assert canvas_metric("ua", "y").value == 0.0
+
+
+@case("ira", "diffusion")
+def _ira():
+    # style B: 2 of 2 right; style C: 1 of 2 (its x image is called A) -> (1 + 1/2) / 2
+    got = canvas_metric("ira")
+    assert got.details["per_concept"] == {"B": 1.0, "C": 0.5} and got.value == 0.75
+    # target object x: the other object y, 3 of 3 -> 1
+    assert canvas_metric("ira", "x").value == 1.0
+
+
+@case("cra", "diffusion")
+def _cra():
+    # images not in style A, by object: x -> (B,x) wrong, (C,x) right = 1/2; y -> 2 of 2 = 1
+    got = canvas_metric("cra")
+    assert got.details["per_concept"] == {"x": 0.5, "y": 1.0} and got.value == 0.75
+    # target object y: images of x, by style: A 1/1, B 1/1, C 0/1 -> 2/3
+    assert canvas_metric("cra", "y").value == pytest.approx(2 / 3)
 
 
 # -- the walk ------------------------------------------------------------------------------------

@@ -181,3 +181,12 @@ def to_tensor(records: Sequence[ImageRecord], device: Any = None) -> tuple[Any, 
 def to_uint8(x: Any) -> np.ndarray:
     """Model-space images in [-1, 1] → ``uint8 [N, C, H, W]``."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
+
+
+def to_rgb_uint8(x: Any) -> np.ndarray:
+    """Model-space images ``[N, C, H, W]`` in [-1, 1] → RGB ``uint8 [N, H, W, 3]`` (gray is
+    repeated), the layout image files and pretrained classifiers' processors take."""
+    if x.ndim != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"images must be [N, 1 or 3, H, W], got {list(x.shape)}")
+    pixels = to_uint8(x).transpose(0, 2, 3, 1)
+    return np.repeat(pixels, 3, axis=-1) if pixels.shape[-1] == 1 else pixels
