@@ -282,6 +282,74 @@ def _extraction_strength():
     assert got.value == pytest.approx(0.75)
 
 
+# -- MUSE, multiple choice, lm-evaluation-harness --------------------------------------------------
+@case("verbmem")
+def _verbmem():
+    # ROUGE-L F1 x100: "the cat sat on the mat" vs "the cat lay on the mat": LCS 5 of 6 -> 5/6;
+    # "a b c" vs "a x c d": P = 2/3, R = 2/4 -> F1 4/7
+    from obliviate.llm.evaluation.muse import Continuations
+
+    found = Continuations(["p1", "p2"], ["the cat lay on the mat", "a x c d"],
+                          ["the cat sat on the mat", "a b c"], {"max_new_tokens": 128})
+    need = metric("verbmem").needs("verbmem_forget")[0]
+    got = metric("verbmem").compute(Inputs({}, {need: found}), "verbmem_forget")
+    assert got.per_item == pytest.approx([500 / 6, 400 / 7])
+    assert got.value == pytest.approx((500 / 6 + 400 / 7) / 2)
+    assert need.max_new_tokens == 128 and got.details["max_new_tokens"] == 128
+
+
+@case("knowmem")
+def _knowmem():
+    # one answer right word for word (100), one with nothing in common (0); KnowMem's need
+    # carries MUSE's 32 tokens and stop strings
+    from obliviate.llm.evaluation.muse import KNOWMEM_STOP, Continuations
+
+    need = metric("knowmem").needs("knowmem_forget_qa")[0]
+    assert need.max_new_tokens == 32 and need.stop == KNOWMEM_STOP
+    found = Continuations(["q1", "q2"], ["Lowmere", "in 1901"], ["Lowmere", "never"])
+    got = metric("knowmem").compute(Inputs({}, {need: found}), "knowmem_forget_qa")
+    assert got.per_item == [100.0, 0.0] and got.value == 50.0
+
+
+def choice_inputs():
+    # item 0 (answer C): C has the highest log-likelihood; item 1 (answer B): A wins, with the
+    # letters' probabilities 1/2, 1/4, 1/8, 1/8
+    from obliviate.llm.data.wmdp import MCQItem
+    from obliviate.llm.evaluation.mcq import ChoiceScores
+
+    items = [MCQItem("q0", ("a", "b", "c", "d"), 2), MCQItem("q1", ("a", "b", "c", "d"), 1)]
+    ll = [[-3.0, -2.0, -1.0, -4.0], [math.log(0.5), math.log(0.25), math.log(0.125),
+                                      math.log(0.125)]]
+    return Inputs({}, {Need.choice_scores("bio"): ChoiceScores(items, ll)})
+
+
+@case("mcq_acc")
+def _mcq_acc():
+    got = metric("mcq_acc").compute(choice_inputs(), "bio")
+    assert got.per_item == [1.0, 0.0] and got.value == 0.5 and got.details["chance"] == 0.25
+
+
+@case("mcq_prob")
+def _mcq_prob():
+    # item 0: e^-1 / (e^-3 + e^-2 + e^-1 + e^-4); item 1: 1/4
+    got = metric("mcq_prob").compute(choice_inputs(), "bio")
+    e = [math.exp(x) for x in (-3.0, -2.0, -1.0, -4.0)]
+    assert got.per_item == pytest.approx([e[2] / sum(e), 0.25])
+
+
+@case("lm_eval")
+def _lm_eval():
+    # the harness's "acc,none" 0.5 of task t over two logged documents (1, 0); its stderr kept;
+    # "alias" (not a number) and the stderr entry are no metrics
+    results = {"results": {"t": {"alias": "t", "acc,none": 0.5, "acc_stderr,none": 0.5}},
+               "samples": {"t": [{"acc": 1.0, "filter": "none"}, {"acc": 0.0,
+                                                                   "filter": "none"}]}}
+    got = metric("lm_eval").compute(Inputs({}, {Need.harness("lm_eval"): results}), "")
+    assert [(m.name, m.split, m.value, m.per_item) for m in got] == [
+        ("acc", "t", 0.5, [1.0, 0.0])]
+    assert got[0].details["stderr"] == 0.5
+
+
 # -- diffusion: the judge's generation suite, the CLIP score -------------------------------------
 def judged(labels, predicted, forget=(0,), neighbours=None, features=None, split="forget"):
     """The judge's view of one split of samples (classes "0", "1", "2")."""
