@@ -66,3 +66,13 @@ def trained_prompt(digits_task, judge) -> Trained:
     torch.set_num_threads(1)
     return Trained(digits_task, train_tiny(digits_task, TINY_PROMPT,
                                            TRAIN.model_copy(update={"steps": 400})), judge)
+
+
+@pytest.fixture(scope="session")
+def text2image(tmp_path_factory):
+    """The tiny text-to-image pipeline, its UNet fine-tuned on two prompt → image pairs so that
+    it tells the prompts apart (``tests/diffusion/test_text2image.py``)."""
+    torch.set_num_threads(1)
+    from tests.diffusion.test_text2image import tuned_pipeline
+
+    return tuned_pipeline(tmp_path_factory.mktemp("t2i"))

@@ -1,14 +1,21 @@
 """Text-to-image: a tiny random Stable-Diffusion-layout pipeline (UNet2DConditionModel,
 AutoencoderKL, CLIPTextModel and a CLIP tokenizer whose vocabulary the test writes) loads as one
-model; methods erase a prompt through its text conditioning and keep another; the unlearned model
-saves as a pipeline folder that ``DiffusionPipeline.from_pretrained`` loads and generates with.
+model; every method erases a prompt through its text conditioning and keeps another; the
+unlearned model saves as a pipeline folder that ``DiffusionPipeline.from_pretrained`` loads and
+generates with.
 
-Bound: the erased prompt's noise prediction moves (relative squared change ``d_f``) at least
-``RATIO`` times as much as the kept prompt's (``d_r``), and ``d_r`` stays under ``MAX_KEPT``.
-On the random pipeline only UCE's closed form separates the two prompts so far: the
-training-based methods move both prompts alike there (a random UNet barely reads its prompt),
-so they are run through the text conditioning (``test_method_runs_through_text``) without the
-bound until the fixture fine-tunes the pipeline first.
+The session fixture ``text2image`` first fine-tunes the UNet on the two prompt → images pairs
+(``tuned_pipeline``, 400 steps). Without it the random UNet does not tell the prompts apart, so
+every method moved both prompts alike; the VAE's scaling factor is also set so that the latents
+have unit variance (a random VAE's have std ~0.05, and a denoiser of such latents predicts
+ε ≈ x_t whatever the prompt).
+
+Bound: each prompt's denoising loss on its own images, same timesteps and noise before and
+after. The erased prompt's loss rises by more than ``MIN_RISE`` and by at least ``RATIO`` times
+the kept prompt's rise, and the kept prompt's rises by less than ``MAX_KEPT``. The fine-tuned
+pipeline reads its prompt only weakly (a prompt's loss on the other prompt's images is ~7%
+higher than on its own), so the smallest rises are small: Concept Ablation maps the erased
+prompt onto ∅ and can raise its loss only by what the prompt adds (+0.7% measured).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,22 +32,24 @@ from PIL import Image
 
 import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
 from obliviate.core.registry import METHODS
+from obliviate.diffusion.data import to_tensor
 from obliviate.diffusion.models import ModelConfig, build_denoiser, load_denoiser
 from obliviate.diffusion.task import TaskConfig, build_task
+from obliviate.diffusion.training import TrainConfig, ddpm_loss, train_denoiser
 
 PROMPTS = ["a photo of a church", "a photo of a tench"]
-RATIO, MAX_KEPT = 1.5, 0.5
+RATIO, MIN_RISE, MAX_KEPT = 3.0, 0.005, 0.15
 FAST = {
-    "esd_x": {"steps": 12, "learning_rate": 3e-3, "batch_size": 2, "ddim_steps": 4},
-    "esd_u": {"steps": 12, "learning_rate": 1e-3, "batch_size": 2, "ddim_steps": 4},
+    "esd_x": {"steps": 40, "learning_rate": 5e-3, "batch_size": 2, "ddim_steps": 4},
+    "esd_u": {"steps": 40, "learning_rate": 5e-4, "batch_size": 2, "ddim_steps": 4},
     "uce": {},
-    "salun": {"steps": 12, "learning_rate": 1e-3, "batch_size": 4, "alpha": 1.0},
-    "concept_ablation": {"steps": 12, "learning_rate": 3e-3, "batch_size": 4},
-    "forget_me_not": {"steps": 12, "learning_rate": 3e-3, "batch_size": 4},
-    "selective_amnesia": {"steps": 8, "learning_rate": 1e-3, "batch_size": 4,
-                          "fisher_samples": 4, "fisher_timesteps": 20, "replay_per_class": 2,
-                          "sample_steps": 3},
-    "erasediff": {"steps": 12, "learning_rate": 1e-3, "batch_size": 4},
+    "salun": {"steps": 30, "learning_rate": 2e-3, "batch_size": 4, "alpha": 1.0},
+    "concept_ablation": {"steps": 40, "learning_rate": 1e-2, "batch_size": 8},
+    "forget_me_not": {"steps": 20, "learning_rate": 5e-3, "batch_size": 4, "parameters": "kv"},
+    "selective_amnesia": {"steps": 20, "learning_rate": 2e-3, "batch_size": 4,
+                          "fisher_samples": 4, "fisher_timesteps": 20, "replay_per_class": 8,
+                          "sample_steps": 10},
+    "erasediff": {"steps": 30, "learning_rate": 2e-3, "batch_size": 4},
 }
 
 
@@ -56,7 +66,10 @@ def write_tokenizer(folder):
                          model_max_length=24)
 
 
-def build_pipeline(root):
+def build_pipeline(root, images=None):
+    """The random pipeline; with an image folder, its VAE's ``scaling_factor`` gives those
+    images' latents unit variance (Stable Diffusion's 0.18215 was set the same way): a random
+    VAE's latents have std ~0.05, so a denoiser would learn ε ≈ x_t and ignore its prompt."""
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -82,6 +95,12 @@ def build_pipeline(root):
                         down_block_types=("DownEncoderBlock2D",) * 2,
                         up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4,
                         norm_num_groups=8, sample_size=16)
+    if images is not None:
+        pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(f), dtype=np.float32))
+                              for f in sorted(Path(images).rglob("*.png"))])
+        with torch.no_grad():
+            latents = vae.encode(pixels.permute(0, 3, 1, 2) / 127.5 - 1).latent_dist.mean
+        vae.register_to_config(scaling_factor=float(1 / latents.std()))
     scheduler = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               clip_sample=False, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
@@ -92,42 +111,57 @@ def build_pipeline(root):
 
 
 def write_images(root):
-    """Two classes of 16×16 RGB images: warm stripes (church), cool blobs (tench)."""
+    """Two classes of 16×16 RGB images: warm horizontal stripes (church), cool vertical ones
+    (tench)."""
     rng = np.random.default_rng(0)
     for name, colour in (("church", (220, 80, 40)), ("tench", (40, 90, 220))):
         (root / name).mkdir(parents=True)
         for i in range(8):
             img = rng.integers(0, 40, (16, 16, 3)).astype(np.uint8)
-            img[i % 4::4] = colour
+            if name == "church":
+                img[i % 4::4] = colour
+            else:
+                img[:, i % 4::4] = colour
             Image.fromarray(img).save(root / name / f"{i}.png")
     return root
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t2i")
-    pipeline = build_pipeline(root)
-    task = build_task(TaskConfig(dataset="folder", path=str(write_images(root / "images")),
-                                 image_size=16, channels=3, forget_classes=["church"],
-                                 holdout_fraction=0.0))
+FINETUNE = TrainConfig(steps=400, batch_size=8, learning_rate=1e-2, warmup_steps=10,
+                       lr_scheduler="constant", ema_decay=None, checkpoint_every=10**6,
+                       log_every=10**6)
+
+
+def tuned_pipeline(root, steps: int = FINETUNE.steps):
+    """The pipeline with its UNet fine-tuned on the two prompt → images pairs, so that it
+    tells the prompts apart before anything is erased (the random UNet does not)."""
+    images = write_images(root / "images")
+    pipeline = build_pipeline(root, images)
+    task = build_task(TaskConfig(dataset="folder", path=str(images), image_size=16, channels=3,
+                                 forget_classes=["church"], holdout_fraction=0.0))
     config = ModelConfig(architecture="text_pipeline", pretrained=str(pipeline),
-                         prompts=PROMPTS, sample_steps=3, guidance_scale=2.0)
+                         prompts=PROMPTS, sample_steps=10, guidance_scale=3.0)
     model = build_denoiser(config, 2, 16, 3)
-    return task, model
+    x, y = to_tensor(task.full.records)
+    train_denoiser(model, x, y, FINETUNE.model_copy(update={"steps": steps}))
+    return SimpleNamespace(task=task, model=model.eval(), pipeline=pipeline)
 
 
-def shifts(before, after, model) -> tuple[float, float]:
-    """Relative squared change of ε under the erased (0) and the kept (1) prompt."""
-    gen = torch.Generator().manual_seed(3)
-    x0 = torch.randn(8, 4, 8, 8, generator=gen)
-    t = torch.randint(0, 1000, (8,), generator=gen)
-    xt = model.schedule.q_sample(x0, t, torch.randn(x0.shape, generator=gen))
+@pytest.fixture(scope="module")
+def setup(text2image):
+    return text2image.task, text2image.model
+
+
+def concept_losses(model, task) -> tuple[float, float]:
+    """Each prompt's denoising loss on its own images (the erased 0, the kept 1), with the
+    same timesteps and noise before and after unlearning."""
+    x, y = to_tensor(task.full.records)
+    z = model.encode(x)
     out = []
     with torch.no_grad():
         for label in (0, 1):
-            y = torch.full((8,), label)
-            a, b = before.eps(xt, t, y), after.eps(xt, t, y)
-            out.append(float((b - a).pow(2).mean() / a.pow(2).mean()))
+            mine = z[y == label].repeat(8, 1, 1, 1)
+            out.append(float(ddpm_loss(model, mine, torch.full((len(mine),), label),
+                                       torch.Generator().manual_seed(5))))
     return out[0], out[1]
 
 
@@ -136,19 +170,40 @@ def test_the_pipeline_loads_as_one_text_conditioned_model(setup):
     assert model.architecture == "text_pipeline" and model.codec is not None
     assert model.config.schedule == "scaled_linear"  # from the pipeline's scheduler
     assert model.embed(torch.tensor([0, 1, 2])).shape == (3, 24, 16)
-    assert model.concept_positions(0) == list(range(1, 16))  # the letters of the prompt
+    assert model.concept_positions(0) == list(range(10, 16))  # "church", not "a photo of a"
+    assert model.concept_vectors(0).shape == (15, 16)  # every letter of the prompt
     assert all(n.startswith("unet.") for n, _ in model.parameter_group("full"))
     assert not any("text" in n for n, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("name", ["uce"])
-def test_method_erases_a_prompt_and_keeps_another(name, setup, tmp_path):
+APART = {  # measured on this pipeline; strict: a fix that makes them pass shows up
+    "forget_me_not": "moves both prompts alike here: +0.3% vs +0.2% (kv, 20 steps), +22.7% vs "
+                     "+17.1% (all of attn2, 40 steps at 1e-2): the letters of 'church' and "
+                     "'tench' are the same tokens, so silencing one silences the other",
+    "selective_amnesia": "moves the kept prompt more: +24.3% vs +30.3% (replay of 8 samples "
+                         "per class from a model this small does not protect the kept prompt)",
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
+    reason=APART[n], strict=True)) if n in APART else n for n in sorted(FAST)])
+def test_method_erases_a_prompt_and_keeps_another(name, setup):
+    """Through the text conditioning only: the UNet changes, the text encoder and the prompt
+    states do not."""
     task, model = setup
     unlearned = copy.deepcopy(model)
-    METHODS.get(name, "diffusion")(**FAST[name]).run(unlearned, task, tmp_path, save=False)
-    d_forget, d_keep = shifts(model, unlearned, model)
-    print(f"{name}: erased prompt moved {d_forget:.4f}, kept prompt {d_keep:.4f}")
-    assert d_forget > RATIO * d_keep and d_keep < MAX_KEPT
+    states = model.prompt_states.clone()
+    encoder = {k: v.clone() for k, v in model.text.encoder.state_dict().items()}
+    METHODS.get(name, "diffusion")(**FAST[name]).run(unlearned, task, None, save=False)
+    (forget0, keep0), (forget1, keep1) = concept_losses(model, task), concept_losses(unlearned,
+                                                                                   task)
+    rise_forget, rise_keep = forget1 / forget0 - 1, keep1 / keep0 - 1
+    print(f"{name}: erased prompt's loss {forget0:.4f} -> {forget1:.4f} ({rise_forget:+.1%}), "
+          f"kept prompt's {keep0:.4f} -> {keep1:.4f} ({rise_keep:+.1%})")
+    assert rise_forget > MIN_RISE and rise_forget > RATIO * max(rise_keep, 0.0)
+    assert rise_keep < MAX_KEPT
+    assert torch.equal(unlearned.prompt_states, states)
+    assert all(torch.equal(v, encoder[k]) for k, v in unlearned.text.encoder.state_dict().items())
 
 
 def test_the_unlearned_model_saves_as_a_pipeline_that_diffusers_loads(setup, tmp_path):
@@ -169,21 +224,3 @@ def test_the_unlearned_model_saves_as_a_pipeline_that_diffusers_loads(setup, tmp
     assert all(torch.equal(state[k], saved[k]) for k in state)
     assert not torch.equal(state[next(k for k in state if "attn2.to_k" in k)],
                            model.unet.state_dict()[next(k for k in state if "attn2.to_k" in k)])
-
-
-@pytest.mark.parametrize("name", sorted(set(FAST) - {"uce"}))
-def test_method_runs_through_text(name, setup, tmp_path):
-    """Each training-based method trains the UNet through the prompts' text states: the UNet's
-    weights move, the text encoder and the prompt states do not."""
-    task, model = setup
-    unlearned = copy.deepcopy(model)
-    states = model.prompt_states.clone()
-    encoder = {k: v.clone() for k, v in model.text.encoder.state_dict().items()}
-    outcome = METHODS.get(name, "diffusion")(**FAST[name]).run(unlearned, task, tmp_path,
-                                                               save=False)
-    assert outcome.steps == FAST[name]["steps"]
-    moved = [k for k, v in unlearned.unet.state_dict().items()
-             if not torch.equal(v, model.unet.state_dict()[k])]
-    assert moved
-    assert torch.equal(unlearned.prompt_states, states)
-    assert all(torch.equal(v, encoder[k]) for k, v in unlearned.text.encoder.state_dict().items())

@@ -16,6 +16,10 @@ saw the class reaches under the same attack. Models passed in are never modified
                     strength η to the unconditional embedding: ``e(∅) + η·v``.
 ``relearning``      a few fine-tuning steps on a few forget images (Łucki et al. 2024 for the
                     LLM analogue); ``curve`` holds the probe after each listed step count.
+
+Text-to-image models (``text_pipeline``) also have the prompt attacks of
+:mod:`obliviate.diffusion.prompt_attacks`: ``unlearndiffatk`` (hard prompt tokens prepended to
+the concept's prompt) and ``concept_inversion`` (a textual-inversion word), registered on import.
 """
 
 from __future__ import annotations
@@ -251,3 +255,7 @@ class RelearningAttack(DiffusionAttack):
                                    labels, ctx.probe))
                 curve.append({"k": step + 1, METRIC: value, "loss": float(loss.detach())})
         return {f"k={cfg.steps}": curve[-1][METRIC]}, curve
+
+
+# the prompt attacks on text-to-image models register too (they build on the classes above)
+from obliviate.diffusion import prompt_attacks  # noqa: E402,F401

@@ -16,8 +16,11 @@ diffusion method works through text conditioning without precomputed embeddings:
   ``noxattn``;
 - UCE edits ``attn2.to_k`` / ``to_v`` in closed form with the text encoder's outputs at the
   concept prompt's tokens (:meth:`TextDenoiser.concept_vectors`);
-- Forget-Me-Not drives the attention on those token positions to zero
+- Forget-Me-Not drives the attention on the concept name's token positions to zero
   (:meth:`TextDenoiser.concept_positions`).
+
+Prompt attacks learn token embeddings in free slots of a prompt (:meth:`TextConditioner.slot_ids`,
+:meth:`TextConditioner.encode_slots`, :func:`invert_tokens`) through the same frozen encoder.
 
 The unlearned model saves as a pipeline folder (:meth:`TextDenoiser.save_pipeline`) that
 ``diffusers.DiffusionPipeline.from_pretrained`` loads and generates with, beside obliviate's own
@@ -89,7 +92,117 @@ class TextConditioner:
         return self.encoder(ids)[0].float()
 
 
+    # -- free token slots (prompt attacks: UnlearnDiffAtk, concept inversion) -----------------
+    def slot_ids(self, template: str, count: int) -> tuple[torch.Tensor, list[int]]:
+        """``[1, L]`` ids of ``template`` with ``count`` free token slots where its ``{}``
+        stands, and the slots' positions (their ids are placeholders: :meth:`encode_slots`
+        replaces their input embeddings)."""
+        if template.count("{}") != 1:
+            raise ConfigError(f"prompt template {template!r}: needs exactly one {{}} where the "
+                              "learned tokens go")
+        head, tail = (self.tokenizer(part, add_special_tokens=False).input_ids
+                      if part.strip() else [] for part in template.split("{}"))
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        start = 1 + len(head)
+        if start + count >= self.length:
+            raise ConfigError(f"prompt template {template!r}: {count} learned tokens do not fit "
+                              f"in the text encoder's {self.length} positions")
+        ids = [bos, *head, *[eos] * count, *tail][:self.length - 1] + [eos]
+        ids += [pad] * (self.length - len(ids))
+        return torch.tensor([ids]), list(range(start, start + count))
+
+    def encode_slots(self, ids: torch.Tensor, positions: list[int], vectors: torch.Tensor
+                     ) -> torch.Tensor:
+        """``[B, L, D]`` states of ``ids`` whose input embeddings at ``positions`` are
+        ``vectors`` (``[len(positions), E]``); differentiable in ``vectors``."""
+        def fill(module: Any, args: Any, out: torch.Tensor) -> torch.Tensor:
+            out = out.clone()
+            out[:, positions] = vectors.to(out.dtype)
+            return out
+
+        handle = self.token_table.register_forward_hook(fill)
+        try:
+            return self.encoder(ids.to(self.encoder.device))[0].float()
+        finally:
+            handle.remove()
+
+    @property
+    def token_table(self) -> torch.nn.Embedding:
+        return self.encoder.get_input_embeddings()
+
+    def nearest_tokens(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The vocabulary token nearest (L2) to each row of ``vectors``."""
+        return torch.cdist(vectors.detach().float(), self.token_table.weight.float()).argmin(1)
+
+
 _TEXT: dict[str, TextConditioner] = {}
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def invert_tokens(model: TextDenoiser, x0: torch.Tensor, template: str, vectors: torch.Tensor,
+                  steps: int, learning_rate: float, batch_size: int, gen: torch.Generator,
+                  discrete: bool = False) -> dict[str, Any]:
+    """Learn the tokens in ``template``'s ``{}`` (initialised to ``vectors``) that minimise the
+    model's own denoising loss on the concept latents ``x0``:
+    ``E_{t,ε} ‖ε_θ(x_t, text(template ∘ v)) − ε‖²`` (textual inversion, Gal et al. 2023).
+
+    ``discrete``: the tokens stay vocabulary tokens, as a hard prompt: each step evaluates the
+    gradient at the nearest tokens and applies it to continuous copies (PEZ, Wen et al. 2023).
+    The model is not modified. Returns the prompt states ``cond`` (``[1, L, D]``), the vectors,
+    the token ids (``discrete``), the loss curve."""
+    dev = model.prompt_states.device
+    text = model.text
+    text.encoder.to(dev)
+    ids, positions = text.slot_ids(template, len(vectors))
+    ids = ids.to(dev)
+    free = vectors.detach().clone().to(dev).requires_grad_()
+    opt = torch.optim.Adam([free], lr=learning_rate)
+    flags = [p.requires_grad for p in model.parameters()]
+    was_training = model.training
+    model.eval().requires_grad_(False)
+
+    def used() -> torch.Tensor:
+        if not discrete:
+            return free
+        hard = text.token_table.weight[text.nearest_tokens(free)]
+        return free + (hard - free).detach()
+
+    losses = []
+    try:
+        for _ in range(steps):
+            idx = torch.randint(0, len(x0), (batch_size,), generator=gen).to(dev)
+            t = torch.randint(0, model.schedule.timesteps, (batch_size,), generator=gen).to(dev)
+            noise = torch.randn((batch_size, *x0.shape[1:]), generator=gen).to(dev)
+            cond = text.encode_slots(ids, positions, used())
+            pred = model(model.schedule.q_sample(x0[idx], t, noise), t,
+                         cond.expand(batch_size, -1, -1))
+            loss = (pred - noise).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+        model.train(was_training)
+    with torch.no_grad():
+        tokens = text.nearest_tokens(free) if discrete else None
+        final = free.detach() if tokens is None else text.token_table.weight[tokens]
+        out: dict[str, Any] = {"cond": text.encode_slots(ids, positions, final).to(dev),
+                               "vectors": final, "losses": losses}
+        if tokens is not None:
+            out["tokens"] = tokens.tolist()
+            out["prompt"] = template.replace(
+                "{}", text.tokenizer.decode(tokens.tolist()).strip())
+    return out
 
 
 class TextDenoiser(PromptDenoiser):
@@ -119,8 +232,17 @@ class TextDenoiser(PromptDenoiser):
         special = {text.tokenizer.bos_token_id, text.tokenizer.eos_token_id,
                    text.tokenizer.pad_token_id}
         # a prompt's word tokens; the empty prompt (∅) has none: its first EOS stands for it
-        self._positions = [[i for i, tok in enumerate(row.tolist()) if tok not in special]
-                           or [1] for row in ids]
+        rows = [row.tolist() for row in ids]
+        self._words = [[i for i, tok in enumerate(row) if tok not in special] or [1]
+                       for row in rows]
+        # its concept's name: the words after the opening it shares with another class prompt
+        # ("church" in "a photo of a church" beside "a photo of a tench")
+        self._positions = []
+        for k, words in enumerate(self._words[:-1]):
+            shared = max((common_prefix(rows[k], other) for j, other in enumerate(rows[:-1])
+                          if j != k), default=0)
+            self._positions.append([i for i in words if i >= shared] or words)
+        self._positions.append(self._words[-1])
         self.register_buffer("prompt_states", text.encode([*prompts, ""]), persistent=False)
 
     def embed(self, labels: torch.Tensor) -> torch.Tensor:
@@ -132,12 +254,15 @@ class TextDenoiser(PromptDenoiser):
         return self.text.encode(prompts).to(self.prompt_states.device)
 
     def concept_positions(self, label: int) -> list[int]:
-        """The token positions of the prompt's words (not BOS, EOS or padding); for the empty
-        prompt, the EOS after BOS."""
+        """The token positions of the concept's name in its prompt: its words (not BOS, EOS or
+        padding) after the opening it shares with another class prompt (a template such as
+        "a photo of a"); for the empty prompt, the EOS after BOS. Forget-Me-Not silences the
+        attention on them: silencing a shared template would silence every prompt."""
         return self._positions[label]
 
     def concept_vectors(self, label: int) -> torch.Tensor:
-        return self.prompt_states[label, self.concept_positions(label)]
+        """The states at all of the prompt's words (UCE edits what each of them maps to)."""
+        return self.prompt_states[label, self._words[label]]
 
     def shared_vectors(self) -> torch.Tensor:
         """The BOS state: under CLIP's causal attention it is the same for every prompt."""
