@@ -112,3 +112,37 @@ def test_task_split_is_seeded_and_disjoint():
 def test_bad_forget_classes(classes, match):
     with pytest.raises(ConfigError, match=match):
         build_task(TaskConfig(dataset="digits", image_size=8, forget_classes=classes))
+
+
+def test_a_benchmark_is_chosen_by_name_and_dataset_is_its_older_spelling(tmp_path):
+    """`task.benchmark` selects a registered benchmark; `dataset: digits` reads as
+    `benchmark: digits` (the same split hashes) and `dataset: folder` as `image_folder`."""
+    from obliviate.core.recipe import validate
+
+    named = validate(TaskConfig, {"benchmark": "digits", "image_size": 8,
+                                  "forget_classes": [3]})
+    old = validate(TaskConfig, {"dataset": "digits", "image_size": 8, "forget_classes": [3]})
+    assert named.benchmark == old.benchmark == "digits" and "dataset" not in old.model_dump()
+    a, b = build_task(named), build_task(old)
+    assert a.name == "digits-forget-3" and a.metadata["benchmark"] == "digits"
+    assert (a.forget.sha256, a.retain.sha256) == (b.forget.sha256, b.retain.sha256)
+    for name in ("a", "b"):
+        _png(tmp_path / name / "x.png", 10)
+        _png(tmp_path / name / "y.png", 12, 30)
+    folder = validate(TaskConfig, {"dataset": "folder", "path": str(tmp_path), "image_size": 8,
+                                   "forget_classes": ["a"], "holdout_fraction": 0.0})
+    task = build_task(folder)
+    assert folder.benchmark == "image_folder" and task.name == "folder-forget-a"
+    assert len(task.forget) == len(task.retain) == 2
+
+
+def test_an_unknown_benchmark_or_key_is_one_line_naming_it():
+    from obliviate.core.recipe import validate
+
+    with pytest.raises(ConfigError) as err:
+        validate(TaskConfig, {"benchmark": "cifar"}, source="r.yaml")
+    message = str(err.value)
+    assert "\n" not in message and "unknown benchmark 'cifar' for diffusion; known: " in message
+    assert all(name in message for name in ("digits", "image_folder", "mnist"))
+    with pytest.raises(ConfigError, match=r"r\.yaml: image_sise: Extra inputs"):
+        validate(TaskConfig, {"benchmark": "mnist", "image_sise": 8}, source="r.yaml")

@@ -116,3 +116,13 @@ def test_a_key_of_another_benchmark_is_set_aside_and_an_unknown_key_is_named():
         validate(TaskConfig, {"benchmark": "synthetic", "forget_splt": "forget01"})
     with pytest.raises(ConfigError, match="forget_path"):
         validate(TaskConfig, {"benchmark": "jsonl", "synthetic": {"num_people": 3}})
+
+
+def test_a_benchmarks_own_source_key_is_not_the_benchmark_alias():
+    """wmdp's config has a `source` key (its data folder): with `benchmark: wmdp` named, the key
+    is wmdp's; without a benchmark, `source` still names one."""
+    from obliviate.core.recipe import validate
+
+    task = validate(TaskConfig, {"benchmark": "wmdp", "source": "/data/wmdp"})
+    assert task.benchmark == "wmdp" and task.settings.source == "/data/wmdp"
+    assert validate(TaskConfig, {"source": "wmdp"}).settings.source == "synthetic"

@@ -55,7 +55,7 @@ class Need:
     stop: tuple[str, ...] = ()
     suite: str | None = None
     real: bool = False
-    """judge: on the split's real (held-out) images instead of the model's samples."""
+    """samples, judge: the split's real (held-out) images instead of the model's samples."""
 
     @classmethod
     def answer_scores(cls, split: str, *, all_answers: bool = True,
@@ -98,10 +98,11 @@ class Need:
         return cls("harness", suite=suite)
 
     @classmethod
-    def samples(cls, split: str) -> Need:
+    def samples(cls, split: str, *, real: bool = False) -> Need:
         """What the model generates for ``split`` (images of its classes or prompts, with what
-        each should show); every split's samples come from one seeded pass."""
-        return cls("samples", split)
+        each should show); every split's samples come from one seeded pass. ``real``: the
+        split's real held-out images instead (what a feature distance compares against)."""
+        return cls("samples", split, real=real)
 
     @classmethod
     def judge(cls, split: str, *, real: bool = False) -> Need:

@@ -9,4 +9,5 @@ from obliviate.diffusion.benchmarks import (  # noqa: F401  (registers them)
     digits,
     image_folder,
     mnist,
+    styles_objects,
 )
