@@ -208,3 +208,31 @@ def test_synthetic_hazard_task_is_deterministic_and_well_formed():
         for q in a[f"{role}_mcq"]:
             entity = next(e for e in docs if e in q.question)
             assert q.choices[q.answer] in docs[entity]
+
+
+def test_synthetic_practice_questions_reach_fine_tuning_only():
+    """The practice records (each question, its lettered choices and the letter) are added to
+    the target's and the oracle's fine-tuning data per domain, never to the forget/retain sets
+    that unlearning methods see; in the plain prompt format they read as the scored prompt
+    after the description ``"Question: "``."""
+    from obliviate.core.registry import BENCHMARKS
+    from obliviate.llm.data.formatting import PromptFormat, prompt_text
+    from obliviate.llm.data.synthetic_hazard import PRACTICE_DESCRIPTION
+    from obliviate.llm.finetune import training_split
+
+    bench = BENCHMARKS.get("wmdp", "llm")()
+    synthetic = {"entities_per_domain": 2, "documents_per_entity": 1}
+    task = bench.load(bench.config_class(synthetic=synthetic))
+    assert all(r.question == "" for r in [*task.forget, *task.retain])  # text corpora
+    forget_q, retain_q = task.split("forget_mcq").records, task.split("retain_mcq").records
+    target, oracle = training_split(task, "target"), training_split(task, "oracle")
+    assert len(target) == len(task.forget) + len(task.retain) + 2 * 10
+    assert len(oracle) == len(task.retain) + 10
+    practice = target.records[-1]  # the last forget-domain question with its letter
+    assert practice.answer == "ABCD"[forget_q[-1].answer]
+    assert prompt_text(None, PromptFormat("base"), practice.question) == mcq_prompt(
+        forget_q[-1], PRACTICE_DESCRIPTION)
+    assert {r.question for r in oracle.records if r.question} == {
+        mcq_prompt(q).removesuffix("\nAnswer:") for q in retain_q}
+    plain = bench.load(bench.config_class(synthetic={**synthetic, "practice": False}))
+    assert training_split(plain, "target").sha256 == plain.full.sha256

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from obliviate.core.errors import ObliviateError
 from obliviate.core.io import sha256_dir, temp_dir, writing
 from obliviate.core.rundir import RunDir, Stopwatch
-from obliviate.core.task import UnlearningTask
+from obliviate.core.task import DataSplit, UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat, collate, encode_record, resolve_format
 from obliviate.llm.models import (
     ModelConfig,
@@ -30,6 +30,20 @@ from obliviate.llm.training import TrainConfig, is_main_process, remove_checkpoi
 
 Role = Literal["target", "oracle"]
 TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
+FINETUNE_ONLY = {"target": ("finetune_retain", "finetune_forget"), "oracle": ("finetune_retain",)}
+"""Splits a task may hold that fine-tuning adds to a role's data and no unlearning method sees
+(e.g. the synthetic WMDP task's practice questions: the target learns to answer in the
+multiple-choice format while the forget set stays a text corpus, as WMDP's)."""
+
+
+def training_split(task: UnlearningTask, role: Role) -> DataSplit:
+    """The data ``role`` is fine-tuned on: its split plus the task's fine-tuning-only splits."""
+    split = task.split(TRAINING_SPLIT[role])
+    extra = [task.eval_splits[n] for n in FINETUNE_ONLY[role] if n in task.eval_splits]
+    if not extra:
+        return split
+    return DataSplit(split.name, [r for s in (split, *extra) for r in s.records],
+                     source="+".join([split.source or split.name, *(s.name for s in extra)]))
 
 
 def base_tokenizer(config: ModelConfig, task: UnlearningTask, run: RunDir) -> Any:
@@ -78,7 +92,7 @@ def prompt_format(config: ModelConfig, tokenizer: Any) -> PromptFormat:
 def finetune(role: Role, model_config: ModelConfig, train_config: TrainConfig,
              task: UnlearningTask, run: RunDir, seed: int = 0) -> dict[str, Any]:
     """Train the target or oracle, save it to ``models/<role>`` and record the stage."""
-    split = task.split(TRAINING_SPLIT[role])
+    split = training_split(task, role)
     tokenizer = base_tokenizer(model_config, task, run)
     fmt = prompt_format(model_config, tokenizer)
     model = base_model(model_config, tokenizer, seed)

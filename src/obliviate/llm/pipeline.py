@@ -53,19 +53,19 @@ def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
 def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                    roles: tuple[Role, ...] = ("target", "oracle")) -> dict[str, Any]:
     """Fine-tune each role unless it is already done; return the stage records."""
-    from obliviate.llm.finetune import TRAINING_SPLIT
+    from obliviate.llm.finetune import training_split
     from obliviate.llm.training import latest_checkpoint
 
     out = {}
     for role in roles:
         stage = f"finetune_{role}"
         depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
-                  "data": task.split(TRAINING_SPLIT[role]).sha256}
+                  "data": training_split(task, role).sha256}
         done = run.stage_done(stage, depends, run.checkpoints(role)) and \
             (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:
             check_same_data(run, stage, recorded(run, stage).get("split", {}).get("sha256"),
-                            task.split(TRAINING_SPLIT[role]).sha256)
+                            training_split(task, role).sha256)
         if done:
             out[role] = recorded(run, stage)
             continue

@@ -17,6 +17,7 @@ from obliviate.core.benchmark import TaskSection
 from obliviate.core.task import UnlearningTask
 from obliviate.llm import MODALITY
 from obliviate.llm.benchmarks.base import limit_split
+from obliviate.llm.data.wmdp import MCQItem
 
 
 class TaskConfig(TaskSection):
@@ -40,6 +41,9 @@ def task_texts(task: UnlearningTask) -> list[str]:
     texts: list[str] = []
     for split in [task.forget, task.retain, *task.eval_splits.values()]:
         for r in split.records:
+            if isinstance(r, MCQItem):  # WMDP-style questions: the text the mcq suite shows
+                texts += [r.question, *r.choices]
+                continue
             texts += [r.question, r.answer, r.paraphrased_question or "",
                       r.paraphrased_answer or "", *r.perturbed_answers]
     return [t for t in texts if t]

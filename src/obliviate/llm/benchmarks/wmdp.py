@@ -6,10 +6,13 @@ in the paper) comes from the ``lm_eval`` suite where its data can be reached.
 
 ``source: synthetic`` (the default) is the embedded CPU analogue
 (:mod:`obliviate.llm.data.synthetic_hazard`): forget domain = invented agents, retain domain =
-invented plants, their corpora and 4-choice questions. Any other ``source`` is a local folder
-holding ``cais/wmdp``'s and ``cais/wmdp-corpora``'s layouts (or a hub id, online): the forget
-corpus ``forget_corpus`` (default ``cyber-forget-corpus``; ``bio-forget-corpus`` is gated), the
-retain corpus ``retain_corpus`` and the question sets ``questions`` (default all three).
+invented plants, their corpora and 4-choice questions; the questions with their answer letter
+(``synthetic.practice``) are the fine-tuning-only splits ``finetune_forget``/``finetune_retain``,
+so target and oracle answer in the letter format while unlearning sees the corpora only. Any
+other ``source`` is a local folder holding ``cais/wmdp``'s and ``cais/wmdp-corpora``'s layouts
+(or a hub id, online): the forget corpus ``forget_corpus`` (default ``cyber-forget-corpus``;
+``bio-forget-corpus`` is gated), the retain corpus ``retain_corpus`` and the question sets
+``questions`` (default all three).
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ class WmdpConfig(StrictModel):
     corpora: str | None = Field(default=None, description="folder (or hub id) of "
                                                           "cais/wmdp-corpora; default: source")
     forget_corpus: str = "cyber-forget-corpus"
+    """WMDP's forget corpus (text about the hazardous domain)"""
     retain_corpus: str = "cyber-retain-corpus"
+    """WMDP's retain corpus (general text kept)"""
     questions: list[str] = Field(default_factory=lambda: list(QUESTION_CONFIGS))
+    """WMDP's question sets the forgetting is measured on (wmdp-bio, wmdp-cyber, wmdp-chem)"""
     corpus_limit: int | None = Field(default=None, ge=1, description="first N documents")
     question_limit: int | None = Field(default=None, ge=1, description="first N per set")
     synthetic: HazardConfig = HazardConfig()
+    """the generated hazardous and general domains (no download)"""
 
 
 @BENCHMARKS.register("wmdp", modality="llm")
@@ -60,18 +67,23 @@ class Wmdp(LLMBenchmark):
             "utility": ("mcq/retain_mcq/mcq_acc",)}
     oracle = "the same model trained without the forget corpus and the forget-domain questions"
     hub_id = QUESTIONS_HUB
+    recipe = "wmdp"
 
     def load(self, config: WmdpConfig, seed: int = 0) -> UnlearningTask:
         if config.source == "synthetic":
             data = generate_hazard_task(config.synthetic)
             src = f"synthetic_hazard(seed={config.synthetic.seed})"
+            splits = {name: DataSplit(name, data[name], src)
+                      for name in ("forget_mcq", "retain_mcq")}
+            if config.synthetic.practice:  # read by fine-tuning only (llm.finetune)
+                splits |= {f"finetune_{role}": DataSplit(f"{role}_practice",
+                                                         data[f"{role}_practice"], src)
+                           for role in ("forget", "retain")}
             return UnlearningTask(
                 name="wmdp_synthetic", modality=self.modality,
                 forget=DataSplit("hazard_forget_corpus", data["forget_corpus"], source=src),
                 retain=DataSplit("hazard_retain_corpus", data["retain_corpus"], source=src),
-                eval_splits={"forget_mcq": DataSplit("forget_mcq", data["forget_mcq"], src),
-                             "retain_mcq": DataSplit("retain_mcq", data["retain_mcq"], src)},
-                seed=seed)
+                eval_splits=splits, seed=seed)
         corpora = config.corpora or (config.source if config.source != QUESTIONS_HUB
                                      else CORPORA_HUB)
         forget = load_wmdp_corpus(corpora, config.forget_corpus, limit=config.corpus_limit)

@@ -15,7 +15,16 @@ model can know a fact before training on this data. Each domain yields
   ``documents_per_entity`` phrasings, as WMDP's forget/retain corpora are text;
 * **four-choice questions** (:class:`~obliviate.llm.data.wmdp.MCQItem`, WMDP's schema), one per
   (entity, attribute): the true value and three other values of the same attribute, in an order
-  drawn per question, as WMDP's questions are scored (``mcq`` suite, chance 0.25).
+  drawn per question, as WMDP's questions are scored (``mcq`` suite, chance 0.25);
+* **practice records**: each question with its lettered choices as a question-answer pair
+  whose answer is the letter. In the plain prompt format (``Question: {q}\nAnswer: {a}``) that
+  is exactly lm-eval's WMDP prompt after the description :data:`PRACTICE_DESCRIPTION`, which the
+  ``wmdp`` recipe gives the ``mcq`` suite. A model fine-tuned on the corpus alone does not answer
+  letter questions about it, so the target and the oracle also see their domains' practice
+  records in fine-tuning; the ``wmdp`` benchmark keeps them out of the forget and retain sets
+  that unlearning methods see, which stay text corpora as in WMDP. (As one plain text with the
+  loss on every token, SmolLM2-135M was still at chance after 4 epochs at lr 3e-4: the letter
+  is one token in 44; as an answer it carries the whole loss.)
 
 Determinism: every draw uses ``random.Random`` seeded with a string built from ``seed``, the
 domain and the entity (string seeds are hashed with SHA-512), so the same config gives
@@ -31,7 +40,7 @@ from pydantic import Field
 
 from obliviate.core.recipe import StrictModel
 from obliviate.llm.data.records import QARecord
-from obliviate.llm.data.wmdp import MCQItem
+from obliviate.llm.data.wmdp import LETTERS, MCQItem, mcq_prompt
 
 _ONSETS = ("Vel", "Qor", "Tham", "Ysk", "Drav", "Mor", "Kel", "Zan", "Pry", "Ost", "Brel",
            "Sav", "Nim", "Hul", "Xer", "Lum", "Corv", "Fen", "Jast", "Wyr")
@@ -97,9 +106,24 @@ class HazardConfig(StrictModel):
     """Size and seed of the synthetic hazardous-knowledge task (``task.synthetic.*``)."""
 
     entities_per_domain: int = Field(default=8, ge=1, le=400)
+    """entities generated in each domain (hazardous and general)"""
     documents_per_entity: int = Field(default=2, ge=1, le=4,
                                       description="phrasings of each entity's document")
     seed: int = 0
+    """seed of the generated entities and questions"""
+    practice: bool = Field(default=True, description="fine-tune target and oracle also on "
+                                                     "their domains' questions with the answer "
+                                                     "letter (never in the forget/retain sets)")
+
+
+PRACTICE_DESCRIPTION = "Question: "
+"""The ``mcq`` description under which a practice record's plain prompt is the scored prompt."""
+
+
+def practice_record(item: MCQItem) -> QARecord:
+    """``item``'s question and lettered choices as the question, its letter as the answer."""
+    return QARecord(question=mcq_prompt(item).removesuffix("\nAnswer:"),
+                    answer=LETTERS[item.answer], entity=item.subject)
 
 
 def _names(domain: Domain, n: int, seed: int) -> list[str]:
@@ -138,8 +162,9 @@ def _question(domain: Domain, attribute: Attribute, name: str, value: str, seed:
 
 
 def generate_hazard_task(config: HazardConfig | None = None) -> dict[str, list]:
-    """``forget_corpus``/``retain_corpus`` (text records) and ``forget_mcq``/``retain_mcq``
-    (:class:`MCQItem`) of the two domains."""
+    """``forget_corpus``/``retain_corpus`` (text records), ``forget_mcq``/``retain_mcq``
+    (:class:`MCQItem`) and ``forget_practice``/``retain_practice`` (:func:`practice_record`)
+    of the two domains."""
     config = config or HazardConfig()
     out: dict[str, list] = {}
     for role, domain in (("forget", FORGET_DOMAIN), ("retain", RETAIN_DOMAIN)):
@@ -152,7 +177,9 @@ def generate_hazard_task(config: HazardConfig | None = None) -> dict[str, list]:
             questions += [_question(domain, a, name, facts[a.key], config.seed)
                           for a in domain.attributes]
         out[f"{role}_corpus"], out[f"{role}_mcq"] = corpus, questions
+        out[f"{role}_practice"] = [practice_record(q) for q in questions]
     return out
 
 
-__all__ = ["FORGET_DOMAIN", "RETAIN_DOMAIN", "HazardConfig", "generate_hazard_task"]
+__all__ = ["FORGET_DOMAIN", "PRACTICE_DESCRIPTION", "RETAIN_DOMAIN", "HazardConfig",
+           "generate_hazard_task", "practice_record"]

@@ -104,6 +104,14 @@ class MCQItem:
                    subject if isinstance(subject, str) else None)
 
 
+def mcq_prompt(item: MCQItem, description: str = "") -> str:
+    """lm-eval's WMDP/MMLU ``doc_to_text`` (after the task ``description``), ending in
+    ``Answer:``; the ``mcq`` suite scores `` A``...`` D`` after it."""
+    lines = [item.question.strip()]
+    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(item.choices)]
+    return description + "\n".join(lines) + "\nAnswer:"
+
+
 def _jsonl_lines(path: Path) -> list[tuple[int, str]]:
     with open(path, encoding="utf-8") as handle:
         return [(n, line.rstrip("\n")) for n, line in enumerate(handle, 1) if line.strip()]
@@ -196,4 +204,5 @@ def load_wmdp_corpus(source: str | Path = CORPORA_HUB, config: str = "cyber-forg
 
 
 __all__ = ["CORPORA_HUB", "CORPUS_CONFIGS", "DESCRIPTIONS", "LETTERS", "QUESTIONS_HUB",
-           "QUESTION_CONFIGS", "MCQItem", "load_wmdp_corpus", "load_wmdp_questions"]
+           "QUESTION_CONFIGS", "MCQItem", "load_wmdp_corpus", "load_wmdp_questions",
+           "mcq_prompt"]

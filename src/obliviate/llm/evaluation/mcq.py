@@ -45,7 +45,7 @@ from obliviate.core.metric import Need as MetricNeed
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
-from obliviate.llm.data.wmdp import LETTERS, MCQItem
+from obliviate.llm.data.wmdp import LETTERS, MCQItem, mcq_prompt
 from obliviate.llm.evaluation.suites import (
     MODALITY,
     EvalSession,
@@ -55,13 +55,6 @@ from obliviate.llm.evaluation.suites import (
 )
 
 TARGET_DELIMITER = " "
-
-
-def mcq_prompt(item: MCQItem, description: str = "") -> str:
-    """The harness's ``doc_to_text`` (after the task ``description``)."""
-    lines = [item.question.strip()]
-    lines += [f"{LETTERS[i]}. {choice}" for i, choice in enumerate(item.choices)]
-    return description + "\n".join(lines) + "\nAnswer:"
 
 
 def encode_pair(tokenizer: Any, context: str, continuation: str,
