@@ -34,6 +34,22 @@ def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
     return out
 
 
+def add_stages(out: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
+    """``--stages``: a comma-separated subset of ``stages`` (empty: print the tables only)."""
+    out.add_argument("--stages", default=",".join(stages),
+                     help=f"comma-separated subset of {', '.join(stages)} (empty: print the "
+                          "tables of what the run has)")
+
+
+def chosen_stages(out: argparse.ArgumentParser, value: str, stages: tuple[str, ...]
+                  ) -> list[str]:
+    chosen = [s for s in value.split(",") if s]
+    unknown = set(chosen) - set(stages)
+    if unknown:
+        out.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    return chosen
+
+
 def set_threads() -> str | None:
     threads = os.environ.get("OMP_NUM_THREADS")
     if threads and threads.isdigit():
@@ -86,3 +102,28 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def model_order(names: list[str]) -> list[str]:
+    """Oracle and target first, then the unlearned models in their order."""
+    first = [n for n in ("oracle", "target") if n in names]
+    return first + [n for n in names if n not in first]
+
+
+def stage_seconds(record: dict[str, Any], name: str) -> float | None:
+    """Wall time of the stage that produced model ``name`` (fine-tuning or unlearning)."""
+    stage = (f"finetune_{name}" if name in ("oracle", "target")
+             else f"unlearn_{name.split('/')[-1]}")
+    return record.get(stage, {}).get("seconds")
+
+
+def recorded_results(record: dict[str, Any]
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
+    """The evaluations and attacks a run has finished, from its audit record."""
+    summaries = {k.removeprefix("eval_"): v["summary"] for k, v in record.items()
+                 if k.startswith("eval_") and v.get("status") == "done"}
+    attacks: dict[str, dict[str, Any]] = {}
+    for stage in record.values():
+        if stage.get("attack") and stage.get("status") == "done":
+            attacks.setdefault(stage["model"], {})[stage["attack"]] = stage
+    return summaries, attacks

@@ -23,12 +23,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import (  # noqa: E402
     RECIPES,
     StageTimer,
+    add_stages,
+    chosen_stages,
     command_line,
     fmt,
     machine,
     markdown_table,
+    model_order,
     parser,
+    recorded_results,
     set_threads,
+    stage_seconds,
 )
 
 from obliviate.core.io import read_json  # noqa: E402
@@ -47,25 +52,14 @@ METRICS = [  # (column, summary key, decimals)
 ]
 
 
-def _order(names: list[str]) -> list[str]:
-    first = [n for n in ("oracle", "target") if n in names]
-    return first + [n for n in names if n not in first]
-
-
-def _stage_seconds(record: dict[str, Any], name: str) -> float | None:
-    stage = (f"finetune_{name}" if name in ("oracle", "target")
-             else f"unlearn_{name.split('/')[-1]}")
-    return record.get(stage, {}).get("seconds")
-
-
 def metrics_table(summaries: dict[str, dict[str, float]], record: dict[str, Any]) -> str:
     head = ["model", *[c for c, _, _ in METRICS], "train time (s)"]
     rows = []
-    for name in _order(list(summaries)):
+    for name in model_order(list(summaries)):
         summary = summaries[name]
         label = f"**{name}**" if name == "oracle" else name.removeprefix("unlearned/")
         rows.append([label, *[fmt(summary.get(key), d) for _, key, d in METRICS],
-                     fmt(_stage_seconds(record, name), 0)])
+                     fmt(stage_seconds(record, name), 0)])
     return markdown_table(head, rows)
 
 
@@ -76,7 +70,7 @@ def attack_table(attacks: dict[str, dict[str, Any]], run: pipeline.RunDir) -> st
             "relearning k=0 → 10 (oracle)"]
     rows: list[list[str]] = []
     oracle: dict[str, Any] = {}
-    for name in _order(list(attacks)):
+    for name in model_order(list(attacks)):
         cells = {a: attacks[name].get(a, {}) for a in ("relearning", "quantization",
                                                         "rephrasing")}
         best = None
@@ -102,28 +96,11 @@ def attack_table(attacks: dict[str, dict[str, Any]], run: pipeline.RunDir) -> st
     return markdown_table(head, rows) + "\n\n" + note
 
 
-def recorded_results(record: dict[str, Any]
-                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
-    """The evaluations and attacks a run has finished, from its audit record."""
-    summaries = {k.removeprefix("eval_"): v["summary"] for k, v in record.items()
-                 if k.startswith("eval_") and v.get("status") == "done"}
-    attacks: dict[str, dict[str, Any]] = {}
-    for stage in record.values():
-        if stage.get("attack") and stage.get("status") == "done":
-            attacks.setdefault(stage["model"], {})[stage["attack"]] = stage
-    return summaries, attacks
-
-
 def main() -> None:
     args_parser = parser(__doc__, "runs/tofu-bench")
-    args_parser.add_argument("--stages", default=",".join(STAGES),
-                             help=f"comma-separated subset of {', '.join(STAGES)} (empty: "
-                                  "print the tables of what the run has)")
+    add_stages(args_parser, STAGES)
     args = args_parser.parse_args()
-    stages = [s for s in args.stages.split(",") if s]
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        args_parser.error(f"unknown stage(s): {', '.join(sorted(unknown))}")
+    stages = chosen_stages(args_parser, args.stages, STAGES)
     threads = set_threads()
     recipe = load_recipe(LLMRecipe, RECIPES / "tofu_smollm2.yaml", args.overrides)
     command = command_line(threads)
