@@ -108,7 +108,9 @@ def test_methods_resume_from_their_checkpoint(trained, tmp_path, name):
     expected = cls(**settings).run(straight, trained.task, tmp_path / "a")
     interrupted = trained.fresh()
     ctx = UnlearnContext.build(trained.task, "cpu", checkpoint_dir=tmp_path / "b" / "ckpt")
-    cls(**{**settings, "steps": 3}).unlearn(interrupted, ctx)  # stops after step 3
+    # a 4-step run checkpoints at step 3 and stops after step 4 (a run's last step writes no
+    # checkpoint: its final save follows), as one interrupted before its save would
+    cls(**{**settings, "steps": 4}).unlearn(interrupted, ctx)
     resumed = trained.fresh()
     out = cls(**settings).run(resumed, trained.task, tmp_path / "b", ctx=ctx)
     assert out.resumed_from == 3
