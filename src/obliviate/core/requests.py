@@ -9,7 +9,8 @@ from ``splits`` (e.g. MUSE's ``sust_forget_1..4``) or ``files``; then, for each 
 * an oracle per request is trained on that same retain ∪ not-yet-requested data, where the task
   trains oracles (``oracles: true``);
 * the model is evaluated after each request with the recipe's suites, its forget split being
-  every request so far (forgetting must hold for the earlier ones too).
+  every request so far (forgetting must hold for the earlier ones too) and its retain split
+  the retain set ∪ the requests still to come (still held: they must not be lost on the way).
 
 Each request is a run directory of its own, ``RUN/requests/r<i>/``, with the usual stages,
 records and hashes (every intermediate model is kept there, with its weights' hashes), so a
@@ -57,12 +58,19 @@ def parts(items: Sequence[Any], k: int) -> list[list[Any]]:
     return out
 
 
+def entity_of(record: Any, index: int) -> Any:
+    """What a request deletes whole: the record's ``entity`` (a person, an image class: class
+    0 included), else the record alone."""
+    entity = getattr(record, "entity", None)
+    return ("record", index) if entity is None else entity
+
+
 def split_requests(records: Sequence[Any], k: int) -> list[list[Any]]:
     """The forget records as ``k`` requests, order kept; records that name the same
     ``entity`` stay in one request (a person is deleted whole)."""
     groups: dict[Any, list[Any]] = {}
     for i, r in enumerate(records):
-        groups.setdefault(getattr(r, "entity", None) or ("record", i), []).append(r)
+        groups.setdefault(entity_of(r, i), []).append(r)
     if len(groups) < k:
         raise ConfigError(f"unlearn.requests.count={k}: the forget set has only "
                           f"{len(groups)} entit(y/ies) to split")
@@ -85,15 +93,20 @@ def request_parts(task: UnlearningTask, config: RequestsConfig,
             for i, f in enumerate(config.files, 1)]
 
 
+def held(task: UnlearningTask, requests: Sequence[DataSplit], i: int) -> DataSplit:
+    """What is still legitimately held once request ``i`` is made: the retain set ∪ the
+    requests not yet made."""
+    pending = [r for part in requests[i:] for r in part.records]
+    return task.retain if not pending else DataSplit(
+        f"{task.retain.name}+pending_{i}", [*task.retain.records, *pending],
+        source=f"{task.retain.name} + requests {i + 1}..{len(requests)}")
+
+
 def request_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int) -> UnlearningTask:
     """Request ``i`` (1-based) to unlearn: forget = its part; retain = retain ∪ the requests
     not yet made (what the oracle of this request is trained on)."""
-    pending = [r for part in requests[i:] for r in part.records]
-    retain = task.retain if not pending else DataSplit(
-        f"{task.retain.name}+pending_{i}", [*task.retain.records, *pending],
-        source=f"{task.retain.name} + requests {i + 1}..{len(requests)}")
     return UnlearningTask(name=f"{task.name}_request_{i}", modality=task.modality,
-                          forget=requests[i - 1], retain=retain,
+                          forget=requests[i - 1], retain=held(task, requests, i),
                           eval_splits=dict(task.eval_splits), seed=task.seed,
                           metadata={**task.metadata, "request": i,
                                     "requests": len(requests)}).validate()
@@ -101,7 +114,8 @@ def request_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int) ->
 
 def evaluation_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int
                     ) -> UnlearningTask:
-    """What is checked after request ``i``: forget = requests 1..i together, retain the task's.
+    """What is checked after request ``i``: forget = requests 1..i together, retain = the
+    task's retain ∪ the requests not yet made (what a diffusion judge must also know).
 
     Evaluation splits about forget entities (every record's ``entity`` among the forget
     set's) are cut to the entities requested so far; splits about the forget set without
@@ -126,7 +140,7 @@ def evaluation_task(task: UnlearningTask, requests: Sequence[DataSplit], i: int
             extra[name] = split
     return UnlearningTask(name=f"{task.name}_after_request_{i}", modality=task.modality,
                           forget=DataSplit(f"requests_1_{i}", done, source=f"requests 1..{i}"),
-                          retain=task.retain, eval_splits=extra, seed=task.seed,
+                          retain=held(task, requests, i), eval_splits=extra, seed=task.seed,
                           metadata={**task.metadata, "request": i})
 
 
@@ -157,7 +171,7 @@ def scaling_steps(task: UnlearningTask, config: ScalingConfig
     size leaves in place: what its oracle is trained on)."""
     entities: dict[Any, list[Any]] = {}
     for i, r in enumerate(task.forget.records):
-        entities.setdefault(getattr(r, "entity", None) or ("record", i), []).append(r)
+        entities.setdefault(entity_of(r, i), []).append(r)
     total = len(entities)
     steps = []
     for size in config.sizes:

@@ -50,6 +50,11 @@ class ImageRecord:
         """Identity for the forget/retain overlap check: label plus a hash of the pixels."""
         return (self.label, self.sha256)
 
+    @property
+    def entity(self) -> int:
+        """What a deletion request removes whole (:mod:`obliviate.core.requests`): the class."""
+        return self.label
+
     def to_dict(self) -> dict[str, Any]:
         """Canonical content for split hashing (pixels enter through their hash)."""
         return {"label": self.label, "sha256": self.sha256}

@@ -34,7 +34,12 @@ def build_task(config: TaskConfig, seed: int = 0) -> UnlearningTask:
 
 
 def forget_classes(task: UnlearningTask) -> list[int]:
-    return list(task.metadata["forget_classes"])
+    """The task's forget classes that its forget images hold: all of them for a whole task,
+    one deletion request's (or one forget-set size's) for the tasks
+    :mod:`obliviate.core.requests` cuts from it."""
+    classes = list(task.metadata["forget_classes"])
+    present = {getattr(r, "label", None) for r in task.forget.records}
+    return [c for c in classes if c in present] or classes
 
 
 def retain_classes(task: UnlearningTask) -> list[int]:
