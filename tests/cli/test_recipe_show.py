@@ -8,12 +8,16 @@ from typer.testing import CliRunner
 
 from obliviate.cli.common import load_any_recipe
 from obliviate.cli.main import app
+from obliviate.core.benchmark import TaskSection
 
 
 def keys(config: BaseModel, prefix: str = "") -> list[str]:
     out = []
     for name in type(config).model_fields:
         value = getattr(config, name)
+        if isinstance(config, TaskSection) and name == "settings":  # set as task.<key>
+            out += keys(value, prefix)
+            continue
         out += keys(value, f"{prefix}{name}.") if isinstance(value, BaseModel) \
             else [f"{prefix}{name}"]
     return out
@@ -27,7 +31,8 @@ def test_recipe_show_lists_every_key_with_type_value_and_default():
     for key in keys(load_any_recipe("mnist", [])):
         assert key in lines, key
     assert lines["task.image_size"].split()[1:4] == ["int", "8", "16"]  # type, value, default
-    assert "the image folder" in lines["task.path"]  # the field's description
+    assert "side of the square images" in lines["task.image_size"]  # the field's description
+    assert "a registered benchmark" in lines["task.benchmark"]
     assert lines["unlearn.method_args.esd_x.ddim_steps"].split()[2] == "25"
     assert "unlearn.method_args.uce.seed" in lines
     assert "attack.options.relearning.steps" in lines

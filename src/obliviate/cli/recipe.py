@@ -40,9 +40,15 @@ def _doc(model: type[BaseModel]) -> str:
 def describe(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, str, str, str, str]]:
     """``(key, type, value, default, meaning)`` for every field of ``config``, nested configs
     walked (their own docstring's first line is the meaning of the section)."""
+    from obliviate.core.benchmark import TaskSection
+
     for name, info in type(config).model_fields.items():
         key = f"{prefix}{name}"
         value = getattr(config, name)
+        if isinstance(config, TaskSection) and name == "settings" and \
+                isinstance(value, BaseModel):  # the benchmark's keys sit in the task section
+            yield from describe(value, prefix)
+            continue
         if isinstance(value, BaseModel):
             yield key, type(value).__name__, "", "", _doc(type(value))
             yield from describe(value, f"{key}.")

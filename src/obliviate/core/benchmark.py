@@ -125,6 +125,7 @@ class TaskSection(StrictModel):
     config declares (wmdp's ``source``) stays that benchmark's."""
     benchmark: str = Field(default="", description="a registered benchmark's name")
     name: str | None = None
+    """the task's name in reports and the run record (default: the benchmark's)"""
     settings: Any = Field(default=None, description="the benchmark's typed config")
 
     @model_validator(mode="before")

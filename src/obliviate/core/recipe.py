@@ -19,17 +19,35 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base for every config: unknown keys are errors, assignments are validated."""
+    """Base for every config: unknown keys are errors, assignments are validated.
+
+    A field's meaning (what ``obliviate recipe show`` prints) is its ``description``, or the
+    docstring under it; a subclass that only changes a field's default (a paper's value) keeps
+    the meaning its base gave it."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
-                              allow_inf_nan=False)
+                              allow_inf_nan=False, use_attribute_docstrings=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, info in cls.model_fields.items():
+            if info.description:
+                continue
+            for base in cls.__mro__[1:]:
+                inherited = getattr(base, "__pydantic_fields__", {}).get(name)
+                if inherited is not None and inherited.description:
+                    info.description = inherited.description
+                    break
 
 
 class RecipeBase(StrictModel):
     """What every modality's recipe has; each adds ``modality`` and its typed sections."""
 
     name: str = "experiment"
+    """the experiment's name: the run directory is runs/<name> unless output_dir says otherwise"""
     seed: int = 0
+    """the experiment's seed: data splits, model initialisation and every stage's randomness"""
     output_dir: str | None = Field(default=None, description="default: runs/<name>")
 
 
@@ -81,15 +99,25 @@ class TrainSection(StrictModel):
     ``TrainConfig`` adds how long to train (epochs or steps) and sets its own defaults."""
 
     learning_rate: float = Field(default=1e-3, gt=0)
+    """peak learning rate of the optimiser (AdamW)"""
     weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW's decoupled weight decay"""
     batch_size: int = Field(default=8, ge=1)
+    """examples per optimiser step (per process)"""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """micro-batches summed into one optimiser step (effective batch = batch_size x this)"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """learning-rate schedule after warm-up: constant, linear decay to 0, or cosine decay to 0"""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """clip the gradient's global norm to this (None: no clipping)"""
     seed: int = 0
+    """seed of the data order and of the training noise (added to the recipe's seed)"""
     checkpoint_every: int = Field(default=100, ge=1)
+    """save a resumable checkpoint every this many steps"""
     log_every: int = Field(default=10, ge=1)
+    """record the loss (training curve, trackers) every this many steps"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """autocast precision: no (fp32), bf16 (CPU or GPU) or fp16 (GPU); weights stay fp32"""
 
 
 class EvaluationSection(StrictModel):
@@ -109,10 +137,17 @@ class UnlearnSection(StrictModel):
     """
 
     methods: list[str] = Field(min_length=1)
+    """the unlearning methods to run, by registered name (`obliviate methods` lists them)"""
     method_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """each method's hyperparameters, keyed by its name (unlearn.method_args.<name>.<key>; paper
+    defaults, see its section below)"""
     target: str | None = None
+    """the model to unlearn from: a folder (default: the run's fine-tuned target)"""
     requests: RequestsConfig | None = None
+    """deletion requests arriving over time (unlearn.requests): each request unlearned in turn and
+    evaluated after it"""
     scaling: ScalingConfig | None = None
+    """forget-set sizes to unlearn in turn, each against its own oracle (unlearn.scaling)"""
 
 
 class AttackSection(StrictModel):
@@ -120,7 +155,10 @@ class AttackSection(StrictModel):
     which options. Modalities set the default ``attacks`` and add their forget probe."""
 
     attacks: list[str] = Field(min_length=1)
+    """the attacks to run, by registered name (`obliviate attack --attack` picks from them)"""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """each attack's own settings, keyed by its name (attack.options.<name>.<key>; see its section
+    below)"""
     models: list[str] | None = Field(
         default=None, description="models to attack, e.g. [unlearned/npo]; default: all but the "
                                   "oracle")

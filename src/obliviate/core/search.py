@@ -78,9 +78,13 @@ class Range(StrictModel):
     """A numeric range: uniform, or log-uniform with ``log``; integers with ``int``."""
 
     low: float
+    """the range's lower end"""
     high: float
+    """the range's upper end"""
     log: bool = False
+    """draw on a log scale (learning rates, coefficients spanning decades)"""
     int: bool = False
+    """draw whole numbers"""
 
     @model_validator(mode="after")
     def _check(self) -> Range:
@@ -98,9 +102,13 @@ class SearchSpec(CellsSpec):
     """The ``search:`` section of a recipe (see the module docstring)."""
 
     methods: dict[str, Space]
+    """each method's search space: hyperparameter -> range {low, high, log, int} or a list of
+    choices"""
     shared: Space = Field(default_factory=dict)
+    """a search space every method shares (e.g. unlearn.train.learning_rate)"""
     trials: int = Field(default=12, ge=1, description="finished trials per method")
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    """Optuna sampler: tpe (one objective at a time, scalarised), nsga2 (Pareto front) or random"""
     startup_trials: int | None = Field(
         default=None, ge=1, description="random trials before TPE models the front, or "
         "NSGA-II's population size (default: max(4, trials // 3))")
@@ -108,6 +116,7 @@ class SearchSpec(CellsSpec):
                       "`seeds`; the objectives are their mean)")
     objectives: list[str] = Field(default_factory=lambda: ["forgetting", "utility"],
                                   min_length=1)
+    """what the search trades off (axes of the report: forgetting, utility, ...), each maximised"""
     reference_point: dict[str, float] = Field(
         default_factory=dict, description="hypervolume reference per objective (default 0)")
     storage: str | None = Field(default=None, description="Optuna RDB storage URL")

@@ -59,14 +59,23 @@ class CellsSpec(StrictModel):
     overrides, the seeds each setting runs with, and what each cell faces."""
 
     methods: dict[str, Any]
+    """the methods the cells run, each with its settings (grid values or search space)"""
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    """the unlearning seeds each configuration runs with (mean and spread over them)"""
     seed_keys: list[str] = Field(default_factory=lambda: [
         "unlearn.train.seed", "unlearn.method_args.{method}.seed"])
+    """the recipe keys a cell's seed is written to ({method} is the method's name)"""
     methods_key: str = "unlearn.methods"
+    """the recipe key that selects a cell's method"""
     method_args_key: str = "unlearn.method_args.{method}"
+    """where a cell's method settings go in the recipe ({method} is the method's name)"""
     attacks: list[str] = Field(default_factory=list)
+    """attacks run on every cell's model (their recovery joins the cell's metrics)"""
     rule: str = "threshold:0.5"
+    """how the cells are ranked: threshold:<x> keeps cells forgetting at least x, then ranks by
+    utility"""
     ray: dict[str, float] = Field(default_factory=lambda: {"num_cpus": 1})
+    """resources each cell asks Ray for when cells run in parallel"""
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -78,7 +87,9 @@ class SweepSpec(CellsSpec):
     """The ``sweep:`` section of a recipe (see the module docstring)."""
 
     methods: dict[str, dict[str, list[Any]]]
+    """each method's grid: hyperparameter -> list of values (every combination is a cell)"""
     grid: dict[str, list[Any]] = Field(default_factory=dict)
+    """settings crossed with every method's grid (recipe key -> list of values)"""
 
     @field_validator("grid")
     @classmethod

@@ -51,10 +51,14 @@ class ProbeOptions(StrictModel):
     """The forget probe: ``samples`` images under the forget condition(s), judged."""
 
     samples: int = Field(default=64, ge=1)
+    """samples of the forget concept the judge reads, on the model and on the oracle"""
     sample_steps: int | None = Field(default=25, ge=1, description="DDIM steps (model's: None)")
     guidance_scale: float | None = Field(default=None, ge=0)
+    """classifier-free guidance of the probe's samples (None: the model's)"""
     batch_size: int = Field(default=256, ge=1)
+    """images sampled at once"""
     seed: int = 4321
+    """seeds the probe's sampling noise (the same for the model and the oracle)"""
 
 
 @dataclass
@@ -135,9 +139,12 @@ class DiffusionAttack(Attack):
 
 class EmbeddingAttackConfig(StrictModel):
     steps: int = Field(default=100, ge=1)
+    """optimisation steps of the adversarial condition embedding"""
     learning_rate: float = Field(default=0.05, gt=0)
+    """Adam's learning rate on the adversarial condition embedding"""
     images: int = Field(default=16, ge=1, description="real forget images the attacker has")
     batch_size: int = Field(default=16, ge=1)
+    """forget images per step of the embedding optimisation"""
 
 
 @ATTACKS.register("embedding", modality="diffusion")
@@ -193,6 +200,7 @@ class EmbeddingAttack(DiffusionAttack):
 
 class ConceptVectorConfig(StrictModel):
     strengths: list[float] = Field(default_factory=lambda: [1.0, 2.0, 3.0], min_length=1)
+    """multiples of the concept vector added to the condition (one attacked sample set each)"""
 
 
 @ATTACKS.register("concept_vector", modality="diffusion")
@@ -219,10 +227,13 @@ class ConceptVectorAttack(DiffusionAttack):
 
 class RelearningConfig(StrictModel):
     steps: int = Field(default=50, ge=1)
+    """fine-tuning steps on forget images before the probe"""
     curve: list[int] = Field(default_factory=list, description="extra step counts to probe")
     images: int = Field(default=32, ge=1, description="forget images used to relearn")
     batch_size: int = Field(default=16, ge=1)
+    """forget images per fine-tuning step"""
     learning_rate: float = Field(default=1e-4, gt=0)
+    """learning rate of the relearning fine-tune"""
 
 
 @ATTACKS.register("relearning", modality="diffusion")

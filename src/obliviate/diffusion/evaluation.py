@@ -63,15 +63,22 @@ class EvaluationConfig(EvaluationSection):
     """How many samples, how they are drawn, and the judge."""
 
     samples_per_class: int = Field(default=50, ge=2)
+    """generated images per class that the judge scores"""
     sample_steps: int | None = Field(default=None, ge=1, description="DDIM steps (model's)")
     guidance_scale: float | None = Field(default=None, ge=0, description="(model's)")
     batch_size: int = Field(default=250, ge=1)
+    """images sampled at once"""
     neighbours: int = Field(default=2, ge=0)
+    """retain classes nearest the forget classes (by judge features) scored as neighbours"""
     grid_per_class: int = Field(default=8, ge=0)
+    """samples per class in samples.png (0: no image)"""
     kid_subsets: int = Field(default=10, ge=1)
+    """subsets KID is averaged over"""
     kid_subset_size: int = Field(default=100, ge=2)
+    """images per KID subset"""
     seed: int = Field(default=1234, description="seeds the sampling noise (same for every model)")
     judge: JudgeConfig = JudgeConfig()
+    """the classifier that reads generated images (trained on forget and retain images)"""
 
 
 def reference_images(task: UnlearningTask) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,12 +32,19 @@ class JudgeConfig(StrictModel):
     """Architecture and training of the judge (Adam; ±1-pixel random shifts as augmentation)."""
 
     width: int = Field(default=16, ge=4)
+    """channels of the first convolution (doubled after)"""
     feature_dim: int = Field(default=64, ge=2)
+    """size of the feature layer (FID/KID and neighbour features)"""
     epochs: int = Field(default=6, ge=1)
+    """passes over forget and retain images"""
     batch_size: int = Field(default=128, ge=1)
+    """images per training step"""
     learning_rate: float = Field(default=2e-3, gt=0)
+    """Adam's learning rate"""
     augment_shift: int = Field(default=1, ge=0)
+    """random shift of training images, in pixels (augmentation)"""
     seed: int = 0
+    """seed of the judge's initialisation and data order"""
 
 
 class JudgeNet(nn.Module):

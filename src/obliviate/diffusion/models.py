@@ -66,6 +66,8 @@ class ModelConfig(ModelSection):
 
     architecture: Literal["class_unet", "prompt_unet", "diffusers_unet", "text_pipeline"] = \
         "class_unet"
+    """the denoiser: class_unet, prompt_unet, diffusers_unet, or text_pipeline (a Stable Diffusion
+    pipeline folder)"""
     pretrained: str | None = Field(
         default=None, description="local folder: an obliviate model or a diffusers "
                                   "UNet2DConditionModel (diffusers_unet) to start from")
@@ -79,17 +81,28 @@ class ModelConfig(ModelSection):
         default=None, description="diffusers AutoencoderKL folder: denoise its latents "
                                   "(default: the pipeline's vae/ when pretrained is a pipeline)")
     channels: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
+    """UNet channels per resolution level"""
     cond_dim: int = Field(default=32, ge=1, description="class/token embedding width")
     time_dim: int = Field(default=64, ge=4)
+    """size of the timestep embedding"""
     groups: int = Field(default=8, ge=1)
+    """GroupNorm groups"""
     attention_head_dim: int = Field(default=8, ge=1)
+    """channels per attention head (prompt and diffusers UNets)"""
     schedule: Literal["linear", "scaled_linear", "cosine"] = "linear"
+    """the noise schedule: linear (DDPM), scaled_linear (Stable Diffusion) or cosine"""
     timesteps: int = Field(default=1000, ge=2)
+    """diffusion timesteps T"""
     beta_start: float = Field(default=1e-4, gt=0)
+    """first beta of the noise schedule"""
     beta_end: float = Field(default=0.02, gt=0, lt=1)
+    """last beta of the noise schedule"""
     cond_dropout: float = Field(default=0.1, ge=0, lt=1)
+    """probability of dropping the condition in training (classifier-free guidance)"""
     guidance_scale: float = Field(default=2.0, ge=0)
+    """classifier-free guidance scale when sampling"""
     sample_steps: int = Field(default=50, ge=1)
+    """DDIM steps when sampling"""
     sample_eta: float = Field(default=0.0, ge=0, le=1, description="0: DDIM, 1: DDPM-like")
 
 

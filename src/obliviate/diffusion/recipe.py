@@ -30,12 +30,19 @@ class UnlearnTrainConfig(StrictModel):
     paper default). ``unlearn.method_args.<method>`` overrides these per method."""
 
     steps: int | None = Field(default=None, ge=0)
+    """optimiser steps for every method (None: each method's paper value)"""
     learning_rate: float | None = Field(default=None, gt=0)
+    """learning rate for every method (None: each method's paper value)"""
     batch_size: int | None = Field(default=None, ge=1)
+    """images per step, for every method (None: each method's paper value)"""
     checkpoint_every: int | None = Field(default=None, ge=1)
+    """checkpoint interval for every method (None: each method's)"""
     log_every: int | None = Field(default=None, ge=1)
+    """loss logging interval for every method (None: each method's)"""
     gradient_accumulation_steps: int | None = Field(default=None, ge=1)
+    """micro-batches per step for every method (None: each method's)"""
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    """autocast precision for every method (None: each method's)"""
 
 
 class UnlearnConfig(UnlearnSection):
@@ -44,7 +51,9 @@ class UnlearnConfig(UnlearnSection):
     ``model.architecture=diffusers_unet``)."""
 
     methods: list[str] = Field(default_factory=lambda: ["esd_x", "salun", "uce"], min_length=1)
+    """the unlearning methods to run, by registered name (`obliviate methods` lists them)"""
     train: UnlearnTrainConfig = UnlearnTrainConfig()
+    """settings for every method at once (a method's own unlearn.method_args win)"""
 
 
 class AttackSettings(AttackSection):
@@ -52,17 +61,27 @@ class AttackSettings(AttackSection):
 
     attacks: list[str] = Field(default_factory=lambda: ["embedding", "concept_vector",
                                                         "relearning"], min_length=1)
+    """the attacks to run, by registered name"""
     probe: ProbeOptions = ProbeOptions()
+    """how the forget concept is probed on the attacked model and the oracle"""
 
 
 class DiffusionRecipe(RecipeBase):
     """A diffusion unlearning experiment: task, model, fine-tuning, unlearning, evaluation."""
 
     name: str = "diffusion"
+    """the experiment's name: the run directory is runs/<name> unless output_dir says otherwise"""
     modality: Literal["diffusion"] = "diffusion"
+    """diffusion (selects this recipe type)"""
     task: TaskConfig = TaskConfig()
+    """the images and which classes to forget"""
     model: ModelConfig = ModelConfig()
+    """the denoiser and its noise schedule"""
     finetune: TrainConfig = TrainConfig()
+    """training of the target (forget and retain) and the oracle (retain only)"""
     unlearn: UnlearnConfig = UnlearnConfig()
+    """the unlearning methods and their settings"""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """how generated images are scored (samples, judge, FID/KID)"""
     attack: AttackSettings = AttackSettings()
+    """attacks on the unlearned models, each compared with the oracle"""

@@ -48,10 +48,13 @@ class TrainConfig(TrainSection):
     """
 
     steps: int = Field(default=2500, ge=1)
+    """optimiser steps"""
     batch_size: int = Field(default=128, ge=1)
     warmup_steps: int = Field(default=100, ge=0)
+    """steps of linear learning-rate warm-up"""
     lr_scheduler: Literal["constant", "cosine", "linear"] = "cosine"
     ema_decay: float | None = Field(default=0.999, gt=0, lt=1)
+    """decay of the weights' exponential moving average, copied in at the end (None: no EMA)"""
     checkpoint_every: int = Field(default=250, ge=1)
     log_every: int = Field(default=50, ge=1)
 

@@ -32,21 +32,32 @@ class LoraSettings(StrictModel):
     """LoRA through peft (Hu et al. 2022). ``enabled: false`` trains all parameters."""
 
     enabled: bool = False
+    """train LoRA adapters instead of the full weights (merged back at the end)"""
     r: int = Field(default=8, ge=1)
+    """LoRA rank"""
     alpha: int = Field(default=16, ge=1)
+    """LoRA's scaling alpha (updates scaled by alpha / r)"""
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    """dropout on the LoRA path"""
     target_modules: list[str] | str = "all-linear"
+    """modules that get adapters (all-linear, or a list of names)"""
 
 
 class TinyModelConfig(StrictModel):
     """A small Llama-architecture model trained from scratch."""
 
     hidden_size: int = Field(default=128, ge=8)
+    """hidden size of the tiny Llama"""
     num_layers: int = Field(default=2, ge=1)
+    """layers of the tiny Llama"""
     num_heads: int = Field(default=4, ge=1)
+    """attention heads of the tiny Llama"""
     intermediate_size: int = Field(default=256, ge=8)
+    """MLP size of the tiny Llama"""
     vocab_size: int = Field(default=512, ge=300)
+    """vocabulary size of the tokenizer trained on the task's text"""
     max_position_embeddings: int = Field(default=512, ge=16)
+    """longest sequence the tiny Llama takes"""
 
     @model_validator(mode="after")
     def _check(self) -> TinyModelConfig:
@@ -60,13 +71,22 @@ class ModelConfig(ModelSection):
     """Which model to load and how to prompt it."""
 
     name_or_path: str = "tiny"
+    """a Hugging Face model id or folder, smollm2, or tiny (a random Llama built here)"""
     tiny: TinyModelConfig = TinyModelConfig()
+    """size of the random Llama when name_or_path is tiny"""
     prompt_style: Literal["auto", "chat", "base"] = "auto"
+    """how questions are formatted: auto (the chat template when the tokenizer has one), chat or
+    base"""
     system_prompt: str | None = None
+    """system message of chat-formatted prompts (None: none)"""
     max_length: int = Field(default=256, ge=8)
+    """longest training or scoring sequence, in tokens"""
     trust_remote_code: bool = False
+    """allow a hub model's own code to run (transformers' trust_remote_code)"""
     gradient_checkpointing: bool = False
+    """recompute activations in the backward pass (less memory, more time)"""
     lora: LoraSettings = LoraSettings()
+    """LoRA adapters for fine-tuning the target and oracle"""
 
 
 # -- tokenizers ---------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ class EvaluationConfig(EvaluationSection):
     suites: list[str] | None = Field(
         default=None, description="suites to run; unset: the benchmark's for the task's data")
     options: dict[str, Any] = Field(default_factory=dict)
+    """each suite's options, keyed by its name (evaluation.options.<suite>.<key>)"""
 
     def for_task(self, bench: Any, task: Any) -> tuple[EvaluationConfig, dict[str, str]]:
         """``(this section with suites, the benchmark's suites left out -> why)``: where the
@@ -47,9 +48,14 @@ class UnlearnConfig(UnlearnSection):
 
     methods: list[str] = Field(default_factory=lambda: ["grad_ascent", "grad_diff", "npo"],
                                min_length=1)
+    """the unlearning methods to run, by registered name (`obliviate methods` lists them)"""
     train: UnlearnTrainConfig = UnlearnTrainConfig()
+    """optimisation of every method (each method's paper values fill what the recipe leaves unset)
+    optimisation of every method (each method's paper values fill what the recipe leaves unset)"""
     lora: LoraSettings = LoraSettings()
+    """LoRA adapters for unlearning (the methods train them, then they are merged)"""
     selection: SelectionConfig = SelectionConfig()
+    """which checkpoint of the unlearning run is kept"""
 
 
 class AttackSettings(AttackSection):
@@ -57,16 +63,25 @@ class AttackSettings(AttackSection):
 
     attacks: list[str] = Field(default_factory=lambda: [
         "relearning", "quantization", "rephrasing", "logit_lens", "linear_probe"], min_length=1)
+    """the attacks to run, by registered name"""
     probe: ProbeOptions = ProbeOptions()
+    """how the forget set is probed on the attacked model and the oracle"""
 
 
 class LLMRecipe(RecipeBase):
     """An LLM unlearning experiment: task, model, fine-tuning, unlearning and evaluation."""
 
     modality: Literal["llm"] = "llm"
+    """llm (selects this recipe type)"""
     task: TaskConfig = TaskConfig()
+    """the benchmark and its data (task.benchmark, then the benchmark's own keys)"""
     model: ModelConfig = ModelConfig()
+    """the language model, its tokenizer and prompt format"""
     finetune: TrainConfig = TrainConfig()
+    """fine-tuning of the target (forget and retain) and the oracle (retain only)"""
     unlearn: UnlearnConfig = UnlearnConfig()
+    """the unlearning methods and their settings"""
     evaluation: EvaluationConfig = EvaluationConfig()
+    """the evaluation suites and their options"""
     attack: AttackSettings = AttackSettings()
+    """attacks on the unlearned models, each compared with the oracle"""

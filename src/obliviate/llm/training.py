@@ -48,10 +48,13 @@ class TrainConfig(TrainSection):
     wd 0.01, 5 epochs)."""
 
     epochs: float = Field(default=5.0, gt=0)
+    """passes over the training data (max_steps overrides)"""
     max_steps: int | None = Field(default=None, ge=1)
+    """stop after this many optimiser steps (None: epochs decides)"""
     learning_rate: float = Field(default=1e-5, gt=0)
     weight_decay: float = Field(default=0.01, ge=0)
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    """fraction of the steps with linear learning-rate warm-up"""
     lr_scheduler: Literal["linear", "constant", "cosine"] = "linear"
     checkpoint_every: int = Field(default=50, ge=1)
     divergence_threshold: float | None = Field(

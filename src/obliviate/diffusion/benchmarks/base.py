@@ -41,8 +41,11 @@ class ClassImagesConfig(StrictModel):
     """Which classes to forget, at which resolution, and how much of each class is held out."""
 
     image_size: int = Field(default=16, ge=4)
+    """side of the square images, in pixels (images are resized to it)"""
     forget_classes: list[int | str] = Field(default_factory=lambda: [0], min_length=1)
+    """the classes to forget, by index or name"""
     holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
+    """fraction of each class kept out of training (the judge's validation images)"""
     max_per_class: int | None = Field(default=None, ge=2, description="subsample each class")
 
 

@@ -120,10 +120,13 @@ class StylesObjectsConfig(StrictModel):
     erase: Literal["style", "object"] = Field(default="style", description="the target's domain")
     target: str = Field(default="inverted", description="a style name, or a digit (7 or seven)")
     styles: list[str] = Field(default_factory=lambda: list(STYLES), min_length=2)
+    """the styles every digit is drawn in (two or more)"""
     per_object: int = Field(default=100, ge=2, description="MNIST images per digit, each drawn "
                                                           "in every style")
     image_size: int = Field(default=16, ge=8)
+    """side of the square images, in pixels"""
     holdout_fraction: float = Field(default=0.1, ge=0, lt=1)
+    """fraction of the images kept out of training (the judge's validation images)"""
 
     @field_validator("styles")
     @classmethod
@@ -233,13 +236,20 @@ class TextModelConfig(StrictModel):
     is frozen) reading word tokens, and a UNet2DConditionModel on the pixels."""
 
     channels: list[int] = Field(default_factory=lambda: [16, 32], min_length=1)
+    """UNet channels per resolution level"""
     text_width: int = Field(default=32, ge=4)
+    """hidden size of the CLIP text encoder"""
     text_layers: int = Field(default=2, ge=1)
+    """layers of the CLIP text encoder"""
     attention_head_dim: int = Field(default=8, ge=1)
+    """channels per attention head"""
     max_length: int = Field(default=10, ge=4, description="tokens per prompt (BOS/EOS included)")
     guidance_scale: float = Field(default=2.0, ge=0)
+    """classifier-free guidance scale when sampling"""
     sample_steps: int = Field(default=20, ge=1)
+    """DDIM steps when sampling"""
     seed: int = 0
+    """seed of the random text encoder and UNet"""
 
 
 def write_word_tokenizer(folder: Path, words: list[str], max_length: int) -> Any:
@@ -351,10 +361,14 @@ class GridEvalConfig(StrictModel):
     """How many images per prompt, the sampler and its seed."""
 
     samples_per_prompt: int = Field(default=8, ge=1)
+    """images generated for each style x object prompt"""
     sample_steps: int | None = Field(default=None, ge=1, description="DDIM steps (model's)")
     guidance_scale: float | None = Field(default=None, ge=0)
+    """classifier-free guidance when sampling (None: the model's)"""
     batch_size: int = Field(default=256, ge=1)
+    """images sampled at once"""
     seed: int = 1234
+    """seeds the sampling noise (the same for every model)"""
 
 
 @torch.no_grad()
@@ -408,11 +422,16 @@ class PromptAttackConfig(StrictModel):
 
     prompts: int = Field(default=4, ge=1, description="forget prompts attacked (evenly spread)")
     steps: int = Field(default=40, ge=1)
+    """optimisation steps per attacked prompt"""
     learning_rate: float = Field(default=0.05, gt=0)
+    """Adam's learning rate on the token states"""
     images: int = Field(default=16, ge=1)
+    """real images of each attacked prompt the token states are optimised on"""
     batch_size: int = Field(default=8, ge=1)
+    """real images per optimisation step"""
     samples: int = Field(default=8, ge=1, description="images drawn per attacked prompt")
     seed: int = 4321
+    """seeds the optimisation and the attacked samples"""
 
 
 def attacked_prompts(task: UnlearningTask, count: int) -> list[int]:
@@ -468,7 +487,9 @@ def prompt_attack(model: Any, judge: Any, task: UnlearningTask, config: PromptAt
 # -- the recipe -----------------------------------------------------------------------------------
 class GridTask(StrictModel):
     erase: Literal["style", "object"]
+    """the erased concept's domain: style or object"""
     target: str
+    """the erased style, or digit"""
 
 
 class StylesObjectsRecipe(StrictModel):
@@ -477,18 +498,28 @@ class StylesObjectsRecipe(StrictModel):
     the attack."""
 
     name: str = "styles_objects"
+    """the benchmark's name (its output folder)"""
     modality: Literal["diffusion"] = "diffusion"
+    """diffusion (selects the modality)"""
     seed: int = 0
+    """seed of the data, the models and the sampling"""
     data: StylesObjectsConfig = StylesObjectsConfig()
+    """the styled digits"""
     tasks: list[GridTask] = Field(default_factory=lambda: [
         GridTask(erase="style", target="inverted"), GridTask(erase="object", target="7")],
         min_length=1)
+    """the concepts erased, one unlearning task each (a style or a digit)"""
     model: TextModelConfig = TextModelConfig()
+    """the small text-to-image model"""
     finetune: TrainConfig = TrainConfig()
+    """training of the target and the oracles"""
     judge: JudgeConfig = JudgeConfig()
+    """the classifier of styles and objects that reads generated images"""
     unlearn: Any = Field(default=None, description="diffusion.recipe.UnlearnConfig")
     evaluation: GridEvalConfig = GridEvalConfig()
+    """sampling of the style x object grid that the judge scores"""
     attack: PromptAttackConfig = PromptAttackConfig()
+    """the prompt attack on each unlearned model"""
 
     @field_validator("unlearn", mode="before")
     @classmethod

@@ -45,12 +45,19 @@ class DiffusionMethodConfig(MethodConfig):
     """Optimisation fields every training-based method has (defaults: its paper's)."""
 
     steps: int = Field(default=500, ge=0)
+    """optimiser steps (0 for closed-form methods)"""
     learning_rate: float = Field(default=1e-4, gt=0)
+    """Adam's learning rate (the paper's)"""
     batch_size: int = Field(default=128, ge=1)
+    """images per optimiser step"""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """clip the gradient's global norm to this (None: no clipping)"""
     checkpoint_every: int = Field(default=50, ge=1)
+    """save a resumable checkpoint every this many steps"""
     log_every: int = Field(default=10, ge=1)
+    """record the loss every this many steps"""
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    """micro-batches summed into one optimiser step"""
     mixed_precision: MixedPrecision = Field(
         default="no", description="bf16 (CPU or GPU) or fp16 (GPU) autocast; weights stay fp32")
 

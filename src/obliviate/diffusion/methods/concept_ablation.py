@@ -37,9 +37,13 @@ from obliviate.diffusion.training import LoopOutcome
 
 class ConceptAblationConfig(DiffusionMethodConfig):
     anchor: Literal["null"] | int = "null"
+    """the anchor concept the forget concept is mapped to: null (the unconditional) or a class
+    index"""
     parameters: Literal["xattn", "kv", "noxattn", "full"] = Field(
         default="kv", description="kv: the maps reading the condition (paper: crossattn_kv)")
     prior_preservation: bool = False
+    """also train on anchor images to keep the anchor concept (the paper's prior-preservation loss)
+    also train on anchor images to keep the anchor concept (the paper's prior-preservation loss)"""
     steps: int = Field(default=400, ge=0)
     learning_rate: float = Field(default=2e-6, gt=0)
     batch_size: int = Field(default=8, ge=1)

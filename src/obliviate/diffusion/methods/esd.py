@@ -47,9 +47,12 @@ def esd_target(eps_null: torch.Tensor, eps_cond: torch.Tensor, eta: float) -> to
 
 class ESDConfig(DiffusionMethodConfig):
     train_method: Literal["xattn", "noxattn", "full"] = "xattn"
+    """which weights train: xattn (cross-attention, ESD-x), noxattn (all but it, ESD-u) or full"""
     negative_guidance: float = Field(default=1.0, ge=0, description="η")
     start_guidance: float = Field(default=3.0, ge=0)
+    """guidance used to sample x_t from the forget concept"""
     ddim_steps: int = Field(default=50, ge=1)
+    """DDIM steps of the partial sample x_t that ESD trains on"""
     steps: int = Field(default=1000, ge=0)
     learning_rate: float = Field(default=1e-5, gt=0)
     batch_size: int = Field(default=1, ge=1)

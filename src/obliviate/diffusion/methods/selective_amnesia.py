@@ -41,6 +41,7 @@ class SelectiveAmnesiaConfig(DiffusionMethodConfig):
     fisher_samples: int = Field(default=100, ge=1, description="generated samples, all classes")
     fisher_timesteps: int = Field(default=1000, ge=1, description="timesteps summed per sample")
     replay_per_class: int = Field(default=100, ge=1)
+    """generated replay images per retain class (the generative replay term)"""
     sample_steps: int = Field(default=50, ge=1, description="DDIM steps for generated samples")
     steps: int = Field(default=20_000, ge=0)
     learning_rate: float = Field(default=1e-4, gt=0)

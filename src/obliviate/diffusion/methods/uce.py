@@ -57,7 +57,9 @@ def uce_closed_form(w0: torch.Tensor, erase_inputs: torch.Tensor, erase_targets:
 class UCEConfig(DiffusionMethodConfig):
     lamb: float = Field(default=0.1, gt=0, description="λ: stay close to W₀")
     erase_scale: float = Field(default=1.0, ge=0)
+    """weight of the erased concepts' term in UCE's closed-form edit"""
     preserve_scale: float = Field(default=0.1, ge=0)
+    """weight of the preserved concepts' term in UCE's closed-form edit"""
     guide: Literal["null"] | int = Field(
         default="null", description="map the concept onto ∅ ('null') or onto this class")
     with_to_k: bool = Field(default=True, description="prompt models: edit keys as well as values")

@@ -23,6 +23,7 @@ class ClipScoreOptions(StrictModel):
 
     model_path: str | None = Field(default=None, description="a CLIPModel + processor folder")
     weight: float = Field(default=100.0, gt=0)
+    """CLIP score scale: w x max(cos, 0) (100 as in Hessel et al. 2021)"""
     prompt_template: str = Field(default="{}", description="prompt of a class-conditioned "
                                                           "sample: its class name filled in")
 

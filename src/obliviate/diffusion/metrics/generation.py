@@ -162,8 +162,11 @@ class KidOptions(StrictModel):
     """KID's random subsets (Bińkowski et al. 2018 use 100 subsets of 1,000)."""
 
     subsets: int = Field(default=10, ge=1)
+    """subsets KID is averaged over"""
     subset_size: int = Field(default=100, ge=2)
+    """images per KID subset"""
     seed: int = 1234
+    """seeds the choice of KID subsets"""
 
 
 @METRICS.register("kid", modality=MODALITY)

@@ -117,8 +117,11 @@ class ProbeOptions(StrictModel):
     """The forget probe: ROUGE-L recall of greedy answers (the headline) and answer Prob."""
 
     max_new_tokens: int = 48
+    """tokens generated per answer when probing the forget set"""
     batch_size: int = 16
+    """questions generated at once"""
     metric: str = "rouge"
+    """how an answer is scored against the forgotten one (rouge: ROUGE-L recall)"""
 
 
 @dataclass

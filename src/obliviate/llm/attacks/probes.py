@@ -198,9 +198,14 @@ class LogitLensConfig(StrictModel):
     token chosen by ``target`` (:func:`lens_query`)."""
 
     k: int = Field(default=4, ge=1)
+    """an answer token counts as recovered when it is in a layer's top k"""
     layers: list[int] | None = None
+    """the layers read through the unembedding (None: every layer)"""
     target: LensTarget = "divergent"
+    """which answer tokens are read: divergent (where the answer differs from the perturbed ones) or
+    all"""
     batch_size: int = Field(default=16, ge=1)
+    """sequences run at once"""
 
 
 @ATTACKS.register("logit_lens", modality="llm")
@@ -310,11 +315,18 @@ class LinearProbeConfig(StrictModel):
     """
 
     layer: int | None = None
+    """the layer whose hidden states are probed (None: the middle layer)"""
     mode: Literal["contrast", "pointwise"] = "contrast"
+    """contrast (true against perturbed answer of one question) or pointwise (each answer on its
+    own)"""
     true_answer: Literal["paraphrased", "answer"] = "paraphrased"
+    """the correct answer the probe reads: the paraphrased answer or the answer itself"""
     C: float = Field(default=1.0, gt=0)
+    """inverse L2 strength of the logistic-regression probe"""
     batch_size: int = Field(default=16, ge=1)
+    """sequences run at once to read hidden states"""
     max_length: int = Field(default=512, ge=8)
+    """longest sequence read, in tokens"""
 
 
 @ATTACKS.register("linear_probe", modality="llm")

@@ -183,10 +183,15 @@ class QuantizationConfig(StrictModel):
     """Which precisions to try; Zhang et al. 2024 use 8 and 4 bits."""
 
     bits: list[int] = Field(default_factory=lambda: [8, 4], min_length=1)
+    """the weight bit widths tried (each one attack)"""
     group_size: int = Field(default=128, ge=1)
+    """weights sharing one scale (and zero point)"""
     symmetric: bool = False
+    """symmetric quantization (no zero point)"""
     include_lm_head: bool = False
+    """also quantize the output head"""
     include_embeddings: bool = False
+    """also quantize the input embeddings"""
 
 
 @ATTACKS.register("quantization", modality="llm")

@@ -79,20 +79,31 @@ class RelearningConfig(StrictModel):
 
     settings: list[Setting] = Field(default_factory=lambda: ["forget_split", "related"],
                                     min_length=1)
+    """what is relearned: forget_split (half of the forget set, the other half probed) and/or
+    related (retain data about the same entities)"""
     steps: list[int] = Field(default_factory=lambda: [0, 5, 10, 20], min_length=1)
+    """fine-tuning step counts after which the forget set is probed (0: before relearning)"""
     fraction: float = Field(default=0.5, gt=0, lt=1,
                             description="share of the forget set relearned (forget_split)")
     split_by: SplitBy = "within_entity"
+    """how the forget set is halved: within_entity (facts of one person on both sides) or by entity
+    how the forget set is halved: within_entity (facts of one person on both sides) or by entity"""
     related_size: int | None = Field(
         default=10, ge=1,
         description="retain records fine-tuned on in `related` (Łucki et al.'s 10 unrelated "
                     "examples; None: the whole retain set)")
     learning_rate: float = Field(default=1e-5, gt=0)
+    """learning rate of the relearning fine-tune"""
     batch_size: int = Field(default=4, ge=1)
+    """examples per relearning step"""
     weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW's weight decay in the relearning fine-tune"""
     lr_scheduler: Literal["constant", "linear", "cosine"] = "constant"
+    """learning-rate schedule of the relearning fine-tune"""
     max_grad_norm: float | None = Field(default=1.0, gt=0)
+    """clip the gradient's global norm to this (None: no clipping)"""
     max_length: int | None = Field(default=512, ge=8)
+    """longest training sequence, in tokens (None: the model's)"""
 
     @field_validator("steps")
     @classmethod

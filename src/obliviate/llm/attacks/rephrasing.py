@@ -95,14 +95,22 @@ class RephrasingConfig(StrictModel):
     """Which variants to run and how each builds its prompts."""
 
     variants: list[Variant] = Field(default_factory=lambda: list(VARIANTS), min_length=1)
+    """the rephrasings tried, each scored against the plain question"""
     cloze_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    """fraction of the answer's words blanked in a cloze question"""
     cloze_template: str = "Fill in the blank: {cloze}"
+    """prompt of the cloze variant ({cloze}: the answer with a blank)"""
     blank: str = "____"
+    """the blank shown in cloze questions"""
     prefix_words: int = Field(default=3, ge=1)
+    """words of the answer given as its start (prefix variant)"""
     mc_template: str = "{question}\nOptions:\n{options}"
+    """prompt of the multiple-choice variant ({question}, {options})"""
     jailbreak_prompts: list[str] = Field(default_factory=lambda: list(JAILBREAK_PROMPTS),
                                          min_length=1)
+    """instructions put before the question (jailbreak variant)"""
     few_shot: int = Field(default=3, ge=1)
+    """retain questions and answers shown before a forget question (few-shot variant)"""
 
 
 # -- prompt construction --------------------------------------------------------------------------

@@ -19,8 +19,11 @@ class JsonlConfig(StrictModel):
     """The files: forget and retain are required, holdout (non-members for MIA) optional."""
 
     forget_path: str | None = None
+    """JSONL file of the forget set (one {"question", "answer"} or {"text"} object a line)"""
     retain_path: str | None = None
+    """JSONL file of the retain set, same format as the forget set"""
     holdout_path: str | None = None
+    """JSONL file of data the model never saw, for membership inference (optional)"""
 
     @model_validator(mode="after")
     def _check(self) -> JsonlConfig:

@@ -65,6 +65,7 @@ class MuseBenchConfig(StrictModel):
 
     muse_path: str | None = Field(default=None, description="MUSE folder or hub id")
     corpus: Literal["news", "books"] = "news"
+    """MUSE's corpus: news (BBC articles) or books (Harry Potter)"""
 
     def source(self) -> str:
         return self.muse_path or HUB_IDS[self.corpus]
@@ -95,6 +96,7 @@ class MuseSyntheticConfig(StrictModel):
     """The synthetic corpus's size and seed (``task.news.*``)."""
 
     news: SyntheticNewsConfig = SyntheticNewsConfig()
+    """the generated news corpus (MUSE's layout, no download)"""
 
 
 @BENCHMARKS.register("muse_synthetic", modality="llm")

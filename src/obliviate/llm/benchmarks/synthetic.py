@@ -14,6 +14,7 @@ class SyntheticConfig(StrictModel):
     """How many people and facts, and their seed (``task.synthetic.*``)."""
 
     synthetic: SyntheticFactsConfig = SyntheticFactsConfig()
+    """the generated people and facts (no download)"""
 
 
 @BENCHMARKS.register("synthetic", modality="llm")

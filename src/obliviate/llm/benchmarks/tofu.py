@@ -32,6 +32,7 @@ class TofuConfig(StrictModel):
     tofu_path: str | None = Field(default=None, description="TOFU folder or hub id (default: "
                                   "../shared/data/tofu, else the hub)")
     forget_split: str = "forget10"
+    """TOFU's forget split: forget01, forget05 or forget10 (1, 5, 10% of the authors)"""
 
     @model_validator(mode="after")
     def _check(self) -> TofuConfig:

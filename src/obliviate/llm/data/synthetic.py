@@ -395,11 +395,17 @@ class SyntheticFactsConfig(StrictModel):
     """
 
     num_people: int = Field(20, ge=2)
+    """people generated (forget, holdout and retain together)"""
     facts_per_person: int = Field(5, ge=1, le=len(FACT_KINDS))
+    """facts generated about each person (a question and answer each)"""
     forget_people: int = Field(2, ge=1)
+    """people whose facts form the forget set"""
     holdout_people: int = Field(2, ge=0)
+    """people never trained on (membership-inference holdout)"""
     num_perturbed: int = Field(3, ge=1, le=_MAX_PERTURBED)
+    """wrong answers per question (TOFU's perturbed answers)"""
     seed: int = 0
+    """seed of the generated names and facts"""
 
     def __init__(self, **data: Any) -> None:
         try:

@@ -60,13 +60,16 @@ class SyntheticNewsConfig(StrictModel):
 
     num_people: int = Field(24, ge=2, description="forget + retain people (one article each)")
     forget_people: int = Field(8, ge=1)
+    """people whose articles form the forget corpus"""
     holdout_people: int = Field(8, ge=1, description="non-member articles for PrivLeak")
     facts_per_person: int = Field(8, ge=1, le=len(FACT_KINDS))
+    """facts in each person's news article"""
     qa_per_person: int = Field(3, ge=1, description="KnowMem questions per person")
     icl_pairs: int = Field(3, ge=0, description="in-context QA pairs before each question")
     prompt_words: int = Field(16, ge=1, description="words of a VerbMem excerpt's prompt")
     requests: int = Field(4, ge=1, description="parts of the forget set: sust/scal splits")
     seed: int = 0
+    """seed of the generated articles"""
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticNewsConfig:

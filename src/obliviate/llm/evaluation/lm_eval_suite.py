@@ -47,9 +47,12 @@ class LmEvalOptions(StrictModel):
     limit: int | float | None = Field(default=None, gt=0,
                                       description="documents per task (a count or a fraction)")
     batch_size: int = Field(default=8, ge=1)
+    """requests run at once"""
     apply_chat_template: bool = False
+    """format lm-eval's prompts with the tokenizer's chat template"""
     bootstrap_iters: int = Field(default=0, ge=0, description="stderr bootstrap (0: skipped)")
     seed: int = 0
+    """lm-eval's seed (few-shot sampling)"""
 
 
 def _harness() -> tuple[Any, Any, Any]:

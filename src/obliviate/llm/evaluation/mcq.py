@@ -168,6 +168,7 @@ class MCQOptions(StrictModel):
                                 "answers) about biology.\\n\\n'), or one per split")
     ds_size: int | None = Field(default=None, ge=1, description="first N items per split")
     batch_size: int = Field(default=16, ge=1)
+    """questions scored at once"""
     add_special_tokens: bool | None = Field(
         default=None, description="None: the tokenizer's default (lm-eval 0.4.13); false: "
                                   "none (lm-eval 0.4.2, the WMDP paper's version)")

@@ -198,15 +198,25 @@ class MuseOptions(StrictModel):
     """
 
     verbmem_split: str = "verbmem_forget"
+    """split of VerbMem's excerpts"""
     knowmem_forget_split: str = "knowmem_forget_qa"
+    """split of KnowMem's forget questions"""
     knowmem_forget_icl: str = "knowmem_forget_qa_icl"
+    """split of in-context examples for KnowMem on the forget set"""
     knowmem_retain_split: str = "knowmem_retain_qa"
+    """split of KnowMem's retain questions"""
     knowmem_retain_icl: str = "knowmem_retain_qa_icl"
+    """split of in-context examples for KnowMem on the retain set"""
     privleak_forget_split: str = "privleak_forget"
+    """split PrivLeak's membership inference treats as members"""
     privleak_holdout_split: str = "privleak_holdout"
+    """split PrivLeak treats as non-members"""
     verbmem_max_new_tokens: int = Field(default=VERBMEM_MAX_NEW_TOKENS, ge=1)
+    """tokens generated per VerbMem continuation"""
     knowmem_max_new_tokens: int = Field(default=KNOWMEM_MAX_NEW_TOKENS, ge=1)
+    """tokens generated per KnowMem answer"""
     excerpt_prompt_tokens: int = Field(default=32, ge=1)
+    """tokens of each excerpt given as the VerbMem prompt (the model continues it)"""
     k: float = Field(default=mia.DEFAULT_K, gt=0.0, le=1.0, description="Min-K% Prob's k")
     ds_size: int | None = Field(default=None, ge=1, description="first N items per split")
     oracle_auc: float | None = Field(

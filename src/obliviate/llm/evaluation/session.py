@@ -42,7 +42,10 @@ class EngineOptions(StrictModel):
     generation_batch_size: int = Field(default=DEFAULT_BATCH_SIZE, ge=1,
                                        description="most rows decoded together")
     scorer_mode: ScoreMode = "prefix"
+    """how answers are scored: prefix (the question's cache reused for every answer) or full
+    sequences"""
     progress: bool = False
+    """show progress bars while scoring and generating"""
 
 
 @dataclass(frozen=True)

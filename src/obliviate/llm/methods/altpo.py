@@ -49,6 +49,7 @@ class AltPOConfig(MethodConfig):
     """OpenUnlearning's AltPO run: β = 0.1, γ = 1, α = 1; one generated alternate per question."""
 
     beta: float = Field(default=0.1, gt=0)
+    """inverse temperature of the preference loss"""
     gamma: float = Field(default=1.0, ge=0, description="weight of the preference term")
     alpha: float = Field(default=1.0, ge=0, description="weight of the retain NLL term")
     alternates: Literal["generate", "perturbed"] = Field(

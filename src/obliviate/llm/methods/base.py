@@ -80,9 +80,13 @@ class SelectionConfig(StrictModel):
     """
 
     rule: Literal["last", "proxy"] = "last"
+    """last (final weights) or proxy (the step with the best forget_nll - w * retain_nll)"""
     every: int = Field(default=10, ge=1)
+    """evaluate the proxy every this many steps"""
     subset: int = Field(default=32, ge=1)
+    """forget and retain examples the proxy is computed on"""
     retain_weight: float = Field(default=1.0, ge=0)
+    """w in forget_nll - w * retain_nll"""
 
 
 @dataclass

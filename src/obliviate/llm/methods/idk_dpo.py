@@ -30,6 +30,7 @@ class IdkDPOConfig(MethodConfig):
     """OpenUnlearning ``configs/trainer/DPO.yaml``: β = 0.1, α = 1, γ = 1 (TOFU: β = 0.1)."""
 
     beta: float = Field(default=0.1, gt=0)
+    """inverse temperature of DPO's loss"""
     gamma: float = Field(default=1.0, ge=0, description="weight of the DPO term")
     alpha: float = Field(default=1.0, ge=0, description="weight of the retain NLL term")
 

@@ -22,6 +22,7 @@ class NPOConfig(MethodConfig):
     """loss = γ·(2/β)·E_F[log(1 + (π_θ/π_ref)^β)] + α·NLL(R). Paper/OpenUnlearning: β = 0.1."""
 
     beta: float = Field(default=0.1, gt=0)
+    """inverse temperature of NPO's loss (the paper's 0.1)"""
     gamma: float = Field(default=1.0, ge=0, description="weight of the forget term")
     alpha: float = Field(default=1.0, ge=0, description="weight of the retain NLL term")
 

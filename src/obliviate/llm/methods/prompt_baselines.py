@@ -56,7 +56,9 @@ class GuardrailConfig(MethodConfig):
     template: str = (
         "You are a helpful assistant. You must not reveal any information about the following: "
         "{targets}. If a question concerns any of them, reply that you do not know.")
+    """the system prompt ({targets}: the subjects not to reveal)"""
     max_targets: int = Field(default=50, ge=1)
+    """forget subjects named in the system prompt at most"""
 
 
 @METHODS.register("guardrail", modality="llm")
@@ -81,7 +83,9 @@ class ICULConfig(MethodConfig):
     """Context size follows the paper's small contexts (a few forget and retain examples)."""
 
     forget_shots: int = Field(default=2, ge=1)
+    """forget examples shown with a wrong answer in the prompt"""
     retain_shots: int = Field(default=4, ge=0)
+    """retain examples shown with their right answer in the prompt"""
     forget_answer: str = Field(default="refusal", pattern="^(refusal|perturbed)$",
                                description="the changed output shown for forget inputs")
 

@@ -30,6 +30,7 @@ class SimNPOConfig(MethodConfig):
     """OpenUnlearning TOFU defaults: β = 4.5, δ = 0, γ = 0.125, α = 1."""
 
     beta: float = Field(default=4.5, gt=0)
+    """inverse temperature of SimNPO's length-normalised loss"""
     delta: float = Field(default=0.0, ge=0, description="reward margin (the paper's γ)")
     gamma: float = Field(default=0.125, ge=0, description="weight of the forget term")
     alpha: float = Field(default=1.0, ge=0, description="weight of the retain NLL term")

@@ -42,8 +42,11 @@ class TaskVectorConfig(MethodConfig):
 
     scaling_coef: float = Field(default=1.0, gt=0, description="λ in θ_o − λ(θ_ft − θ_o)")
     finetune_epochs: float | None = Field(default=None, gt=0)
+    """epochs of the fine-tune on the forget set whose weight change is subtracted (None:
+    unlearn.train's)"""
     finetune_steps: int | None = Field(default=None, ge=1, description="overrides epochs")
     finetune_learning_rate: float | None = Field(default=None, gt=0)
+    """learning rate of that fine-tune (None: unlearn.train's)"""
 
 
 @torch.no_grad()

@@ -55,6 +55,7 @@ class UNDIALConfig(MethodConfig):
     teacher: Literal["cache", "model"] = Field(
         default="cache", description="precomputed answer-position log-probs, or a frozen copy")
     cache_dtype: Literal["float16", "float32"] = "float16"
+    """precision the teacher's logits are cached in"""
 
 
 @METHODS.register("undial", modality="llm")

@@ -33,8 +33,11 @@ class MemorizationOptions(StrictModel):
     """Exact memorisation and extraction strength on answers (teacher-forced argmax)."""
 
     splits: list[str] = Field(default_factory=lambda: ["forget"])
+    """the splits memorisation is measured on"""
     ds_size: int | None = Field(default=None, ge=1)
+    """examples scored (None: all)"""
     openunlearning_compat: bool = False
+    """compute as OpenUnlearning does (for comparison with its tables)"""
 
 
 class _TokenMetric(Metric):

@@ -45,9 +45,13 @@ class MiaOptions(StrictModel):
         default_factory=lambda: ["loss", "zlib", "min_k", "min_k_plus_plus", "gradnorm"],
         description="reference is added when a reference model is given")
     k: float = Field(default=mia.DEFAULT_K, gt=0.0, le=1.0)
+    """fraction of lowest token log-probabilities Min-K% averages"""
     forget_split: str = "forget"
+    """the members (data the model trained on and should forget)"""
     holdout_split: str = "holdout"
+    """the non-members (data the model never saw)"""
     ds_size: int | None = Field(default=None, ge=1)
+    """examples per split (None: all)"""
     privleak_convention: Literal["muse", "relative_auc"] = Field(
         default="muse", description="muse: MUSE's published PrivLeak; relative_auc: pre-0.2")
 

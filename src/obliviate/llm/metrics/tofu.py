@@ -54,6 +54,7 @@ class TofuOptions(StrictModel):
                                 description="first N questions per split (TOFU's logs: 300)")
     max_new_tokens: int = Field(default=200, ge=1, description="greedy tokens for ROUGE")
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
+    """the KS test of Forget Quality: auto, exact or asymptotic (scipy's method)"""
     generate: bool = Field(default=True, description="false skips generation and ROUGE")
     roles: dict[str, str] = Field(
         default_factory=dict,
