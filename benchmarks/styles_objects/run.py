@@ -110,7 +110,7 @@ def score(model: Any, judge: Any, task: Any, recipe: StylesObjectsRecipe,
 
 def table(rows: dict[str, dict[str, Any]]) -> str:
     head = ["model", "UA ↑", "IRA ↑", "CRA ↑", "FID (judge) ↓", "attack: plain ↓",
-            "attack: UnlearnDiffAtk ↓", "wall time (s)"]
+            "attack: optimised prompt ↓", "wall time (s)"]
     body = []
     for name, row in rows.items():
         attack = row.get("attack") or {}

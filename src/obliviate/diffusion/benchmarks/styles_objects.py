@@ -377,8 +377,7 @@ def evaluate_grid(model: Any, judge: Any, task: UnlearningTask, config: GridEval
     """Generate ``samples_per_prompt`` images for every prompt (the same seeded noise for every
     model) and score them: ``ua``, ``ira``, ``cra`` (UnlearnCanvas, by the two-head judge),
     ``fid`` (judge features of the images of prompts not naming the target against the
-    held-out real images of those prompts), ``target_rate`` (share of the target's images the
-    judge still sees the target in = 1 − UA) and each prompt's accuracies."""
+    held-out real images of those prompts) and each prompt's style and object accuracy."""
     from obliviate.diffusion.judge import features
     from obliviate.diffusion.metrics.distances import frechet_distance
     from obliviate.diffusion.metrics.unlearncanvas import canvas_accuracies
