@@ -506,14 +506,13 @@ def _feature_fid():
     # real = 2 x generated + (1, 0): mean (3, 2), covariance 16/3 I.
     # FD = |(1, 1) - (3, 2)|^2 + tr(4/3 I + 16/3 I - 2 (64/9)^(1/2) I) = 5 + 2 (20/3 - 16/3)
     #    = 23/3
-    from obliviate.diffusion.metrics.feature_distance import real_samples
-
     corners = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
     gen, real = image_samples(4), image_samples(4)
     gen.images, real.images = corners, 2 * corners + torch.tensor([1.0, 0.0])
     got = METRICS.get("feature_fid", "diffusion")(
         {"path": "unused"}, extractor=lambda images, batch: images.numpy()).compute(
-        Inputs({}, {Need.samples("retain"): gen, real_samples("retain"): real}), "retain")
+        Inputs({}, {Need.samples("retain"): gen, Need.samples("retain", real=True): real}),
+        "retain")
     assert got.value == pytest.approx(23 / 3) and got.split == "retain"
 
 

@@ -173,7 +173,7 @@ def tiny_clip(folder):
 @pytest.mark.parametrize("build", [tiny_dinov2, tiny_clip], ids=["dinov2", "clip"])
 def test_feature_fid_on_a_local_vision_model(tmp_path, build):
     from obliviate.diffusion.metrics.distances import frechet_distance
-    from obliviate.diffusion.metrics.feature_distance import FeatureExtractor, real_samples
+    from obliviate.diffusion.metrics.feature_distance import FeatureExtractor
 
     model, direct = build(tmp_path / "features")
     generated, real = exact_images(6, 16, seed=1), exact_images(5, 16, seed=2)
@@ -182,9 +182,9 @@ def test_feature_fid_on_a_local_vision_model(tmp_path, build):
     extractor = FeatureExtractor(tmp_path / "features")
     assert np.allclose(extractor(generated), want_g, atol=1e-5)
     metric = METRICS.get("feature_fid", "diffusion")({"path": str(tmp_path / "features")})
-    names = ["a"]
-    inputs = Inputs({Need.samples("retain"): Samples(generated, torch.zeros(6).long(), names),
-                     real_samples("retain"): Samples(real, torch.zeros(5).long(), names)})
+    names, zeros = ["a"], torch.zeros(6).long()
+    inputs = Inputs({Need.samples("retain"): Samples(generated, zeros, names),
+                     Need.samples("retain", real=True): Samples(real, zeros[:5], names)})
     got = metric.compute(inputs, "retain")
     # the one Fréchet implementation the judge's FID uses, on the model's own features
     assert got.value == pytest.approx(frechet_distance(want_g, want_r), rel=1e-4)
@@ -215,3 +215,49 @@ def test_unlearncanvas_refuses_what_it_cannot_score():
     unjudged = [CanvasSample("A", "cat", predicted_style="A"), CanvasSample("B", "dog", "B")]
     with pytest.raises(DataError, match="no object prediction"):
         canvas_accuracies(unjudged, "A", "style")
+
+
+# -- pluggable: a recipe's evaluation.metrics ----------------------------------------------
+def test_evaluation_computes_the_metrics_a_recipe_names(tmp_path, digits_task):
+    """``evaluation.metrics`` adds registered metrics to the generation suite's result, on
+    each of ``metric_splits``; feature_fid compares the samples with the split's real
+    held-out images (not the judge's features)."""
+    from obliviate.diffusion.evaluation import (
+        EvaluationConfig,
+        evaluate_denoiser,
+        reference_images,
+    )
+    from obliviate.diffusion.judge import JudgeNet
+    from obliviate.diffusion.metrics.distances import frechet_distance
+    from obliviate.diffusion.metrics.feature_distance import FeatureExtractor
+    from obliviate.diffusion.models import ModelConfig, build_denoiser
+    from obliviate.diffusion.task import retain_classes
+
+    tiny_dinov2(tmp_path / "dino")
+    model = build_denoiser(ModelConfig(channels=[16, 32], cond_dim=16, time_dim=32,
+                                       sample_steps=2), 10, 8, 1, seed=0)
+    judge = JudgeNet(1, 10, 8, width=4, feature_dim=4)
+    config = EvaluationConfig(samples_per_class=2, grid_per_class=0, metrics={
+        "nudity_rate": {}, "feature_fid": {"path": str(tmp_path / "dino")}})
+    result = evaluate_denoiser(model, judge, digits_task, config)
+    for key in ("forget/nudity_rate", "retain/nudity_rate", "forget/feature_fid",
+                "retain/feature_fid"):
+        assert key in result.metrics
+    assert len(result.metrics["retain/nudity_rate"].per_item) == 2 * 9
+    # by hand: the same features of the retain samples and of the real retain images
+    from obliviate.diffusion.sampling import sample
+
+    labels = torch.arange(10).repeat_interleave(2)
+    images = sample(model, labels, seed=config.seed, batch_size=config.batch_size)
+    keep = torch.isin(labels, torch.tensor(retain_classes(digits_task)))
+    x_real, y_real = reference_images(digits_task)
+    real = x_real[torch.isin(y_real, torch.tensor(retain_classes(digits_task)))]
+    extract = FeatureExtractor(tmp_path / "dino")
+    want = frechet_distance(extract(images[keep]), extract(real))
+    assert result.metrics["retain/feature_fid"].value == pytest.approx(want, rel=1e-4)
+    assert result.metrics["retain/feature_fid"].details["n_real"] == len(real)
+
+    bad = EvaluationConfig(samples_per_class=2, grid_per_class=0,
+                           metrics={"classifier_accuracy": {}})
+    with pytest.raises(ConfigError, match=r"evaluation\.metrics\.classifier_accuracy\.path"):
+        evaluate_denoiser(model, judge, digits_task, bad)

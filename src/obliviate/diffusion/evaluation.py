@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from obliviate.core.benchmark import headline
 from obliviate.core.errors import ConfigError
@@ -79,6 +79,12 @@ class EvaluationConfig(EvaluationSection):
     seed: int = Field(default=1234, description="seeds the sampling noise (same for every model)")
     judge: JudgeConfig = JudgeConfig()
     """the classifier that reads generated images (trained on forget and retain images)"""
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """more registered diffusion metrics, each by name with its options, on ``metric_splits``:
+    ``nudity_rate: {}``, ``classifier_accuracy: {path: <folder>}``, ``feature_fid: {path:
+    <CLIP or DINOv2 folder>}``"""
+    metric_splits: list[Literal["forget", "retain", "classes"]] = Field(
+        default_factory=lambda: ["forget", "retain"])
 
 
 def reference_images(task: UnlearningTask) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,6 +218,10 @@ class GenerationSession:
             return self.oracle if need.suite == SUITE else None
         if need.kind == "judge" and need.real:
             return self.real(need.split or "")
+        if need.kind == "samples" and need.real:  # the split's real held-out images
+            x_ref, y_ref = reference_images(self.task)
+            keep = torch.isin(y_ref, torch.tensor(self.classes(need.split or "")))
+            return Samples(x_ref[keep], y_ref[keep], self.names)
         if need.kind in ("judge", "samples"):
             labels = self.samples().labels
             mask = torch.isin(labels, torch.tensor(self.classes(need.split or "")))
@@ -246,6 +256,17 @@ def evaluate_denoiser(model: Denoiser, judge: JudgeNet, task: UnlearningTask,
         metric = get_metric(name, MODALITY)(kid if name == "kid" else None)
         for item in as_results(metric.compute(session, split)):
             result.add(item)
+    for name, options in config.metrics.items():
+        try:
+            extra = get_metric(name, MODALITY)(options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(k) for k in first["loc"])
+            raise ConfigError(f"evaluation.metrics.{name}{'.' + where if where else ''}: "
+                              f"{first['msg']}") from None
+        for split in config.metric_splits:
+            for item in as_results(extra.compute(session, split)):
+                result.add(item)
     if oracle is not None and model_name != "oracle":
         oracle_gaps(result, oracle)
     result.seconds = time.perf_counter() - start

@@ -36,11 +36,6 @@ from obliviate.diffusion.metrics.classifier import VisionFolder
 from obliviate.diffusion.metrics.distances import frechet_distance
 
 
-def real_samples(split: str) -> Need:
-    """The split's real held-out images (as :class:`~obliviate.diffusion.metrics.base.Samples`)."""
-    return Need("samples", split, real=True)
-
-
 class FeatureExtractor(VisionFolder):
     """Image features from a local transformers folder (CLIP, DINOv2, any vision backbone)."""
 
@@ -96,15 +91,15 @@ class FeatureFID(ImageMetric):
         of ``options.path``."""
 
     def needs(self, split: str) -> list[Need]:
-        return [Need.samples(split), real_samples(split)]
+        return [Need.samples(split), Need.samples(split, real=True)]
 
     def compute(self, inputs: Inputs, split: str) -> MetricResult:
         generated = inputs.get(Need.samples(split)).images
+        real = inputs.get(Need.samples(split, real=True)).images
         if self.extractor is None:
             self.extractor = FeatureExtractor(self.options.path, generated.device)
         batch = self.options.batch_size
-        result = feature_fid(self.extractor(generated, batch),
-                             self.extractor(inputs.get(real_samples(split)).images, batch),
+        result = feature_fid(self.extractor(generated, batch), self.extractor(real, batch),
                              self.options.path)
         result.split = split
         return result
