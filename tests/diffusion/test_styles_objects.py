@@ -1,0 +1,116 @@
+"""The styles × objects benchmark (a small UnlearnCanvas) at a tiny size: the task builds from
+real MNIST digits, the two-head judge tells styles and digits apart on held-out images, the
+packaged recipe loads, and the prompt attack reports rates without touching the model.
+
+Bound: the judge beats chance by a wide margin on held-out digits (style > 0.6 against 0.25,
+digit > 0.3 against 0.1). Erasure itself is measured by the benchmark (BENCHMARKS.md): a model
+trained within this file's budget (300 steps) does not follow its style prompts well enough for
+a judged erase-and-keep bound (ESD-x moved UA 0.43 -> 0.47 there).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
+from obliviate.core.errors import ConfigError
+from obliviate.core.recipe import load_recipe
+from obliviate.core.registry import BENCHMARKS, METHODS
+from obliviate.diffusion.benchmarks.styles_objects import (
+    STYLES,
+    PromptAttackConfig,
+    StylesObjectsConfig,
+    StylesObjectsRecipe,
+    TextModelConfig,
+    build_text_model,
+    grid_task,
+    invert,
+    prompt_attack,
+    slant,
+    stylise,
+    thicken,
+    train_grid_judge,
+)
+from obliviate.diffusion.judge import JudgeConfig
+
+STYLE_TASK = StylesObjectsConfig(erase="style", target="inverted", per_object=30,
+                                 image_size=12)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return grid_task(STYLE_TASK, seed=0)
+
+
+@pytest.fixture(scope="module")
+def judge(task):
+    return train_grid_judge(task, JudgeConfig(epochs=10, batch_size=32))
+
+
+def test_transforms_by_hand():
+    x = np.zeros((1, 5, 5), np.uint8)
+    x[0, 2, 2] = 200
+    assert (thicken(x)[0, 1:4, 1:4] == 200).all() and thicken(x).sum() == 9 * 200
+    assert (invert(x)[0] == 255 - x[0]).all()
+    bar = np.zeros((1, 4, 4), np.uint8)
+    bar[0, :, 1] = 100  # a vertical bar leans: the top row moves right, the bottom row left
+    leaned = slant(bar, shear=1.0)  # row r moves by round(1.0 * (2 - r)): +2, +1, 0, -1
+    assert [int(leaned[0, r].argmax()) for r in range(4)] == [3, 2, 1, 0]
+    out = stylise(np.full((2, 28, 28), 10, np.uint8), "striped", 8)
+    assert out.shape == (2, 1, 8, 8) and out.dtype == np.uint8
+    assert (out[0, 0, :2] == 10).all() and (out[0, 0, 2:4] < 10).all()  # 2 rows kept, 2 dimmed
+
+
+def test_the_task_builds(task):
+    meta = task.metadata
+    assert meta["num_classes"] == 4 * 10 and len(meta["prompts"]) == 40
+    assert meta["prompts"][2 * 10 + 7] == "a digit seven, inverted"
+    assert meta["forget_classes"] == list(range(20, 30))  # every prompt naming "inverted"
+    assert {r.label for r in task.forget.records} == set(range(20, 30))
+    assert not {r.label for r in task.retain.records} & set(range(20, 30))
+    hold = task.eval_splits["holdout"].records
+    assert len(hold) == 40 * 3 and len(task.full) == 40 * 27
+    # a held-out digit is held out in every style: no source image on both sides
+    source = lambda r: r.source.rsplit("/", 1)[0]  # noqa: E731
+    assert not {source(r) for r in hold} & {source(r) for r in task.full.records}
+    digit = grid_task(STYLE_TASK.model_copy(update={"erase": "object", "target": "seven"}))
+    assert digit.metadata["forget_classes"] == [7, 17, 27, 37]
+    hashes = [sorted(r.sha256 for r in t.full.records) for t in (digit, task)]
+    assert hashes[0] == hashes[1]  # both tasks train on the same images
+    with pytest.raises(ConfigError, match="task.target"):
+        grid_task(STYLE_TASK.model_copy(update={"target": "bold"}))
+    assert BENCHMARKS.get("styles_objects", "diffusion")().load(STYLE_TASK).name == task.name
+
+
+def test_the_packaged_recipe_loads():
+    from obliviate.cli.common import packaged_recipe
+
+    recipe = load_recipe(StylesObjectsRecipe, packaged_recipe("styles_objects"),
+                         ["unlearn.method_args.uce.lamb=0.2"])
+    assert [t.erase for t in recipe.tasks] == ["style", "object"]
+    assert set(recipe.data.styles) == set(STYLES)
+    assert all(METHODS.get(m, "diffusion") for m in recipe.unlearn.methods)
+    assert recipe.unlearn.method_args["uce"]["lamb"] == 0.2
+
+
+def test_the_judge_tells_style_and_digit_apart(judge):
+    _, info = judge
+    assert info["holdout_size"] == 120
+    assert info["holdout_style_accuracy"] > 0.6  # chance 0.25
+    assert info["holdout_object_accuracy"] > 0.3  # chance 0.1
+
+
+def test_the_prompt_attack_leaves_the_model_alone(task, judge, tmp_path):
+    net, _ = judge
+    model = build_text_model(task.metadata["prompts"], 12,
+                             TextModelConfig(channels=[8, 16], sample_steps=2), tmp_path / "tok")
+    assert model.text.tokenizer.tokenize("a digit seven, inverted") == [
+        "a</w>", "digit</w>", "seven</w>", ",</w>", "inverted</w>"]  # one token a word
+    weights = [p.detach().clone() for p in model.parameters()]
+    result = prompt_attack(model, net, task, PromptAttackConfig(prompts=2, steps=2, images=4,
+                                                                batch_size=2, samples=2))
+    assert result["prompts"] == [20, 25]  # evenly spread over the 10 "inverted" prompts
+    assert 0 <= result["plain"] <= 1 and 0 <= result["attacked"] <= 1
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
