@@ -19,6 +19,7 @@ from common import RECIPES, StageTimer, command_line, fmt, machine, parser, set_
 
 from obliviate.core.axes import AxisMap
 from obliviate.core.hypervolume import hypervolume
+from obliviate.core.modality_sweep import root_references
 from obliviate.core.recipe import apply_overrides, read_yaml
 from obliviate.core.search import split_search
 from obliviate.core.sweep import load_results, split_sweep
@@ -42,7 +43,7 @@ def main() -> None:
         _, found = timer(f"search seed {seed}", llm_sweep.search, base, spec, args.output,
                          log=print_err)
         summaries[seed] = found
-    axes, refs = AxisMap.for_modality("llm"), llm_sweep.root_references(run)
+    axes, refs = AxisMap.for_modality("llm"), root_references(run)
     reference = spec.reference()
     print(f"\n`{command_line(threads)}` — {machine()}; {timer.line()}\n")
     print(f"Hypervolume of ({', '.join(spec.objectives)}) against reference point {reference}"

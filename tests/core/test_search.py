@@ -252,6 +252,7 @@ def test_a_seeded_search_reaches_at_least_the_grids_hypervolume(tmp_path):
     """Seed 0, 12 trials (TPE, 4 random startup trials) against the 3 × 4 grid: the numbers
     are printed, and recorded in BENCHMARKS.md's search table."""
     from obliviate.core.axes import AxisMap
+    from obliviate.core.modality_sweep import root_references
     from obliviate.core.search import split_search
     from obliviate.core.sweep import split_sweep
     from obliviate.llm import sweep as llm_sweep
@@ -265,7 +266,7 @@ def test_a_seeded_search_reaches_at_least_the_grids_hypervolume(tmp_path):
     base, spec = split_search({k: v for k, v in data.items() if k != "sweep"})
     run, summaries = llm_sweep.search(base, spec, root, log=lambda _: None)
 
-    axes, refs = AxisMap.for_modality("llm"), llm_sweep.root_references(run)
+    axes, refs = AxisMap.for_modality("llm"), root_references(run)
     grid_points = [[axes.score(r["metrics"], refs)[0][o] for o in spec.objectives]
                    for r in load_results(root) if r.get("kind", "cell") == "cell"]
     assert len(grid_points) == 12

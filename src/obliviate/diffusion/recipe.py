@@ -43,6 +43,8 @@ class UnlearnTrainConfig(StrictModel):
     """micro-batches per step for every method (None: each method's)"""
     mixed_precision: Literal["no", "fp16", "bf16"] | None = None
     """autocast precision for every method (None: each method's)"""
+    seed: int | None = None
+    """the unlearning seed of every method (None: each method's; a sweep's seeds set it)"""
 
 
 class UnlearnConfig(UnlearnSection):

@@ -38,8 +38,9 @@ class ClipScore(ImageMetric):
     higher_is_better = None
     options: ClipScoreOptions
 
-    def __init__(self, options: ClipScoreOptions | None = None, embedder: Any = None) -> None:
-        super().__init__(options or ClipScoreOptions())
+    def __init__(self, options: ClipScoreOptions | dict[str, Any] | None = None,
+                 embedder: Any = None) -> None:
+        super().__init__(ClipScoreOptions.model_validate(options or {}))
         self.embedder = embedder
         """``(images, prompts) -> (image embeddings, text embeddings)``; by default
         :meth:`CLIPScorer.embed` of ``options.model_path``."""

@@ -176,8 +176,8 @@ class KID(_FeatureDistance):
 
     options: KidOptions
 
-    def __init__(self, options: KidOptions | None = None) -> None:
-        super().__init__(options or KidOptions())
+    def __init__(self, options: KidOptions | dict[str, Any] | None = None) -> None:
+        super().__init__(KidOptions.model_validate(options or {}))
 
     def compute(self, inputs: Inputs, split: str) -> MetricResult:
         generated, real = self.features(inputs, split)
