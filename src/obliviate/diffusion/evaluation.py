@@ -85,6 +85,8 @@ class EvaluationConfig(EvaluationSection):
     <CLIP or DINOv2 folder>}``"""
     metric_splits: list[Literal["forget", "retain", "classes"]] = Field(
         default_factory=lambda: ["forget", "retain"])
+    """the generated images those metrics score: the forget classes', the retain classes', or
+    each class's on its own"""
 
 
 def reference_images(task: UnlearningTask) -> tuple[torch.Tensor, torch.Tensor]:
