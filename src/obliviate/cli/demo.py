@@ -20,19 +20,20 @@ EXTRA_SEEDS = (1, 2)
 
 def run_seeds(config: Any, run: Any, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Run the extra seeds of every weight-changing method of ``config`` in ``run``."""
+    from obliviate.core.modality_sweep import CellRunner
     from obliviate.core.registry import METHODS
     from obliviate.core.sweep import SweepSpec, run_sweep
 
-    module = importlib.import_module(f"obliviate.{config.modality}.sweep")
+    hooks = importlib.import_module(f"obliviate.{config.modality}.sweep").SWEEP
     importlib.import_module(f"obliviate.{config.modality}.methods")  # registers the methods
     methods = [m for m in config.unlearn.methods
                if getattr(METHODS.get(m, config.modality), "changes_weights", True)]
     if not methods:
         return []
     if not (run.root / "cost.json").is_file():
-        module.write_costs(run.root)
+        hooks.write_costs(run.root)
     spec = SweepSpec(methods={m: {} for m in methods}, seeds=list(EXTRA_SEEDS),
                      attacks=list(config.attack.attacks))
-    runner = module.LLMCellRunner(base=config.model_dump(mode="json"),
-                                  root=str(run.root.resolve()), attacks=list(spec.attacks))
+    runner = CellRunner(hooks, base=config.model_dump(mode="json"),
+                        root=str(run.root.resolve()), attacks=list(spec.attacks))
     return run_sweep(spec, run.root, runner, log=log)

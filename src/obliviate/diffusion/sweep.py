@@ -22,6 +22,6 @@ class DiffusionSweep(ModalitySweep):
         return pipeline
 
 
-DIFFUSION_SWEEP = DiffusionSweep()
-sweep = DIFFUSION_SWEEP.sweep
-search = DIFFUSION_SWEEP.search
+SWEEP = DiffusionSweep()
+sweep = SWEEP.sweep
+search = SWEEP.search

@@ -118,7 +118,7 @@ class LLMSweep(ModalitySweep):
         return write_costs(run_dir, reference, lengths)
 
 
-LLM_SWEEP = LLMSweep()
-sweep = LLM_SWEEP.sweep
-search = LLM_SWEEP.search
-cell_recipe = LLM_SWEEP.cell_recipe
+SWEEP = LLMSweep()
+sweep = SWEEP.sweep
+search = SWEEP.search
+cell_recipe = SWEEP.cell_recipe
