@@ -219,7 +219,8 @@ def test_report_shows_the_requests_plot_and_holds_the_series(runs):
 
 
 def test_scaling_section_reads_sizes_and_leaves_gaps_empty(tmp_path):
-    from obliviate.core.report_requests import requests_html, requests_section
+    from obliviate.core.report_html import requests_html
+    from obliviate.core.report_requests import requests_section
     from obliviate.core.requests import plot_requests
 
     summary = {"methods": ["npo"], "oracles": True, "after": [

@@ -13,6 +13,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from obliviate.core.report_requests import KINDS as REQUEST_KINDS
+
 MAX_IMAGE_BYTES = 2 << 20
 AXES = ("forgetting", "utility", "robustness")
 
@@ -214,7 +216,6 @@ def _search(data: dict[str, Any]) -> str:
 
 def _requests(data: dict[str, Any]) -> str:
     from obliviate.core.benchmark import headline
-    from obliviate.core.report_requests import requests_html
 
     keys = [key for _, key in headline(data.get("modality") or "llm")]
     return requests_html(data["requests"], Path(data["run_dir"]), keys)
@@ -386,3 +387,27 @@ def render_leaderboard(data: dict[str, Any]) -> str:
 def _mean(values: list[Any]) -> float | None:
     finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     return sum(finite) / len(finite) if finite else None
+
+
+def requests_html(data: dict[str, Any], root: Path, headline: list[str] | None = None) -> str:
+    """Each kind's plot (embedded, its file named) and a table of the headline series."""
+    parts = []
+    for kind, section in data.items():
+        xlabel, what = REQUEST_KINDS[kind]
+        parts.append(f"<h3>{escape(kind)}: {escape(what)}</h3>")
+        plot = root / section["plot"] if section.get("plot") else None
+        if plot is not None and plot.is_file():
+            uri = base64.b64encode(plot.read_bytes()).decode("ascii")
+            name = escape(section["plot"])
+            parts.append(f'<img class="plot" alt="{name}" title="{name}" '
+                         f'src="data:image/png;base64,{uri}">'
+                         f"<p class='muted'>{name}: each metric against the {escape(xlabel)}, "
+                         "one line per method, the oracles' curve dashed (each step has its "
+                         "own oracle).</p>")
+        keys = [k for k in (headline or []) if k in section["series"]] or \
+            list(section["series"])[:4]
+        rows = [[key, model.removeprefix("unlearned/"), *values] for key in keys
+                for model, values in section["series"][key].items()]
+        parts.append(table(["metric", "model", *[f"{xlabel} {x}" for x in section["x"]]],
+                           rows, left=2))
+    return "".join(parts)

@@ -9,9 +9,7 @@ HTML page embeds each plot (one line per method, the oracles dashed) and names i
 
 from __future__ import annotations
 
-import base64
 import math
-from html import escape
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +54,4 @@ def requests_section(root: Path) -> dict[str, Any]:
     return out
 
 
-def requests_html(data: dict[str, Any], root: Path, headline: list[str] | None = None) -> str:
-    """Each kind's plot (embedded, its file named) and a table of the headline series."""
-    from obliviate.core.report_html import table
-
-    parts = []
-    for kind, section in data.items():
-        xlabel, what = KINDS[kind]
-        parts.append(f"<h3>{escape(kind)}: {escape(what)}</h3>")
-        plot = root / section["plot"] if section.get("plot") else None
-        if plot is not None and plot.is_file():
-            uri = base64.b64encode(plot.read_bytes()).decode("ascii")
-            name = escape(section["plot"])
-            parts.append(f'<img class="plot" alt="{name}" title="{name}" '
-                         f'src="data:image/png;base64,{uri}">'
-                         f"<p class='muted'>{name}: each metric against the {escape(xlabel)}, "
-                         "one line per method, the oracles' curve dashed (each step has its "
-                         "own oracle).</p>")
-        keys = [k for k in (headline or []) if k in section["series"]] or \
-            list(section["series"])[:4]
-        rows = [[key, model.removeprefix("unlearned/"), *values] for key in keys
-                for model, values in section["series"][key].items()]
-        parts.append(table(["metric", "model", *[f"{xlabel} {x}" for x in section["x"]]],
-                           rows, left=2))
-    return "".join(parts)
-
-
-__all__ = ["requests_html", "requests_section"]
+__all__ = ["KINDS", "requests_section"]

@@ -524,7 +524,7 @@ class StylesObjectsRecipe(StrictModel):
     @classmethod
     def _unlearn(cls, value: Any) -> Any:
         # the diffusion recipe imports the benchmarks: its section is read when first needed
-        from obliviate.diffusion.recipe import UnlearnConfig
+        from obliviate.diffusion.unlearning import UnlearnConfig
 
         return UnlearnConfig.model_validate(value or {})
 
