@@ -24,8 +24,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/obliviate demo
 
+# One pytest worker per core (pytest-xdist), one torch thread each; a test file stays on one
+# worker, so its session fixtures are built once per worker that runs it.
 test: $(STAMP) chromium
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 # Headless Chromium renders the HTML report in one test (skipped, with the reason, without it).
 chromium:
