@@ -22,6 +22,7 @@ Outputs (written atomically)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -402,14 +403,21 @@ def write_report(run_dir: str | Path, rule: str | SelectionRule | None = None,
                  ) -> tuple[Path, Path]:
     """Write ``report/report.html``, ``report.json``, ``leaderboard.md`` and ``pareto.png``."""
     from obliviate.core.report_html import render_html, render_leaderboard
-    from obliviate.core.report_plot import pareto_png
 
     data = collect(run_dir, rule, axes, allow_oracle)
-    out = RunDir(run_dir).report_dir
+    return write_report_files(RunDir(run_dir).report_dir, data, render_leaderboard, render_html)
+
+
+def write_report_files(out: Path, data: dict[str, Any], markdown: Callable[[dict], str],
+                       page: Callable[[dict, bytes | None], str]) -> tuple[Path, Path]:
+    """``pareto.png`` (when there is a front to draw), ``report.json``, ``leaderboard.md`` and
+    ``report.html`` in ``out``, each written atomically; returns (report.html, report.json)."""
+    from obliviate.core.report_plot import pareto_png
+
     png = pareto_png(data)
     if png is not None:
         atomic_write_bytes(out / "pareto.png", png)
     json_path = atomic_write_json(out / "report.json", data)
-    atomic_write_text(out / "leaderboard.md", render_leaderboard(data))
-    html_path = atomic_write_text(out / "report.html", render_html(data, png))
+    atomic_write_text(out / "leaderboard.md", markdown(data))
+    html_path = atomic_write_text(out / "report.html", page(data, png))
     return html_path, json_path

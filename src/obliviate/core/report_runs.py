@@ -20,8 +20,7 @@ from typing import Any
 
 from obliviate.core.errors import DataError
 from obliviate.core.hypervolume import front_indices
-from obliviate.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
-from obliviate.core.report import collect
+from obliviate.core.report import collect, write_report_files
 from obliviate.core.rundir import utc_now
 from obliviate.core.store import open_many
 
@@ -83,8 +82,6 @@ def write_runs_report(run_dirs: list[str | Path], output: str | Path | None = No
                       rule: str | None = None, axes: dict[str, str] | None = None,
                       allow_oracle: bool = False) -> tuple[Path, Path]:
     """Write the cross-run report; returns (report.html, report.json)."""
-    from obliviate.core.report_plot import pareto_png
-
     if len(run_dirs) < 2:
         raise DataError("a report across runs needs at least two run directories")
     data = collect_runs(run_dirs, rule, axes, allow_oracle)
@@ -92,13 +89,7 @@ def write_runs_report(run_dirs: list[str | Path], output: str | Path | None = No
     out.mkdir(parents=True, exist_ok=True)
     store = data.pop("store")
     store.export(out / "results.csv")
-    png = pareto_png(data)
-    if png is not None:
-        atomic_write_bytes(out / "pareto.png", png)
-    json_path = atomic_write_json(out / "report.json", data)
-    atomic_write_text(out / "leaderboard.md", render_markdown(data))
-    html_path = atomic_write_text(out / "report.html", render_page(data, png))
-    return html_path, json_path
+    return write_report_files(out, data, render_markdown, render_page)
 
 
 def _row(e: dict[str, Any]) -> list[str]:
