@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field, ValidationError
 
 from obliviate.core.errors import ObliviateError
+from obliviate.core.io import sha256_file
 from obliviate.core.recipe import StrictModel
 
 Status = Literal["running", "done", "failed"]
@@ -203,26 +204,13 @@ SKIPPED_FILES = {"README.md"}
 """Files of a model folder that change no behaviour and are rewritten as results arrive (the
 model card, :mod:`obliviate.core.modelcard`)."""
 
-_HASHES: dict[tuple[str, int, int, int], str] = {}
-
-
-def _sha256(path: Path) -> str:
-    from obliviate.core.io import sha256_file
-
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-    if key not in _HASHES:
-        _HASHES[key] = sha256_file(path)
-    return _HASHES[key]
-
-
 def model_files(folder: str | Path) -> dict[str, str]:
     """``relative path -> SHA-256`` of every file of a model folder (symlinks followed; hidden
     temporaries and resumable checkpoints left out)."""
     folder = Path(folder)
     out: dict[str, str] = {}
     if folder.is_file():
-        return {folder.name: _sha256(folder)}
+        return {folder.name: sha256_file(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         here = Path(dirpath)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
@@ -231,7 +219,7 @@ def model_files(folder: str | Path) -> dict[str, str]:
             if name.startswith(".") or name.endswith(".tmp") or (
                     here == folder and name in SKIPPED_FILES):
                 continue
-            out[(here / name).relative_to(folder).as_posix()] = _sha256(here / name)
+            out[(here / name).relative_to(folder).as_posix()] = sha256_file(here / name)
     return out
 
 
