@@ -3,7 +3,9 @@
 Each modality (``obliviate.llm.pipeline``, ``obliviate.diffusion.pipeline``) offers the same
 stage functions to the CLI; what does not depend on the modality lives here: opening a run
 directory (bound to one task and recipe), recording the task, refusing to resume on other data,
-listing a run's models, and the resumable attack loop (skip what is current, record what ran).
+listing a run's models, and the resumable loops of the fine-tuning, unlearning and attack stages
+(skip what is current, resume what stopped, record what ran); each modality hands them what it
+does differently: how one model is trained, one method run, one attack made.
 The integrity of the models a stage writes, reads or attacks is :mod:`obliviate.core.integrity`.
 
 A run is bound to what defines its experiment (:data:`BOUND`: the recipe's name, modality,
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from obliviate.core.checkpoint import latest_checkpoint
 from obliviate.core.errors import ObliviateError
 from obliviate.core.integrity import (
     MANIFEST,
@@ -33,7 +36,7 @@ from obliviate.core.recipe import RecipeBase, StrictModel, dump_recipe, validate
 from obliviate.core.result import AttackResult
 from obliviate.core.rundir import RunDir, diff_inputs, environment_info, utc_now
 from obliviate.core.safety import check_run_name, check_utf8_path, output_name, printable
-from obliviate.core.task import UnlearningTask
+from obliviate.core.task import Role, UnlearningTask
 
 BOUND = ("name", "modality", "seed", "task", "model")
 """The recipe sections that define a run's experiment: another value is another run."""
@@ -110,6 +113,64 @@ def check_split_hashes(run: RunDir, stage: str, task: UnlearningTask) -> None:
     current = {s: info["sha256"] for s, info in task.provenance()["splits"].items()}
     check_same_data(run, stage, {s: info["sha256"] for s, info in before.items()}
                     if before else None, current)
+
+
+TrainOne = Callable[[Role], dict[str, Any]]
+"""``(role) -> stage record``: trains the run's ``role`` model (target, oracle) and saves it."""
+
+
+def finetune_loop(recipe: Any, run: RunDir, roles: Sequence[Role],
+                  split_sha256: Callable[[Role], str], train_one: TrainOne) -> dict[str, Any]:
+    """Fine-tune each role unless it is done with the same inputs (a modality recipe's ``model``,
+    ``finetune`` and seed, the sha256 of the role's training split, ``split_sha256(role)``);
+    ``train_one(role)`` resumes from the role's last checkpoint. A stage done or checkpointed on
+    other data is refused (:func:`check_same_data`). Returns each role's stage record."""
+    out = {}
+    for role in roles:
+        stage, data = f"finetune_{role}", split_sha256(role)
+        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
+                   "data": data}
+        done = run.stage_done(stage, depends, run.checkpoints(role)) and \
+            (run.model(role) / "config.json").is_file()
+        if done or latest_checkpoint(run.checkpoints(role)) is not None:
+            check_same_data(run, stage, recorded(run, stage).get("split", {}).get("sha256"), data)
+        out[role] = recorded(run, stage) if done else train_one(role)
+    return out
+
+
+UnlearnOne = Callable[[str, Any, StrictModel, Path, dict[str, Any]], dict[str, Any]]
+"""``(method name, method class, its config, output folder, the stage's inputs) -> stage
+record``: runs one method on the target (the modality loads it) and saves the unlearned model;
+the inputs hold the target's digest (``"target"``)."""
+
+
+def unlearn_loop(run: RunDir, task: UnlearningTask, methods: Mapping[str, tuple[Any, StrictModel]],
+                 target: Path, unlearn_one: UnlearnOne, seed: int, verify_target: bool = True,
+                 depends: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Run every method on ``target``, skipping those done with the same inputs (the method's
+    config, ``depends``: what else the modality's methods read, the seed, the task's data and
+    the target's files); a method whose checkpoints remain resumes in ``unlearn_one``, once its
+    data is checked to be the same. ``verify_target``: the run's own target is checked against
+    its recorded files before a method reads it (:func:`verify_model`). Returns each method's
+    stage record (``unlearn_<name>``; the model goes to ``models/unlearned/<name>``)."""
+    data = task.provenance()["splits"]
+    out = {}
+    for name, (cls, config) in methods.items():
+        stage = f"unlearn_{name}"
+        out_dir = run.model(f"unlearned/{name}")
+        inputs = {"config": config, **(depends or {}), "seed": seed, "data": data,
+                  "target": model_digest(run, target)}
+        done = run.stage_done(stage, inputs, out_dir / "checkpoints") and \
+            (out_dir / MANIFEST).is_file()
+        if done or (out_dir / "checkpoints").is_dir():
+            check_split_hashes(run, stage, task)
+        if done:
+            out[name] = recorded(run, stage)
+            continue
+        if verify_target:
+            verify_model(run, "target")
+        out[name] = unlearn_one(name, cls, config, out_dir, inputs)
+    return out
 
 
 def available_models(run: RunDir) -> list[str]:

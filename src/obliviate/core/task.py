@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from obliviate.core.errors import DataError
 from obliviate.core.io import sha256_records
+
+Role = Literal["target", "oracle"]
+"""The models a run fine-tunes before unlearning: the target and the oracle (the yardstick)."""
+TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
+"""The split each role trains on: the target on forget and retain, the oracle on retain only."""
 
 
 class Record(Protocol):

@@ -9,44 +9,27 @@ Training stages resume from their last checkpoint.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
+from obliviate.core import stages
 from obliviate.core.errors import ObliviateError
-from obliviate.core.integrity import (
-    MANIFEST,
-    model_digest,
-    verify_model,
-)
+from obliviate.core.integrity import MANIFEST, model_digest, verify_model
 from obliviate.core.integrity import recorded as _recorded
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
-from obliviate.core.stages import (
-    ResidentModels,
-    attack_loop,
-    attack_targets,
-    available_models,
-    check_same_data,
-    check_split_hashes,
-    open_run,  # noqa: F401  (every pipeline offers the same stage functions)
-    oracle_first,
-    record_task,
-    resolve_attacks,
-)
-from obliviate.core.task import UnlearningTask
+from obliviate.core.stages import open_run  # noqa: F401  (every pipeline offers it)
+from obliviate.core.task import TRAINING_SPLIT, Role, UnlearningTask
 from obliviate.diffusion.evaluation import HEADLINE  # noqa: F401  (the CLI's table columns)
 from obliviate.diffusion.recipe import DiffusionRecipe
-
-Role = Literal["target", "oracle"]
-TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
 
 
 def prepare_task(recipe: DiffusionRecipe, run: RunDir) -> UnlearningTask:
     from obliviate.diffusion.task import build_task
 
-    return record_task(run, build_task(recipe.task, seed=recipe.seed))
+    return stages.record_task(run, build_task(recipe.task, seed=recipe.seed))
 
 
 def _device() -> torch.device:
@@ -65,20 +48,9 @@ def finetune_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                    roles: tuple[Role, ...] = ("target", "oracle")) -> dict[str, Any]:
     """Train each role (target on forget ∪ retain, oracle on retain) unless already done, and
     the judge; return the stage records (``model_path``, ``final_loss``, ``seconds``, ...)."""
-    from obliviate.diffusion.training import latest_checkpoint
-
-    out = {}
-    for role in roles:
-        stage = f"finetune_{role}"
-        split = task.split(TRAINING_SPLIT[role])
-        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
-                  "data": split.sha256}
-        done = run.stage_done(stage, depends, run.checkpoints(role)) and \
-            (run.model(role) / "config.json").is_file()
-        if done or latest_checkpoint(run.checkpoints(role)) is not None:
-            check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
-                            split.sha256)
-        out[role] = _recorded(run, stage) if done else train_role(recipe, run, task, role)
+    out = stages.finetune_loop(recipe, run, roles,
+                               lambda role: task.split(TRAINING_SPLIT[role]).sha256,
+                               lambda role: train_role(recipe, run, task, role))
     out["judge"] = ensure_judge(recipe, run, task)[1]
     return out
 
@@ -121,7 +93,7 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
     full = task.full
     depends = {"judge": recipe.evaluation.judge, "seed": recipe.seed, "data": full.sha256}
     if run.stage_done(stage, depends) and (path / "config.json").is_file():
-        check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
+        stages.check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
                         full.sha256)
         verify_model(run, "judge")
         return load_judge(path, device)[0], _recorded(run, stage)
@@ -173,30 +145,19 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     names = methods or recipe.unlearn.methods
     resolved = {name: method_config(recipe, name) for name in names}
     target = Path(recipe.unlearn.target) if recipe.unlearn.target else run.model("target")
-    data = task.provenance()["splits"]
-    out = {}
-    for name, (cls, config) in resolved.items():
-        stage = f"unlearn_{name}"
-        out_dir = run.model(f"unlearned/{name}")
-        depends = {"config": config, "seed": recipe.seed, "data": data,
-                  "target": model_digest(run, target)}
-        done = run.stage_done(stage, depends, out_dir / "checkpoints") and \
-            (out_dir / MANIFEST).is_file()
-        if done or (out_dir / "checkpoints").is_dir():
-            check_split_hashes(run, stage, task)
-        if done:
-            out[name] = _recorded(run, stage)
-            continue
-        if not recipe.unlearn.target:
-            verify_model(run, "target")
+
+    def unlearn_one(name: str, cls: Any, config: Any, out_dir: Path, depends: dict[str, Any]
+                    ) -> dict[str, Any]:
         model = load_target(recipe, run, task, target)
-        out[name] = runner.unlearn(
+        return runner.unlearn(
             name, cls, config, model, task, seed=recipe.seed, out_dir=out_dir, run=run,
             base_model=relative_to_run(target, run.root), log_with=log_with,
             logging_dir=run.root / "logs",
             record={"target": str(target), "target_weights_sha256": sha256_dir(
                 target, ("*.safetensors",)) if target.is_dir() else None})[1]
-    return out
+
+    return stages.unlearn_loop(run, task, resolved, target, unlearn_one, recipe.seed,
+                        verify_target=not recipe.unlearn.target)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
@@ -225,10 +186,10 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.diffusion.evaluation import SUITE, neighbour_classes, reference_images
     from obliviate.diffusion.judge import features
 
-    names = models or available_models(run)
+    names = models or stages.available_models(run)
     if not names:
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
-    names = oracle_first(names)
+    names = stages.oracle_first(names)
     cfg = recipe.evaluation
     oracle_file = run.root / "eval" / "oracle" / f"{SUITE}.json"
     judge, reference, neighbours = None, None, None
@@ -275,10 +236,10 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.diffusion.attacks import AttackContext
 
     cfg = recipe.attack
-    resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "diffusion")
-    targets = attack_targets(run, models, cfg.models)
+    resolved = stages.resolve_attacks(attacks or cfg.attacks, cfg.options, "diffusion")
+    targets = stages.attack_targets(run, models, cfg.models)
     cache: dict[str, Any] = {}  # what the attacks measured on the oracle, shared by all models
-    model = ResidentModels(lambda name: ensure_judge(recipe, run, task)[0] if name == "judge"
+    model = stages.ResidentModels(lambda name: ensure_judge(recipe, run, task)[0] if name == "judge"
                            else load_model(recipe, run, task, name), pinned=("oracle", "judge"))
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
@@ -287,5 +248,5 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                             judge=judge, probe=cfg.probe, seed=recipe.seed, oracle_cache=cache)
         return run_attack(cls, config, ctx, recipe.seed)
 
-    return attack_loop(run, targets, resolved, attack_one, force=force,
+    return stages.attack_loop(run, targets, resolved, attack_one, force=force,
                        depends={"probe": cfg.probe, "seed": recipe.seed})

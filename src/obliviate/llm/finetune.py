@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from obliviate.core.errors import ObliviateError
 from obliviate.core.io import sha256_dir, temp_dir, writing
 from obliviate.core.rundir import RunDir, Stopwatch
-from obliviate.core.task import DataSplit, UnlearningTask
+from obliviate.core.task import TRAINING_SPLIT, DataSplit, Role, UnlearningTask
 from obliviate.llm.data.formatting import PromptFormat, collate, encode_record, resolve_format
 from obliviate.llm.models import (
     ModelConfig,
@@ -28,8 +28,6 @@ from obliviate.llm.models import (
 from obliviate.llm.task import task_texts
 from obliviate.llm.training import TrainConfig, is_main_process, remove_checkpoints, train
 
-Role = Literal["target", "oracle"]
-TRAINING_SPLIT = {"target": "full", "oracle": "retain"}
 FINETUNE_ONLY = {"target": ("finetune_retain", "finetune_forget"), "oracle": ("finetune_retain",)}
 """Splits a task may hold that fine-tuning adds to a role's data and no unlearning method sees
 (e.g. the synthetic WMDP task's practice questions: the target learns to answer in the

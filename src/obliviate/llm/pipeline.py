@@ -10,32 +10,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from obliviate.core import stages
 from obliviate.core.benchmark import headline
-from obliviate.core.integrity import (
-    MANIFEST,
-    model_digest,
-    recorded,
-    verify_model,
-)
+from obliviate.core.integrity import model_digest, recorded, verify_model
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
-from obliviate.core.stages import (
-    ResidentModels,
-    attack_loop,
-    attack_targets,
-    available_models,
-    check_same_data,
-    check_split_hashes,
-    open_run,  # noqa: F401  (every pipeline offers the same stage functions)
-    oracle_first,
-    record_task,
-    resolve_attacks,
-)
-from obliviate.core.task import UnlearningTask
+from obliviate.core.stages import open_run  # noqa: F401  (every pipeline offers it)
+from obliviate.core.task import Role, UnlearningTask
 from obliviate.llm import MODALITY
 from obliviate.llm.data.jsonl import load_jsonl as load_request_file  # noqa: F401
-from obliviate.llm.finetune import Role, finetune
+from obliviate.llm.finetune import finetune
 from obliviate.llm.recipe import LLMRecipe
 from obliviate.llm.runner import evaluation_splits, weights_sha256  # noqa: F401  (re-exported)
 from obliviate.llm.task import build_task
@@ -47,30 +32,17 @@ HEADLINE = headline(MODALITY)
 
 
 def prepare_task(recipe: LLMRecipe, run: RunDir) -> UnlearningTask:
-    return record_task(run, build_task(recipe.task, seed=recipe.seed))
+    return stages.record_task(run, build_task(recipe.task, seed=recipe.seed))
 
 
 def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
                    roles: tuple[Role, ...] = ("target", "oracle")) -> dict[str, Any]:
     """Fine-tune each role unless it is already done; return the stage records."""
     from obliviate.llm.finetune import training_split
-    from obliviate.llm.training import latest_checkpoint
 
-    out = {}
-    for role in roles:
-        stage = f"finetune_{role}"
-        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
-                  "data": training_split(task, role).sha256}
-        done = run.stage_done(stage, depends, run.checkpoints(role)) and \
-            (run.model(role) / "config.json").is_file()
-        if done or latest_checkpoint(run.checkpoints(role)) is not None:
-            check_same_data(run, stage, recorded(run, stage).get("split", {}).get("sha256"),
-                            training_split(task, role).sha256)
-        if done:
-            out[role] = recorded(run, stage)
-            continue
-        out[role] = finetune(role, recipe.model, recipe.finetune, task, run, seed=recipe.seed)
-    return out
+    return stages.finetune_loop(
+        recipe, run, roles, lambda role: training_split(task, role).sha256,
+        lambda role: finetune(role, recipe.model, recipe.finetune, task, run, seed=recipe.seed))
 
 
 def _train_keys(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -121,26 +93,13 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     cfg = recipe.unlearn
     names = methods or cfg.methods
     resolved = {name: method_config(recipe, name) for name in names}
+    trains = {name: method_train(recipe, name, cls) for name, (cls, _) in resolved.items()}
     target = Path(cfg.target) if cfg.target else run.model("target")
     refusals = recipe.task.bench.refusals(recipe.task.settings)
-    data = task.provenance()["splits"]
-    out = {}
-    for name, (cls, config) in resolved.items():
-        train, sources = method_train(recipe, name, cls)
-        stage = f"unlearn_{name}"
-        out_dir = run.model(f"unlearned/{name}")
-        depends = {"config": config, "train": cfg.train, "lora": cfg.lora,
-                  "selection": cfg.selection, "seed": recipe.seed, "data": data,
-                  "target": model_digest(run, target)}
-        done = run.stage_done(stage, depends, out_dir / "checkpoints") and \
-            (out_dir / MANIFEST).is_file()
-        if done or (out_dir / "checkpoints").is_dir():
-            check_split_hashes(run, stage, task)
-        if done:
-            out[name] = recorded(run, stage)
-            continue
-        if not cfg.target:
-            verify_model(run, "target")
+
+    def unlearn_one(name: str, cls: Any, config: Any, out_dir: Path, depends: dict[str, Any]
+                    ) -> dict[str, Any]:
+        train, sources = trains[name]
         model, tokenizer, fmt = pristine_copy(  # read from disk once for every method
             ("llm", str(target.resolve()), depends["target"], recipe.model.model_dump_json()),
             lambda: load_model_for_eval(target, recipe.model))
@@ -150,13 +109,16 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         ctx = UnlearnContext(tokenizer=tokenizer, fmt=fmt, task=task, train=train,
                              lora=cfg.lora, selection=cfg.selection,
                              max_length=recipe.model.max_length, refusals=refusals)
-        out[name] = runner.unlearn(
+        return runner.unlearn(
             name, cls, config, model, task, ctx, seed=recipe.seed, out_dir=out_dir, run=run,
             base_model=relative_to_run(target, run.root), log_with=log_with,
             logging_dir=run.root / "logs",
             record={"details": {"train_sources": sources},  # which layer set each value
                     "target": str(target), "target_weights_sha256": weights_sha256(target)})[1]
-    return out
+
+    return stages.unlearn_loop(run, task, resolved, target, unlearn_one, recipe.seed,
+                        verify_target=not cfg.target,
+                        depends={"train": cfg.train, "lora": cfg.lora, "selection": cfg.selection})
 
 
 def resolve_eval_model(run: RunDir, name: str) -> Path | str:
@@ -168,7 +130,7 @@ def resolve_eval_model(run: RunDir, name: str) -> Path | str:
     if name in ("target", "oracle") or name.startswith("unlearned/"):  # a typo, not a hub id
         from obliviate.core.errors import ObliviateError
 
-        known = ", ".join(available_models(run)) or "none yet"
+        known = ", ".join(stages.available_models(run)) or "none yet"
         raise ObliviateError(f"{run.root}: no model {name!r} in this run (models: {known})")
     return name
 
@@ -191,12 +153,12 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     assert cfg.suites is not None
     for suite in cfg.suites:  # an unknown suite fails before any model loads
         get_suite(suite, cfg.options.get(suite))
-    names = models or available_models(run)
+    names = models or stages.available_models(run)
     if not names:
         from obliviate.core.errors import ObliviateError
 
         raise ObliviateError(f"{run.root}: no models to evaluate (run `obliviate finetune`)")
-    names = oracle_first(names)
+    names = stages.oracle_first(names)
     oracle_dir = run.root / "eval" / "oracle"
     summaries = {}
     for name in names:
@@ -238,8 +200,8 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     from obliviate.llm.attacks.base import AttackContext, AttackTarget
 
     cfg = recipe.attack
-    resolved = resolve_attacks(attacks or cfg.attacks, cfg.options, "llm")
-    targets = attack_targets(run, models, cfg.models)
+    resolved = stages.resolve_attacks(attacks or cfg.attacks, cfg.options, "llm")
+    targets = stages.attack_targets(run, models, cfg.models)
 
     def load(name: str) -> AttackTarget:
         model, tokenizer, fmt = load_model_for_eval(run.model(name), recipe.model)
@@ -249,12 +211,12 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         return target.persist(run.root / "cache" / "attack_probes") if name == "oracle" \
             else target
 
-    target = ResidentModels(load)  # the oracle stays, with what the attacks measured on it
+    target = stages.ResidentModels(load)  # the oracle stays, with what the attacks measured on it
 
     def attack_one(name: str, cls: Any, config: Any) -> Any:
         ctx = AttackContext(task=task, target=target(name), oracle=target("oracle"),
                             probe=cfg.probe, seed=recipe.seed)
         return run_attack(cls, config, ctx, recipe.seed)
 
-    return attack_loop(run, targets, resolved, attack_one, force=force,
+    return stages.attack_loop(run, targets, resolved, attack_one, force=force,
                        depends={"probe": cfg.probe, "seed": recipe.seed})

@@ -64,7 +64,7 @@ def unlearn_tokens_per_sequence(method: str, lengths: dict[str, float]) -> float
 
 def run_costs(run: RunDir, lengths: dict[str, float]) -> dict[str, dict[str, Any]]:
     """Cost records of every fine-tuning and unlearning stage of ``run``, keyed by model."""
-    from obliviate.llm.finetune import TRAINING_SPLIT
+    from obliviate.core.task import TRAINING_SPLIT
 
     stages = run.read_record().get("stages", {})
     out = {}
