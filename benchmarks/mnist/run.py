@@ -79,7 +79,7 @@ def main() -> None:
     summaries = timed("evaluate", pipeline.evaluate_stage, recipe, run, task)
     attacks = timed("attack", pipeline.attack_stage, recipe, run, task)
     target = summaries.get("target", {})
-    print(f"## MNIST 16×16, forget {recipe.task.forget_classes} — {run.root}\n")
+    print(f"## MNIST 16×16, forget {recipe.task.settings.forget_classes} — {run.root}\n")
     print(f"```\n{command}\n```\n")
     print(f"Machine: {machine()}. Total wall time {timed.total / 60:.1f} min. Judge held-out "
           f"accuracy {fmt(trained['judge'].get('holdout_accuracy'))}; target's samples "
