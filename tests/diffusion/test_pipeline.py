@@ -136,3 +136,43 @@ def test_the_modality_never_imports_llm():
             "bad = [m for m in sys.modules if m.startswith('obliviate.llm')]\n"
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_several_methods_load_the_target_once_with_the_same_weights(recipe_file, tmp_path,
+                                                                    monkeypatch):
+    """One `obliviate unlearn` of two methods reads the target from disk once and gives each
+    method its own copy: the saved weights equal those of a separate command per method."""
+    import torch
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+    from obliviate.core import pristine
+
+    runner = CliRunner()
+
+    def invoke(*args):
+        result = runner.invoke(app, [*args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+
+    invoke("finetune", str(recipe_file), "-o", str(tmp_path / "ft"), "--role", "target")
+    target = f"unlearn.target={tmp_path / 'ft' / 'models' / 'target'}"
+    loads = []
+    real = pipeline.load_target
+    monkeypatch.setattr(pipeline, "load_target", lambda *a: loads.append(a[-1]) or real(*a))
+    pristine.forget()
+    invoke("unlearn", str(recipe_file), target, "-m", "uce", "-m", "esd_x",
+           "-o", str(tmp_path / "both"))
+    assert len(loads) == 1
+    for method in ("uce", "esd_x"):
+        pristine.forget()
+        invoke("unlearn", str(recipe_file), target, "-m", method, "-o", str(tmp_path / method))
+        folder = f"models/unlearned/{method}"
+        together = sorted((tmp_path / "both" / folder).rglob("*.safetensors"))
+        alone = sorted((tmp_path / method / folder).rglob("*.safetensors"))
+        assert together and [p.name for p in together] == [p.name for p in alone]
+        for a, b in zip(together, alone, strict=True):
+            sa, sb = load_file(a), load_file(b)
+            assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert len(loads) == 3
+    pristine.forget()

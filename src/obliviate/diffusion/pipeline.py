@@ -140,6 +140,7 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     """Run each method on the target (skipping finished ones) and record cost and config;
     ``log_with`` sends each training curve live to those trackers (``RUN_DIR/logs``)."""
     from obliviate.core.io import sha256_dir
+    from obliviate.core.pristine import pristine_copy
     from obliviate.diffusion import runner
 
     names = methods or recipe.unlearn.methods
@@ -148,7 +149,9 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
 
     def unlearn_one(name: str, cls: Any, config: Any, out_dir: Path, depends: dict[str, Any]
                     ) -> dict[str, Any]:
-        model = load_target(recipe, run, task, target)
+        model = pristine_copy(  # read from disk once for every method of the command
+            ("diffusion", str(target.resolve()), depends["target"], recipe.model.model_dump_json(),
+             _shape(task)), lambda: load_target(recipe, run, task, target))
         return runner.unlearn(
             name, cls, config, model, task, seed=recipe.seed, out_dir=out_dir, run=run,
             base_model=relative_to_run(target, run.root), log_with=log_with,
