@@ -8,7 +8,7 @@ result against the modality's recipe schema; every error names the offending key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -39,16 +39,6 @@ class StrictModel(BaseModel):
                 if inherited is not None and inherited.description:
                     info.description = inherited.description
                     break
-
-
-class RecipeBase(StrictModel):
-    """What every modality's recipe has; each adds ``modality`` and its typed sections."""
-
-    name: str = "experiment"
-    """the experiment's name: the run directory is runs/<name> unless output_dir says otherwise"""
-    seed: int = 0
-    """the experiment's seed: data splits, model initialisation and every stage's randomness"""
-    output_dir: str | None = Field(default=None, description="default: runs/<name>")
 
 
 class RequestsConfig(StrictModel):
@@ -162,6 +152,50 @@ class AttackSection(StrictModel):
     models: list[str] | None = Field(
         default=None, description="models to attack, e.g. [unlearned/npo]; default: all but the "
                                   "oracle")
+
+
+TaskT = TypeVar("TaskT", bound=StrictModel)
+ModelT = TypeVar("ModelT", bound=ModelSection)
+TrainT = TypeVar("TrainT", bound=TrainSection)
+UnlearnT = TypeVar("UnlearnT", bound=UnlearnSection)
+EvaluationT = TypeVar("EvaluationT", bound=EvaluationSection)
+AttackT = TypeVar("AttackT", bound=AttackSection)
+
+
+def _section() -> Any:
+    """A recipe section's field: absent from the YAML, it is its class's defaults (validated
+    from ``{}``, so a modality's section class alone decides them)."""
+    return Field(default_factory=dict, validate_default=True)
+
+
+class RecipeBase(StrictModel, Generic[TaskT, ModelT, TrainT, UnlearnT, EvaluationT, AttackT]):
+    """What every modality's recipe has: its name, seed and output folder, and the six sections,
+    which each modality types with its own section classes and the ``modality`` it selects::
+
+        class LLMRecipe(RecipeBase[TaskConfig, ModelConfig, TrainConfig, UnlearnConfig,
+                                   EvaluationConfig, AttackSettings]):
+            modality: Literal["llm"] = "llm"
+    """
+
+    name: str = "experiment"
+    """the experiment's name: the run directory is runs/<name> unless output_dir says otherwise"""
+    seed: int = 0
+    """the experiment's seed: data splits, model initialisation and every stage's randomness"""
+    output_dir: str | None = Field(default=None, description="default: runs/<name>")
+    modality: str
+    """the modality, which selects the recipe's type (llm, diffusion)"""
+    task: TaskT = _section()
+    """the benchmark and its data: task.benchmark, then the benchmark's own keys (what to forget)"""
+    model: ModelT = _section()
+    """the network: an LLM with its tokenizer and prompt format, or a denoiser and its schedule"""
+    finetune: TrainT = _section()
+    """training of the target (forget and retain) and the oracle (retain only)"""
+    unlearn: UnlearnT = _section()
+    """the unlearning methods and their settings"""
+    evaluation: EvaluationT = _section()
+    """how each model is evaluated: an LLM's suites; a denoiser's samples, judge and FID/KID"""
+    attack: AttackT = _section()
+    """attacks on the unlearned models, each compared with the oracle"""
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

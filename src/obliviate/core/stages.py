@@ -71,8 +71,8 @@ def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str,
                          "recipe_sha256": hashlib.sha256(text.encode()).hexdigest(),
                          **({"force": True} if force else {}),
                          **({"allow_modified": True} if allow_modified else {})})
-        run.update_record(name=name, modality=getattr(recipe, "modality", None),  # subclasses
-                          environment=environment_info(), commands=commands, recipe=dumped)
+        run.update_record(name=name, modality=recipe.modality, environment=environment_info(),
+                          commands=commands, recipe=dumped)
     return run
 
 
@@ -119,9 +119,9 @@ TrainOne = Callable[[Role], dict[str, Any]]
 """``(role) -> stage record``: trains the run's ``role`` model (target, oracle) and saves it."""
 
 
-def finetune_loop(recipe: Any, run: RunDir, roles: Sequence[Role],
+def finetune_loop(recipe: RecipeBase, run: RunDir, roles: Sequence[Role],
                   split_sha256: Callable[[Role], str], train_one: TrainOne) -> dict[str, Any]:
-    """Fine-tune each role unless it is done with the same inputs (a modality recipe's ``model``,
+    """Fine-tune each role unless it is done with the same inputs (the recipe's ``model``,
     ``finetune`` and seed, the sha256 of the role's training split, ``split_sha256(role)``);
     ``train_one(role)`` resumes from the role's last checkpoint. A stage done or checkpointed on
     other data is refused (:func:`check_same_data`). Returns each role's stage record."""

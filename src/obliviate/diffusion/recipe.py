@@ -36,22 +36,11 @@ class AttackSettings(AttackSection):
     """how the forget concept is probed on the attacked model and the oracle"""
 
 
-class DiffusionRecipe(RecipeBase):
+class DiffusionRecipe(RecipeBase[TaskConfig, ModelConfig, TrainConfig, UnlearnConfig,
+                                 EvaluationConfig, AttackSettings]):
     """A diffusion unlearning experiment: task, model, fine-tuning, unlearning, evaluation."""
 
     name: str = "diffusion"
     """the experiment's name: the run directory is runs/<name> unless output_dir says otherwise"""
     modality: Literal["diffusion"] = "diffusion"
     """diffusion (selects this recipe type)"""
-    task: TaskConfig = TaskConfig()
-    """the images and which classes to forget"""
-    model: ModelConfig = ModelConfig()
-    """the denoiser and its noise schedule"""
-    finetune: TrainConfig = TrainConfig()
-    """training of the target (forget and retain) and the oracle (retain only)"""
-    unlearn: UnlearnConfig = UnlearnConfig()
-    """the unlearning methods and their settings"""
-    evaluation: EvaluationConfig = EvaluationConfig()
-    """how generated images are scored (samples, judge, FID/KID)"""
-    attack: AttackSettings = AttackSettings()
-    """attacks on the unlearned models, each compared with the oracle"""

@@ -50,8 +50,7 @@ class UnlearnConfig(UnlearnSection):
                                min_length=1)
     """the unlearning methods to run, by registered name (`obliviate methods` lists them)"""
     train: UnlearnTrainConfig = UnlearnTrainConfig()
-    """optimisation of every method (each method's paper values fill what the recipe leaves unset)
-    optimisation of every method (each method's paper values fill what the recipe leaves unset)"""
+    """optimisation of every method (each method's paper values fill what the recipe leaves out)"""
     lora: LoraSettings = LoraSettings()
     """LoRA adapters for unlearning (the methods train them, then they are merged)"""
     selection: SelectionConfig = SelectionConfig()
@@ -68,20 +67,9 @@ class AttackSettings(AttackSection):
     """how the forget set is probed on the attacked model and the oracle"""
 
 
-class LLMRecipe(RecipeBase):
+class LLMRecipe(RecipeBase[TaskConfig, ModelConfig, TrainConfig, UnlearnConfig, EvaluationConfig,
+                           AttackSettings]):
     """An LLM unlearning experiment: task, model, fine-tuning, unlearning and evaluation."""
 
     modality: Literal["llm"] = "llm"
     """llm (selects this recipe type)"""
-    task: TaskConfig = TaskConfig()
-    """the benchmark and its data (task.benchmark, then the benchmark's own keys)"""
-    model: ModelConfig = ModelConfig()
-    """the language model, its tokenizer and prompt format"""
-    finetune: TrainConfig = TrainConfig()
-    """fine-tuning of the target (forget and retain) and the oracle (retain only)"""
-    unlearn: UnlearnConfig = UnlearnConfig()
-    """the unlearning methods and their settings"""
-    evaluation: EvaluationConfig = EvaluationConfig()
-    """the evaluation suites and their options"""
-    attack: AttackSettings = AttackSettings()
-    """attacks on the unlearned models, each compared with the oracle"""
