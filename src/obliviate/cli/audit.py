@@ -3,11 +3,12 @@
 The summary is read from the run's audit record (``run.json``): the forget and retain sets (name,
 size, SHA-256 of their content), every model produced (SHA-256 of its safetensors weights, the
 method and its configuration), the evaluations and attacks that were run, the package versions
-and timestamps. It also lists what a reviewer should look at: stages that did not finish, an
-oracle not trained on exactly the retain set, models evaluated or unlearned with weights other
-than the ones recorded, and (with ``--verify``) model files on disk that no longer match the
-record: every file of each model folder (weights, config, tokenizer, generation config, manifest,
-a diffusion model's VAE, the judge), for both modalities alike.
+and timestamps, and the oracle the run's benchmark expects next to the one the run trained. It
+also lists what a reviewer should look at: stages that did not finish, an oracle not trained on
+exactly the retain set, models evaluated or unlearned with weights other than the ones recorded,
+and (with ``--verify``) model files on disk that no longer match the record: every file of each
+model folder (weights, config, tokenizer, generation config, manifest, a diffusion model's VAE,
+the judge), for both modalities alike.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from obliviate.cli.common import friendly_errors
+from obliviate.core.benchmark import oracle_statement
 from obliviate.core.errors import ObliviateError
 from obliviate.core.integrity import model_differences
 from obliviate.core.io import sha256_dir
@@ -148,6 +150,7 @@ def audit_record(run_dir: str | Path, verify: bool = False) -> dict[str, Any]:
                                                       "transformers", "peft", "diffusers")
                      if environment.get(k)},
         "commands": commands, "recipe": record.get("recipe"),
+        "oracle": oracle_statement(record, task),
         "removed": {"task": task.get("name"), "forget": forget, "retain": retain,
                     "other_splits": [s for s in (task.get("splits") or {}).values()
                                      if s not in (forget, retain)]},
@@ -201,6 +204,10 @@ def format_audit(info: dict[str, Any]) -> str:
     for split in info["removed"]["other_splits"]:
         lines.append(f"  {'eval':<7} {split.get('name')}: {split.get('n')} records, sha256 "
                      f"{split.get('sha256')}")
+    oracle = info.get("oracle") or {}
+    lines += ["", f"ORACLE  (benchmark {oracle.get('benchmark') or 'not recorded'})",
+              f"  expected  {oracle.get('expected') or '(no registered benchmark says)'}",
+              f"  this run  {oracle.get('actual')}"]
     lines += ["", "MODELS  (SHA-256 of the safetensors weights)"]
     width = max([len(n) for n in info["models"]] + [6]) + 2
     for name, model in info["models"].items():

@@ -11,6 +11,7 @@ import typer
 
 from obliviate import __version__
 from obliviate.cli.audit import audit as audit_command
+from obliviate.cli.benchmarks import benchmarks as benchmarks_command
 from obliviate.cli.common import (
     AllowModified,
     Force,
@@ -161,6 +162,9 @@ def list_methods() -> None:
     for entry in METHODS.entries():
         paper = getattr(entry.obj, "paper", "")
         typer.echo(f"{entry.modality:<10}{entry.name:<18}{entry.summary}  [{paper}]")
+
+
+app.command("benchmarks")(benchmarks_command)
 
 
 @app.command()

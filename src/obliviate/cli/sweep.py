@@ -46,15 +46,14 @@ def sweep(
         grid: {unlearn.train.learning_rate: [0.0003, 0.001]}
         seeds: [0, 1]
     """
-    from obliviate.core.axes import AxisMap
+    from obliviate.core.modality_sweep import root_axes, root_references
     from obliviate.core.sweep import split_sweep
 
     path, base, spec, module = _load(recipe, overrides, split_sweep, "sweep")
     modality = str(base.get("modality", "llm"))
     run, results = module.sweep(base, spec, output, executor=executor, command=command_line(),
                                 log=typer.echo, address=address, num_cpus=num_cpus)
-    axes = AxisMap.for_modality(modality)
-    refs = module.root_references(run) if hasattr(module, "root_references") else None
+    axes, refs = root_axes(run, modality), root_references(run)
     width = max([len(r["cell_id"]) for r in results] + [4]) + 2
     typer.echo(f"{'cell':<{width}}{'status':<9}{'forgetting':>11}{'utility':>9}  settings")
     for r in results:

@@ -34,35 +34,14 @@ and three functions that read the oracle's (o) and the target's (t) value of the
                        target's recovery under the same attack (1 without it): the share of
                        the target's lead over the oracle that the strongest attack restores.
 
-Defaults (every axis "higher is better"; the oracle scores 1 on forgetting and robustness):
-
-LLM
-  forgetting  ``close(tofu/forget/prob, tofu/forget/rouge, tofu/forget/truth_ratio,
-              mia/forget/mia_min_k, memorization/forget/extraction_strength)``, then shorter
-              lists: answer likelihood, greedy answers, the truth ratio, the Min-K% MIA AUC
-              (the AUC MUSE's PrivLeak reads) and extraction strength. Forget Quality and
-              PrivLeak are derived from the truth ratio and the MIA AUC, so they are shown but
-              not counted twice.
-  utility     ``kept(tofu/model_utility)``, else ``kept(tofu/retain/prob, tofu/retain/rouge,
-              tofu/retain/truth_ratio)``
-  robustness  ``1-recovered(attack/*/rouge/recovery)``, else the same on ``prob``: the forget
-              probe under relearning, quantization and rephrasing (they measure the same
-              probe). White-box probes report other metrics and are left out: on the demo the
-              linear probe lifts the target only 0.06 above the oracle, too small a lead to
-              normalise by; the verdict and the attack table still show them.
-
-Diffusion (``*`` matches any suite/split prefix, e.g. ``judge/forget/unlearning_accuracy``)
-  forgetting  ``close(*unlearning_accuracy)`` (UA: 1 − the judge's accuracy on the forgotten
-              concept; a two-sided gap to the oracle's UA), else ``close(*forget_accuracy)``
-  utility     ``kept(*retain_accuracy)``, else ``kept(-*fid)``
-  robustness  ``1-recovered(attack/*/accuracy/recovery)``: the judge's forget-concept accuracy
-              under the strongest attack
-
-Raw axes (no oracle; what selection rules read): ``raw_forgetting``, ``raw_utility``,
-``raw_robustness`` — LLM ``1-tofu/forget/prob`` | ``hmean(tofu/retain/prob, tofu/retain/rouge)``
-| ``1-max(attack/*/rouge/attacked)``; diffusion ``*unlearning_accuracy`` | ``*retain_accuracy`` |
-``1-max(attack/*/accuracy/attacked)``. Pass ``raw`` as an axis override to use the raw
-expression on a main axis (``obliviate report --forgetting raw``).
+Which expressions an axis tries is declared by each benchmark (``Benchmark.axes``: the three
+axes, each "higher is better", the oracle scoring 1 on forgetting and robustness, plus the raw
+axes ``raw_forgetting``, ``raw_utility``, ``raw_robustness``: no oracle, what selection rules
+read). The report, a sweep's table and a search read the run's benchmark
+(:meth:`AxisMap.for_benchmark`); a run that names none gets every registered benchmark's
+expressions of its modality, first declaration kept. Pass ``raw`` as an axis override to use the
+raw expression on a main axis (``obliviate report --forgetting raw``). The metric names live
+with the benchmarks (``obliviate/llm/benchmarks``, ``obliviate/diffusion/benchmarks``).
 """
 
 from __future__ import annotations
@@ -80,45 +59,6 @@ from obliviate.core.errors import ConfigError
 AXES = ("forgetting", "utility", "robustness")
 RAW = {axis: f"raw_{axis}" for axis in AXES}
 FLOOR = 0.05  # smallest target-to-oracle gap a normalisation divides by
-
-_LLM_FORGET = ("tofu/forget/prob", "tofu/forget/rouge", "tofu/forget/truth_ratio",
-               "mia/forget/mia_min_k", "memorization/forget/extraction_strength")
-_MUSE_FORGET = ("close(muse/verbmem_forget/verbmem, muse/knowmem_forget_qa/knowmem, "
-                "muse/privleak_forget/mia_min_k)",
-                "close(muse/verbmem_forget/verbmem, muse/*/mia_min_k)",
-                "close(muse/verbmem_forget/verbmem)")
-DEFAULT_AXES: dict[str, dict[str, tuple[str, ...]]] = {
-    "llm": {
-        # TOFU-style question answering first; then MUSE's criteria (MUSE data, or a user's
-        # plain-text documents: VerbMem, Min-K% AUC, and KnowMem on the retain questions or
-        # the retain documents' exact memorisation as utility)
-        "forgetting": (f"close({', '.join(_LLM_FORGET)})",
-                       f"close({', '.join(_LLM_FORGET[:3])})",
-                       "close(tofu/forget/prob, tofu/forget/rouge)", "close(tofu/forget/prob)",
-                       "close(tofu/forget/rouge)", *_MUSE_FORGET),
-        "utility": ("kept(tofu/model_utility)",
-                    "kept(tofu/retain/prob, tofu/retain/rouge, tofu/retain/truth_ratio)",
-                    "kept(tofu/retain/prob, tofu/retain/rouge)",
-                    "kept(muse/knowmem_retain_qa/knowmem)",
-                    "kept(memorization/retain/exact_memorization)"),
-        "robustness": ("1-recovered(attack/*/rouge/recovery)",
-                       "1-recovered(attack/*/prob/recovery)"),
-        "raw_forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge",
-                           "-muse/verbmem_forget/verbmem"),
-        "raw_utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)",
-                        "muse/knowmem_retain_qa/knowmem",
-                        "memorization/retain/exact_memorization"),
-        "raw_robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
-    },
-    "diffusion": {
-        "forgetting": ("close(*unlearning_accuracy)", "close(*forget_accuracy)"),
-        "utility": ("kept(*retain_accuracy)", "kept(-*fid)"),
-        "robustness": ("1-recovered(attack/*/accuracy/recovery)",),
-        "raw_forgetting": ("*unlearning_accuracy", "1-*forget_accuracy"),
-        "raw_utility": ("*retain_accuracy", "-*fid"),
-        "raw_robustness": ("1-max(attack/*/accuracy/attacked)",),
-    },
-}
 
 # Metrics computed relative to the oracle: an expression or rule that reads them "peeks".
 ORACLE_PATTERNS = ("*forget_quality*", "*privleak*", "*recovery*", "*oracle*")
@@ -271,19 +211,33 @@ class AxisMap:
     axes: dict[str, tuple[str, ...]]
 
     @classmethod
-    def for_modality(cls, modality: str, overrides: Mapping[str, str | Sequence[str]] | None = None
-                     ) -> AxisMap:
-        defaults = DEFAULT_AXES.get(modality, DEFAULT_AXES["llm"])
-        axes = dict(defaults)
+    def for_benchmark(cls, modality: str, name: str | None = None,
+                      overrides: Mapping[str, str | Sequence[str]] | None = None) -> AxisMap:
+        """The axes the benchmark ``name`` declares (without a name, or one not registered,
+        every registered benchmark's of ``modality``), with ``overrides`` (axis -> expression(s),
+        or ``raw``: that axis's raw expressions)."""
+        from obliviate.core.benchmark import declared_axes
+
+        declared = declared_axes(modality, name)
+        axes = dict(declared)
         for axis, value in (overrides or {}).items():
             if value == "raw" and axis in RAW:
-                axes[axis] = defaults[RAW[axis]]
+                if RAW[axis] not in declared:
+                    raise ConfigError(f"--{axis} raw: the benchmark {name or modality!r} "
+                                      f"declares no {RAW[axis]} axis")
+                axes[axis] = declared[RAW[axis]]
                 continue
             axes[axis] = (value,) if isinstance(value, str) else tuple(value)
         for exprs in axes.values():
             for text in exprs:
                 ScoreExpr(text)  # fail early on a malformed expression
         return cls(axes)
+
+    @classmethod
+    def for_modality(cls, modality: str, overrides: Mapping[str, str | Sequence[str]] | None = None
+                     ) -> AxisMap:
+        """Every registered benchmark's axes of ``modality`` (a run that names no benchmark)."""
+        return cls.for_benchmark(modality, None, overrides)
 
     def uses_oracle(self, axis: str) -> bool:
         """Whether any expression of ``axis`` reads the oracle."""

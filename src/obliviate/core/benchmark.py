@@ -28,6 +28,7 @@ every modality.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -86,22 +87,109 @@ class Benchmark:
     def headline_pairs(cls) -> list[tuple[str, str]]:
         return [(h.label, h.key) for h in cls.headline]
 
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What the benchmark declares, as JSON-ready data (``obliviate benchmarks``)."""
+        return {"name": cls.name, "modality": cls.modality,
+                "summary": (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
+                "splits": dict(cls.splits), "suites": list(cls.suites),
+                "headline": [h.label for h in cls.headline],
+                "axes": {axis: list(exprs) for axis, exprs in cls.axes.items()},
+                "oracle": cls.oracle, "recipe": cls.recipe, "hub_id": cls.hub_id}
+
 
 def get_benchmark(name: str, modality: str) -> type[Benchmark]:
     """The registered benchmark (a one-line :class:`ConfigError` listing the known ones)."""
+    registered(modality)
     return BENCHMARKS.get(name, modality)
+
+
+def registered(modality: str | None = None) -> list[type[Benchmark]]:
+    """The registered benchmarks (of ``modality``), by name. A modality registers its benchmarks
+    when its ``obliviate.<modality>.benchmarks`` package is imported; a report read in a
+    process that has not imported it yet (``modality`` named by a run record) imports it here,
+    by that name: core names no modality."""
+    if modality and not BENCHMARKS.entries(modality):
+        package = f"obliviate.{modality}"
+        try:
+            importlib.import_module(f"{package}.benchmarks")
+        except ModuleNotFoundError as exc:  # an unknown modality has no benchmarks
+            if exc.name not in (package, f"{package}.benchmarks"):
+                raise
+    return [e.obj for e in BENCHMARKS.entries(modality)]
+
+
+def _chosen(modality: str, benchmark: str | None) -> list[type[Benchmark]]:
+    """The named benchmark, or (no name, or one not registered) every one of the modality."""
+    every = registered(modality)
+    named = [cls for cls in every if benchmark and cls.name == benchmark.lower()]
+    return named or every
 
 
 def headline(modality: str, benchmark: str | None = None) -> list[tuple[str, str]]:
     """The headline ``(label, key)`` pairs of a benchmark; without a name, every registered
-    benchmark's of the modality, first declaration of a key kept (tables show the present ones)."""
-    entries = ([get_benchmark(benchmark, modality)] if benchmark else
-               [e.obj for e in BENCHMARKS.entries(modality)])
+    benchmark's of the modality (also for a name not registered: an older run), first
+    declaration of a key kept (tables show the present ones)."""
     seen: dict[str, tuple[str, str]] = {}
-    for cls in entries:
+    for cls in _chosen(modality, benchmark):
         for label, key in cls.headline_pairs():
             seen.setdefault(key, (label, key))
     return list(seen.values())
+
+
+def declared_axes(modality: str, benchmark: str | None = None) -> dict[str, tuple[str, ...]]:
+    """The report's axes (axis -> score expressions tried in order) that ``benchmark`` declares;
+    without a name, or for one no longer registered (an older run), every registered
+    benchmark's of the modality, in name order, the first declaration of an expression kept."""
+    axes: dict[str, tuple[str, ...]] = {}
+    for cls in _chosen(modality, benchmark):
+        for axis, exprs in cls.axes.items():
+            axes[axis] = axes.get(axis, ()) + tuple(e for e in exprs
+                                                    if e not in axes.get(axis, ()))
+    return axes
+
+
+def run_benchmark(record: Mapping[str, Any], task: Mapping[str, Any] | None = None
+                  ) -> str | None:
+    """The benchmark a run's task came from: ``task.json``'s ``metadata.benchmark`` (written
+    by :meth:`TaskSection.load`), else the recipe's ``task.benchmark`` in ``run.json``, else the
+    older ``task.source``; ``None`` when the run names none (a task built in Python)."""
+    task = task or record.get("task") or {}
+    meta = task.get("metadata") or {}
+    section = (record.get("recipe") or {}).get("task") or {}
+    for value in (meta.get("benchmark"), section.get("benchmark"), meta.get("source"),
+                  section.get("source")):
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def oracle_statement(record: Mapping[str, Any], task: Mapping[str, Any] | None = None
+                     ) -> dict[str, Any]:
+    """The oracle the run's benchmark expects next to the one the run has: ``{"benchmark",
+    "expected", "actual", "retain_set"}`` (``retain_set``: whether the recorded oracle was trained
+    on exactly the task's retain split; ``None`` when unknown)."""
+    task = task or record.get("task") or {}
+    modality = str(record.get("modality") or task.get("modality") or "")
+    name = run_benchmark(record, task)
+    match = [c for c in registered(modality) if name and c.name == name.lower()]
+    expected = match[0].oracle if match else None
+    stage = (record.get("stages") or {}).get("finetune_oracle")
+    retain_name = (task.get("roles") or {}).get("retain")
+    retain = (task.get("splits") or {}).get(retain_name) if retain_name else None
+    if not stage:
+        actual, same = "no oracle recorded (no finetune_oracle stage)", None
+    else:
+        split = stage.get("split") or {}
+        base = (((stage.get("inputs") or {}).get("model") or {}).get("name_or_path")
+                or ((record.get("recipe") or {}).get("model") or {}).get("name_or_path"))
+        same = (split.get("sha256") == retain.get("sha256")) if retain and split else None
+        which = {True: "the task's retain set", False: "NOT the task's retain set",
+                 None: "data not recorded"}[same]
+        actual = (f"fine-tuned{f' from {base}' if base else ''} on {split.get('name')} "
+                  f"({split.get('n')} records: {which}), {stage.get('steps')} steps"
+                  + ("" if stage.get("status") == "done" else f" [{stage.get('status')}]"))
+    return {"benchmark": name, "expected": expected, "actual": actual, "retain_set": same}
 
 
 class TaskSection(StrictModel):
@@ -191,5 +279,5 @@ class TaskSection(StrictModel):
         return task
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "Headline", "SplitRole", "TaskSection", "get_benchmark",
-           "headline"]
+__all__ = ["BENCHMARKS", "Benchmark", "Headline", "SplitRole", "TaskSection", "declared_axes",
+           "get_benchmark", "headline", "oracle_statement", "registered", "run_benchmark"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.axes import AxisMap, References
+from obliviate.core.benchmark import run_benchmark
 from obliviate.core.cost import cost_from_stage, cost_metrics
 from obliviate.core.errors import ConfigError
 from obliviate.core.io import read_json, sha256_records
@@ -150,7 +151,7 @@ class ModalitySweep:
         run = self.prepare_root(recipe, output, command, spec.attacks)
         runner = CellRunner(self, base=base, root=str(run.root.resolve()),
                             attacks=list(spec.attacks))
-        axes, refs = AxisMap.for_modality(self.modality), root_references(run)
+        axes, refs = root_axes(run, self.modality), root_references(run)
         summaries = run_search(spec, run.root, runner, self.modality,
                                objective=lambda m: axes.score(m, refs)[0],
                                executor=executor, fingerprint=recipe_fingerprint(recipe),
@@ -230,6 +231,11 @@ def recipe_fingerprint(recipe: RecipeBase) -> str:
     """What every cell of a sweep or search shares: the validated base recipe."""
     return sha256_records([{k: v for k, v in recipe.model_dump(mode="json").items()
                             if k != "output_dir"}])[:16]
+
+
+def root_axes(run: RunDir, modality: str) -> AxisMap:
+    """The axes the root run's benchmark declares, which its cells are scored on."""
+    return AxisMap.for_benchmark(modality, run_benchmark(run.read_record()))
 
 
 def root_references(run: RunDir) -> References:

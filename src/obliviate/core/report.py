@@ -5,8 +5,9 @@ Modality-neutral: everything comes from files in the run directory — ``run.jso
 configs), ``task.json`` (data hashes), ``cost.json`` (FLOPs estimates, when written),
 ``sweep/`` (cells, see :mod:`obliviate.core.sweep`), and each model's ``eval/<model>/`` folder
 for samples (``eval_log_aggregated.json`` or ``samples.json``) and images (``*.png``).
-Which metric is forgetting, utility and robustness is set by :mod:`obliviate.core.axes`: by
-default closeness to the oracle (the oracle and target rows are the references). Each method's
+Which metric is forgetting, utility and robustness is what the run's benchmark declares
+(:mod:`obliviate.core.axes`): closeness to the oracle (the oracle and target rows are the
+references); the page states the oracle the benchmark expects next to the run's. Each method's
 reported point is chosen by a selection rule that reads no oracle information (the raw axes);
 methods are then ranked by their distance to the oracle's point on forgetting × utility ×
 robustness, and only attacked models are ranked (:func:`ranking`); the verdict
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from obliviate.core.axes import AXES, AxisMap, References
+from obliviate.core.benchmark import oracle_statement, run_benchmark
 from obliviate.core.cost import FLOPS_RULE, cost_from_stage, cost_ratios
 from obliviate.core.errors import DataError
 from obliviate.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
@@ -311,7 +313,8 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
         raise DataError(f"{run.root}: no evaluated models yet (run `obliviate eval run`)")
     join_seeds(rows)
     share_oracle_attacks(rows)
-    axis_map = AxisMap.for_modality(modality, axes)
+    benchmark = run_benchmark(record, task)
+    axis_map = AxisMap.for_benchmark(modality, benchmark, axes)
     refs = references(rows)
     for row in rows:
         row.scores, row.used = axis_map.score(row.metrics, refs)
@@ -346,7 +349,8 @@ def collect(run_dir: str | Path, rule: str | SelectionRule | None = None,
     return {
         "title": f"obliviate report: {record.get('name', run.root.name)}",
         "generated": utc_now(), "run_dir": str(run.root), "modality": modality,
-        "task": task, "environment": record.get("environment", {}),
+        "task": task, "benchmark": oracle_statement(record, task),
+        "environment": record.get("environment", {}),
         "commands": record.get("commands", []),
         "warnings": [f"{name.removeprefix('eval_')}: {w}" for name, stage in stages.items()
                      for w in stage.get("warnings") or []],  # numbers not to take as they are

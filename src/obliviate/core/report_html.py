@@ -86,6 +86,11 @@ def _task(data: dict[str, Any]) -> str:
              f"{escape(str(task.get('oracle') or 'trained in this run'))}. obliviate "
              f"{escape(str(env.get('obliviate', '?')))}, torch {escape(str(env.get('torch', '?')))}"
              f", {escape(str(env.get('platform', '')))}.</p>")
+    bench = data.get("benchmark") or {}
+    if bench.get("benchmark"):
+        facts += (f"<p>Benchmark <b>{escape(str(bench['benchmark']))}</b>: the oracle it expects "
+                  f"is {escape(str(bench.get('expected') or '(not registered)'))}; this run's "
+                  f"oracle: {escape(str(bench.get('actual')))}.</p>")
     return facts + table(["split", "role", "records", "SHA-256", "source"], rows, left=5)
 
 
@@ -217,7 +222,8 @@ def _search(data: dict[str, Any]) -> str:
 def _requests(data: dict[str, Any]) -> str:
     from obliviate.core.benchmark import headline
 
-    keys = [key for _, key in headline(data.get("modality") or "llm")]
+    keys = [key for _, key in headline(data.get("modality") or "llm",
+                                       (data.get("benchmark") or {}).get("benchmark"))]
     return requests_html(data["requests"], Path(data["run_dir"]), keys)
 
 

@@ -17,7 +17,6 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import Field
 
-from obliviate.core.axes import DEFAULT_AXES
 from obliviate.core.benchmark import Benchmark, Headline
 from obliviate.core.errors import ConfigError, DataError
 from obliviate.core.recipe import StrictModel
@@ -33,8 +32,18 @@ IMAGE_HEADLINE = (
     Headline("FID (judge)", f"{SUITE}/retain/fid"),
     Headline("KID (judge)", f"{SUITE}/retain/kid"),
 )
-IMAGE_AXES = DEFAULT_AXES[MODALITY]
-"""The report's axes of the judge's numbers (see :mod:`obliviate.core.axes`)."""
+IMAGE_AXES = {
+    # UA: 1 − the judge's accuracy on the forgotten concept, a two-sided gap to the oracle's UA
+    "forgetting": ("close(*unlearning_accuracy)", "close(*forget_accuracy)"),
+    "utility": ("kept(*retain_accuracy)", "kept(-*fid)"),
+    # the judge's forget-concept accuracy under the strongest attack
+    "robustness": ("1-recovered(attack/*/accuracy/recovery)",),
+    "raw_forgetting": ("*unlearning_accuracy", "1-*forget_accuracy"),
+    "raw_utility": ("*retain_accuracy", "-*fid"),
+    "raw_robustness": ("1-max(attack/*/accuracy/attacked)",),
+}
+"""The report's axes of the judge's numbers (``*`` matches any suite/split prefix; see
+:mod:`obliviate.core.axes`)."""
 
 
 class ClassImagesConfig(StrictModel):

@@ -13,6 +13,7 @@ class Digits(ImageBenchmark):
     """scikit-learn's 1,797 8×8 digits, forget some digits."""
 
     config_class = ClassImagesConfig
+    recipe = None  # the tests' and quickest runs' data: the mnist recipe with task.benchmark=digits
 
     def records(self, config: ClassImagesConfig) -> tuple[list[ImageRecord], list[str]]:
         return load_digits(config.image_size), [str(i) for i in range(10)]

@@ -1,5 +1,7 @@
 """What the question-answer benchmarks (TOFU, synthetic facts, a user's JSONL) share: the
-headline numbers and report axes of the TOFU-style suites, and the refusals a method may use."""
+headline numbers and report axes of the TOFU-style suites (closeness to the oracle, see
+:mod:`obliviate.core.axes`; a user's plain-text JSONL adds MUSE's), and the refusals a method
+may use."""
 
 from __future__ import annotations
 
@@ -16,12 +18,48 @@ QA_HEADLINE = (
     Headline("MIA AUC", "mia/forget/mia_min_k"), Headline("PrivLeak", "mia/forget/privleak_min_k"),
     Headline("Extraction", "memorization/forget/extraction_strength"),
 )
+_QA_FORGET = ("tofu/forget/prob", "tofu/forget/rouge", "tofu/forget/truth_ratio",
+              "mia/forget/mia_min_k", "memorization/forget/extraction_strength")
 QA_AXES = {
-    "forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge"),
-    "utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)"),
-    "robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
+    # closeness to the oracle of answer likelihood, greedy answers, the truth ratio, the Min-K%
+    # MIA AUC (the AUC MUSE's PrivLeak reads) and extraction strength, then shorter lists;
+    # Forget Quality and PrivLeak derive from the truth ratio and the AUC: shown, not counted twice
+    "forgetting": (f"close({', '.join(_QA_FORGET)})", f"close({', '.join(_QA_FORGET[:3])})",
+                   "close(tofu/forget/prob, tofu/forget/rouge)", "close(tofu/forget/prob)",
+                   "close(tofu/forget/rouge)"),
+    "utility": ("kept(tofu/model_utility)",
+                "kept(tofu/retain/prob, tofu/retain/rouge, tofu/retain/truth_ratio)",
+                "kept(tofu/retain/prob, tofu/retain/rouge)"),
+    # the forget probe under relearning, quantization and rephrasing; white-box probes report
+    # other metrics and are left out (on the demo the linear probe lifts the target only 0.06
+    # above the oracle, too small a lead to normalise by): the attack table still shows them
+    "robustness": ("1-recovered(attack/*/rouge/recovery)", "1-recovered(attack/*/prob/recovery)"),
+    "raw_forgetting": ("1-tofu/forget/prob", "1-tofu/forget/rouge"),
+    "raw_utility": ("tofu/model_utility", "hmean(tofu/retain/prob, tofu/retain/rouge)"),
+    "raw_robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)"),
 }
+"""The report's axes of the TOFU-style suites (see :mod:`obliviate.core.axes`)."""
+TEXT_AXES = {
+    "forgetting": ("close(muse/verbmem_forget/verbmem, muse/knowmem_forget_qa/knowmem, "
+                   "muse/privleak_forget/mia_min_k)",
+                   "close(muse/verbmem_forget/verbmem, muse/*/mia_min_k)",
+                   "close(muse/verbmem_forget/verbmem)"),
+    "utility": ("kept(muse/knowmem_retain_qa/knowmem)",
+                "kept(memorization/retain/exact_memorization)"),
+    "raw_forgetting": ("-muse/verbmem_forget/verbmem",),
+    "raw_utility": ("muse/knowmem_retain_qa/knowmem", "memorization/retain/exact_memorization"),
+}
+"""What a plain-text forget set is read by instead (:func:`suites_for_data`): MUSE's VerbMem and
+Min-K% AUC, and the retain documents' exact memorisation as utility."""
 
+
+def chain(*declared: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+    """Axes tried in the order given: each axis's expressions of the first, then the next's."""
+    out: dict[str, tuple[str, ...]] = {}
+    for axes in declared:
+        for axis, exprs in axes.items():
+            out[axis] = out.get(axis, ()) + exprs
+    return out
 
 class LLMBenchmark(Benchmark):
     """An LLM benchmark of question-answer records (:class:`~obliviate.llm.data.QARecord`)."""

@@ -11,7 +11,13 @@ from pydantic import model_validator
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import BENCHMARKS
 from obliviate.core.task import DataSplit, UnlearningTask
-from obliviate.llm.benchmarks.base import LLMBenchmark, suites_for_data
+from obliviate.llm.benchmarks.base import (
+    QA_AXES,
+    TEXT_AXES,
+    LLMBenchmark,
+    chain,
+    suites_for_data,
+)
 from obliviate.llm.data.jsonl import load_jsonl
 
 
@@ -42,6 +48,7 @@ class Jsonl(LLMBenchmark):
 
     config_class = JsonlConfig
     splits = {"forget": "forget", "retain": "retain", "holdout": "holdout"}
+    axes = chain(QA_AXES, TEXT_AXES)  # questions and answers, or plain-text documents
     oracle = "the target's base model fine-tuned on the retain file only"
 
     def default_evaluation(self, task: UnlearningTask

@@ -82,7 +82,7 @@ class Muse(LLMBenchmark):
     headline = MUSE_HEADLINE
     axes = MUSE_AXES
     oracle = "the target's base model trained on the retain articles (MUSE's retrained model)"
-    recipe = "muse_synthetic"
+    recipe = None  # GPU-sized: muse_synthetic's recipe with task.benchmark=muse task.muse_path=...
     hub_id = HUB_IDS["news"]
 
     def load(self, config: MuseBenchConfig, seed: int = 0) -> UnlearningTask:

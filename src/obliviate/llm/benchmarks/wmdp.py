@@ -63,8 +63,14 @@ class Wmdp(LLMBenchmark):
     suites = ("mcq",)
     headline = (Headline("forget MCQ acc", "mcq/forget_mcq/mcq_acc"),
                 Headline("retain MCQ acc", "mcq/retain_mcq/mcq_acc"))
-    axes = {"forgetting": ("1-mcq/forget_mcq/mcq_acc",),
-            "utility": ("mcq/retain_mcq/mcq_acc",)}
+    axes = {  # the forget domain's accuracy as close to the oracle's (chance) as can be
+        "forgetting": ("close(mcq/forget_mcq/mcq_acc)",),
+        "utility": ("kept(mcq/retain_mcq/mcq_acc)",),
+        "robustness": ("1-recovered(attack/*/rouge/recovery)",
+                       "1-recovered(attack/*/prob/recovery)"),
+        "raw_forgetting": ("1-mcq/forget_mcq/mcq_acc",),
+        "raw_utility": ("mcq/retain_mcq/mcq_acc",),
+        "raw_robustness": ("1-max(attack/*/rouge/attacked)", "1-max(attack/*/prob/attacked)")}
     oracle = "the same model trained without the forget corpus and the forget-domain questions"
     hub_id = QUESTIONS_HUB
     recipe = "wmdp"
