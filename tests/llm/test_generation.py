@@ -14,8 +14,15 @@ from obliviate.llm.evaluation.generation import (
     GenerationStats,
     greedy_generate,
     greedy_generate_ids,
+    greedy_tokens,
 )
-from obliviate.llm.evaluation.prompt_cache import common_prefix
+from obliviate.llm.evaluation.llama_steps import llama_steps
+from obliviate.llm.evaluation.prompt_cache import (
+    PrefixCache,
+    body_and_head,
+    common_prefix,
+    prefill,
+)
 from obliviate.llm.evaluation.scorer import AnswerScorer
 from obliviate.llm.models import train_tokenizer
 
@@ -205,4 +212,45 @@ def test_lora_wrapped_model_takes_the_fast_path(tok, data):
     stats = GenerationStats()
     ours = greedy_generate_ids(model, prompts, NEW, stats=stats)
     assert stats.decode_tokens > 0  # not the model.generate fallback
+    assert stats.decoder == "forward"  # LoRA projections: the model's forward, not llama_steps
     assert ours == [hf_single(model, p, NEW, eos_token_id=None) for p in prompts]
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_llama_steps_are_taken_and_match_the_forward(tok, data, attn, monkeypatch):
+    model = gqa_llama(tok, attn, seed=1)
+    prompts = prompts_of(tok, data, shared=True)
+    stats = GenerationStats()
+    fast = greedy_generate_ids(model, prompts, NEW, stats=stats)
+    assert stats.decoder == "llama"
+    assert fast == [hf_single(model, p, NEW, eos_token_id=None) for p in prompts]
+    monkeypatch.setattr(generation, "FAST_STEPS", False)
+    slow = GenerationStats()
+    assert greedy_generate_ids(model, prompts, NEW, stats=slow) == fast
+    assert slow.decoder == "forward"
+    # the prefix every prompt shares is held once (cascade attention), the rest per row
+    body, _ = body_and_head(model)
+    with torch.inference_mode():
+        states = prefill(body, prompts, 0, 4096, torch.float32, PrefixCache())
+        steps = llama_steps(body, states.kv, states.valid, 4)
+        assert steps is not None
+        assert steps.prefix == common_prefix(prompts) >= 10
+        assert steps.keys[0].shape[2] == states.valid.shape[1] - steps.prefix + 4
+        # a prompt set without a common prefix: nothing shared
+        plain = prefill(body, prompts_of(tok, data, shared=False), 0, 4096, torch.float32)
+        assert llama_steps(body, plain.kv, plain.valid, 4).prefix == 0
+
+
+def test_head_argmax_in_vocabulary_slices(monkeypatch):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 23, bias=True)
+    with torch.no_grad():
+        head.weight[17] = head.weight[3]  # equal logits in two slices: the lower index wins
+        head.bias[17] = head.bias[3] = 50.0
+    hidden = torch.randn(6, 8)
+    monkeypatch.setattr(generation, "HEAD_CHUNK", 5)
+    picked = greedy_tokens(head, hidden)
+    assert picked.tolist() == head(hidden).argmax(dim=-1).tolist() == [3] * 6
+    with torch.no_grad():
+        head.bias.zero_()
+    assert greedy_tokens(head, hidden).tolist() == head(hidden).argmax(dim=-1).tolist()

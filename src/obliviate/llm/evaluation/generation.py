@@ -43,9 +43,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from obliviate.core.errors import ConfigError
 from obliviate.llm.data.formatting import PromptFormat, encode_prompt
+from obliviate.llm.evaluation.llama_steps import llama_steps
 from obliviate.llm.evaluation.prompt_cache import (
     PrefixCache,
     PromptStates,
@@ -66,6 +68,15 @@ KV_BUDGET_BYTES = 2 * 1024**3
 """A decoding batch's KV cache stays under this (rows are cut to fit)."""
 PREFILL_TOKENS = 4096
 """Most tokens (rows x longest row) per prefill forward pass."""
+HEAD_CHUNK = 1024
+"""Vocabulary rows of the LM head per product in :func:`greedy_tokens` (on SmolLM2, 160 rows,
+one thread: 68 GFLOP/s against 41 for the whole head at once)."""
+COPY_FLOPS_PER_BYTE = 10
+"""What copying a byte of KV cache costs, in FLOPs of the decoding step's matrix multiplies
+(~50 GFLOP/s against ~5 GB/s of copying on a CPU core)."""
+FAST_STEPS = True
+"""Decode Llama-architecture models with :mod:`~obliviate.llm.evaluation.llama_steps` (off:
+every model through its own forward)."""
 
 
 @dataclass
@@ -82,6 +93,9 @@ class GenerationStats:
     generated_tokens: int = 0
     forward_calls: int = 0
     seconds: float = 0.0
+    decoder: str = ""
+    """The decoding steps last used: ``"llama"`` (:mod:`~obliviate.llm.evaluation.llama_steps`)
+    or ``"forward"`` (the model's own forward)."""
 
     def account(self, forward: int, padding: int, head: int, rows: int = 1) -> None:
         self.prefill_tokens += forward
@@ -119,6 +133,70 @@ class _StopStrings:
         return self.criteria(rows, None).tolist()
 
 
+class _BodySteps:
+    """Decoding steps through the model's own forward (any model whose attention takes a custom
+    mask): a cache of preallocated buffers and an additive mask over its real positions."""
+
+    name = "forward"
+
+    def __init__(self, body: Any, states: PromptStates, steps: int) -> None:
+        n, width = states.valid.shape
+        self.body = body
+        self.cache = buffered_cache(states.kv, width + steps)
+        self.valid = torch.ones((n, width + steps), dtype=torch.bool, device=states.valid.device)
+        self.valid[:, :width] = states.valid
+        self.seen = width
+        self.dtype = states.last.dtype
+        self.row_bytes = (width + steps) * sum(k[0, :, 0].numel() * k.element_size()
+                                               + v[0, :, 0].numel() * v.element_size()
+                                               for k, v in states.kv)
+
+    def kv_bytes(self) -> int:
+        return self.valid.shape[0] * self.row_bytes
+
+    def select(self, index: torch.Tensor) -> None:
+        self.cache.batch_select_indices(index)
+        self.valid = self.valid.index_select(0, index)
+
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.seen += 1
+        seen = self.valid[:, :self.seen]
+        mask = torch.zeros((seen.shape[0], 1, 1, seen.shape[1]), dtype=self.dtype,
+                           device=seen.device)
+        mask.masked_fill_(~seen[:, None, None, :], torch.finfo(self.dtype).min)
+        hidden, self.cache = run_body(self.body, tokens[:, None], positions[:, None], mask=mask,
+                                      cache=self.cache)
+        return hidden[:, -1]
+
+
+def _stepper(body: Any, states: PromptStates, steps: int) -> Any:
+    """The Llama steps of :mod:`~obliviate.llm.evaluation.llama_steps` where they apply (and
+    :data:`FAST_STEPS` is on), else the model's forward."""
+    fast = llama_steps(body, states.kv, states.valid, steps) if FAST_STEPS else None
+    return fast if fast is not None else _BodySteps(body, states, steps)
+
+
+def greedy_tokens(head: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """``head(hidden).argmax(-1)`` a vocabulary slice at a time (:data:`HEAD_CHUNK` rows of the
+    head's weight), keeping a running maximum: each slice's logits stay in the CPU cache, where
+    one ``[rows, vocabulary]`` product runs at ~60% of the speed (SmolLM2, BENCHMARKS.md). Ties
+    go to the lowest index, as ``argmax``."""
+    weight, bias = head.weight, head.bias
+    best_value = best_index = None
+    for start in range(0, weight.shape[0], HEAD_CHUNK):
+        stop = start + HEAD_CHUNK
+        value, index = F.linear(hidden, weight[start:stop],
+                                None if bias is None else bias[start:stop]).max(dim=-1)
+        if best_value is None or best_index is None:
+            best_value, best_index = value, index
+            continue
+        better = value > best_value
+        best_value = torch.where(better, value, best_value)
+        best_index = torch.where(better, index + start, best_index)
+    assert best_index is not None
+    return best_index
+
+
 def decode(body: Any, head: Any, states: PromptStates, budgets: Sequence[int],
            eos_ids: Sequence[int], prompts: Sequence[Sequence[int]] | None = None,
            stop: _StopStrings | None = None, stats: GenerationStats | None = None
@@ -126,63 +204,63 @@ def decode(body: Any, head: Any, states: PromptStates, budgets: Sequence[int],
     """Greedy continuations of prompts already in ``states`` (one per row, ``budgets[r]`` tokens
     at most), stopping a row at an end token (dropped from its output) or a stop string (kept).
 
-    ``prompts`` (each row's prompt ids) are needed only with ``stop``. Finished rows are
-    removed from the batch and its cache before the next step.
+    ``prompts`` (each row's prompt ids) are needed only with ``stop``. Finished rows leave the
+    batch and its cache once that is cheaper than carrying them (:func:`_drop_finished`).
     """
     n = len(budgets)
     device = states.valid.device
-    width = states.valid.shape[1]
-    steps = max(budgets)
-    dtype = states.last.dtype
     # the last token of the longest continuation is never fed back
-    cache = buffered_cache(states.kv, width + steps - 1)
-    valid = torch.ones((n, width + steps), dtype=torch.bool, device=device)
-    valid[:, :width] = states.valid
+    steps = _stepper(body, states, max(budgets) - 1)
+    row_flops = 2 * (sum(p.numel() for p in body.parameters()) + head.weight.numel())
     positions = torch.tensor(states.lengths, dtype=torch.long, device=device)
     eos = set(int(e) for e in eos_ids)
     out: list[list[int]] = [[] for _ in range(n)]
-    alive = list(range(n))
-    logits = head(states.last)
+    rows: list[int | None] = list(range(n))  # batch row -> output row; None: finished
+    tokens = greedy_tokens(head, states.last)
     if stats is not None:
         stats.head_positions += n
-    for step in range(steps):
-        tokens = logits.argmax(dim=-1)
-        keep: list[int] = []
-        finished_by_stop: list[bool] = []
+        stats.decoder = steps.name
+    for step in range(max(budgets)):
+        picked = tokens.tolist()
+        live = [(i, r) for i, r in enumerate(rows) if r is not None]
+        stopped: list[bool] = [False] * len(live)
         if stop is not None:
             assert prompts is not None
-            picked = tokens.tolist()
-            finished_by_stop = stop([list(prompts[r]) + out[r] + [picked[i]]
-                                     for i, r in enumerate(alive)])
-        for i, (r, token) in enumerate(zip(alive, tokens.tolist(), strict=True)):
-            if token in eos:
+            stopped = stop([list(prompts[r]) + out[r] + [picked[i]] for i, r in live])
+        for (i, r), ends in zip(live, stopped, strict=True):
+            if picked[i] in eos:
+                rows[i] = None
                 continue
-            out[r].append(token)
-            if len(out[r]) < budgets[r] and not (finished_by_stop and finished_by_stop[i]):
-                keep.append(i)
+            out[r].append(picked[i])
+            if len(out[r]) >= budgets[r] or ends:
+                rows[i] = None
         if stats is not None:
-            stats.generated_tokens += len(alive)
-        if not keep:
+            stats.generated_tokens += len(live)
+        kept = [i for i, r in enumerate(rows) if r is not None]
+        if not kept:
             break
-        if len(keep) < len(alive):
-            index = torch.tensor(keep, dtype=torch.long, device=device)
-            cache.batch_select_indices(index)
-            valid = valid.index_select(0, index)
+        left = max(budgets[r] - len(out[r]) for r in rows if r is not None)
+        if len(kept) < len(rows) and _drop_finished(len(rows) - len(kept), left, row_flops,
+                                                     steps.kv_bytes() * len(kept) // len(rows)):
+            index = torch.tensor(kept, dtype=torch.long, device=device)
+            steps.select(index)
             positions = positions.index_select(0, index)
             tokens = tokens.index_select(0, index)
-            alive = [alive[i] for i in keep]
-        m = len(alive)
-        seen = valid[:, :width + step + 1]
-        mask = torch.zeros((m, 1, 1, seen.shape[1]), dtype=dtype, device=device)
-        mask.masked_fill_(~seen[:, None, None, :], torch.finfo(dtype).min)
-        hidden, cache = run_body(body, tokens[:, None], (positions + step)[:, None], mask=mask,
-                                 cache=cache)
-        logits = head(hidden[:, -1])
+            rows = [rows[i] for i in kept]
+        hidden = steps(tokens, positions + step)
+        tokens = greedy_tokens(head, hidden)
         if stats is not None:
-            stats.decode_tokens += m
-            stats.head_positions += m
+            stats.decode_tokens += len(rows)
+            stats.head_positions += len(rows)
             stats.forward_calls += 1
     return out
+
+
+def _drop_finished(finished: int, steps_left: int, row_flops: int, copy_bytes: int) -> bool:
+    """Whether to remove ``finished`` rows from the batch now: carrying them costs ``row_flops``
+    per row and step for at most ``steps_left`` steps; removing them copies ``copy_bytes`` of
+    cache, counted as :data:`COPY_FLOPS_PER_BYTE` FLOPs a byte."""
+    return finished * steps_left * row_flops >= COPY_FLOPS_PER_BYTE * copy_bytes
 
 
 def greedy_generate_ids(model: Any, prompts: Sequence[Sequence[int]],
