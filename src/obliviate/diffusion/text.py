@@ -36,9 +36,10 @@ import torch
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.io import atomic_write_json, atomic_write_text
-from obliviate.diffusion.models import (
+from obliviate.diffusion.denoisers import (
     CONFIG,
     FORMAT,
+    RELOAD,
     LatentCodec,
     ModelConfig,
     PromptDenoiser,
@@ -399,3 +400,6 @@ def reload_text_pipeline(path: Path, info: dict[str, Any]) -> TextDenoiser:
     LatentCodec.forget(path / "vae")
     _TEXT.pop(str(path.resolve()), None)  # the folder may hold newer weights than last read
     return load_text_pipeline(config, int(info["num_classes"]), int(side), int(channels), path)
+
+
+RELOAD["text_pipeline"] = reload_text_pipeline
