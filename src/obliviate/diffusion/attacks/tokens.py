@@ -10,38 +10,21 @@ also reports the denoising loss on the concept's images under the plain prompt a
 learned one (same timesteps and noise): what the attack optimises, readable even where the
 judge cannot tell a small model's samples apart.
 
-``unlearndiffatk``     Zhang et al., "To Generate or Not? Safety-Driven Unlearned Diffusion
-                       Models Are Still Easy To Generate Unsafe Images ... For Now", ECCV 2024
-                       (github.com/OPTML-Group/Diffusion-MU-Attack): ``k`` vocabulary tokens
-                       prepended to the concept's own prompt. Defaults are the paper's
-                       protocol: k = 5 prefix tokens, 40 iterations at lr 0.01, a hard
-                       (discrete) prompt; one attack per concept prompt, probed with the
-                       probe's seed. The learning rate acts on token embeddings: it suits
-                       Stable Diffusion's CLIP (entries of std ~0.015); a vocabulary of
-                       larger embeddings needs a larger one. The paper's target images are
-                       the original model's generations for each prompt and seed; here they
-                       are the task's real forget images (the attacker's images of the
-                       concept).
-``concept_inversion``  Pham et al., "Circumventing Concept Erasure Methods for Text-to-Image
-                       Generative Models", ICLR 2024: textual inversion (Gal et al. 2023) of
-                       one new, continuous word embedding on the concept's images against the
-                       erased model, used in a prompt that does not name the concept
-                       (``"a photo of {}"``). Defaults: textual inversion's, lr 5e-3, batch 4,
-                       1,000 steps, started from the mean vocabulary embedding.
+One module per attack (:mod:`~obliviate.diffusion.attacks.unlearndiffatk`,
+:mod:`~obliviate.diffusion.attacks.concept_inversion`) sets the prompt template the tokens stand
+in and where they start.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
 from obliviate.core.recipe import StrictModel
-from obliviate.core.registry import ATTACKS
-from obliviate.diffusion.attacks import AttackContext, DiffusionAttack, mean, probe
-from obliviate.diffusion.data import to_tensor
+from obliviate.diffusion.attacks.base import AttackContext, DiffusionAttack, mean, probe
 from obliviate.diffusion.models import Denoiser
 from obliviate.diffusion.task import forget_classes
 
@@ -76,8 +59,7 @@ class TokenAttack(DiffusionAttack):
                               "(model.architecture=text_pipeline)")
         cfg = self.config
         labels = ctx.forget_labels()
-        x, y = to_tensor(ctx.task.forget.records[:cfg.images], model.device)
-        x = model.encode(x)
+        x, y = ctx.forget_images(model, cfg.images)
         gen = torch.Generator().manual_seed(ctx.seed)
         rates, curve = {}, []
         for c in forget_classes(ctx.task):
@@ -110,50 +92,3 @@ def concept_loss(model: Denoiser, x0: torch.Tensor, cond: torch.Tensor, seed: in
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
     pred = model(model.schedule.q_sample(x0, t, noise), t, cond.expand(len(x0), -1, -1))
     return float((pred - noise).pow(2).mean())
-
-
-class UnlearnDiffAtkConfig(TokenAttackConfig):
-    tokens: int = Field(default=5, ge=1, description="k adversarial tokens prepended")
-    steps: int = Field(default=40, ge=1)
-    """optimisation steps of the adversarial prompt tokens"""
-    learning_rate: float = Field(default=0.01, gt=0)
-    """learning rate of the adversarial prompt tokens"""
-    batch_size: int = Field(default=1, ge=1)
-    """concept images per optimisation step"""
-    hard: bool = True
-    """vocabulary tokens, the paper's adversarial prompt (false: free embeddings)"""
-
-
-@ATTACKS.register("unlearndiffatk", modality="diffusion")
-class UnlearnDiffAtk(TokenAttack):
-    """UnlearnDiffAtk: ``k`` hard prompt tokens prepended to the concept's prompt."""
-
-    config_class: ClassVar[type[StrictModel]] = UnlearnDiffAtkConfig
-    name: ClassVar[str] = "unlearndiffatk"
-
-    def template(self, model: Any, concept: int) -> str:
-        return "{} " + model.prompts[concept].replace("{}", "")
-
-    def start(self, model: Any, gen: torch.Generator) -> torch.Tensor:
-        table = model.text.token_table.weight
-        return table[torch.randint(0, len(table), (self.config.tokens,), generator=gen)]
-
-
-class ConceptInversionConfig(TokenAttackConfig):
-    template: str = Field(default="a photo of {}",
-                          description="the prompt the learned word stands in")
-
-
-@ATTACKS.register("concept_inversion", modality="diffusion")
-class ConceptInversion(TokenAttack):
-    """Concept inversion: a textual-inversion word for the erased concept."""
-
-    config_class: ClassVar[type[StrictModel]] = ConceptInversionConfig
-    name: ClassVar[str] = "concept_inversion"
-
-    def template(self, model: Any, concept: int) -> str:
-        return self.config.template
-
-    def start(self, model: Any, gen: torch.Generator) -> torch.Tensor:
-        table = model.text.token_table.weight
-        return table.mean(0, keepdim=True).expand(self.config.tokens, -1)
