@@ -36,3 +36,14 @@ def test_recipe_show_lists_every_key_with_type_value_and_default():
     assert lines["unlearn.method_args.esd_x.ddim_steps"].split()[2] == "25"
     assert "unlearn.method_args.uce.seed" in lines
     assert "attack.options.relearning.steps" in lines
+
+
+def test_a_methods_own_training_setting_is_shown_as_a_run_resolves_it():
+    """wmdp's recipe gives RMU its own learning rate in ``unlearn.method_args.rmu``: a training
+    setting for RMU alone, not an RMU hyperparameter, so `recipe show` lists RMU's settings
+    without refusing the key."""
+    result = CliRunner().invoke(app, ["recipe", "show", "wmdp"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert "unlearn.method_args.rmu.steering_coeff" in lines
+    assert "unlearn.method_args.rmu.learning_rate" not in lines

@@ -61,17 +61,16 @@ def describe(config: BaseModel, prefix: str = "") -> Iterator[tuple[str, str, st
 
 def method_sections(recipe: BaseModel) -> Iterator[tuple[str, str, str, str, str]]:
     """The hyperparameters of each method the recipe runs (``unlearn.method_args.<name>``)."""
-    from obliviate.core.registry import METHODS
-
     unlearn = getattr(recipe, "unlearn", None)
     if unlearn is None:
         return
     modality = getattr(recipe, "modality", "llm")
     importlib.import_module(f"obliviate.{modality}.methods")
+    pipeline = importlib.import_module(f"obliviate.{modality}.pipeline")
     for name in getattr(unlearn, "methods", []):
-        cls = METHODS.get(name, modality)
-        given = (getattr(unlearn, "method_args", {}) or {}).get(name, {})
-        config = cls.config_class.model_validate(given)
+        # as a run resolves it: an LLM method's training keys (wmdp's RMU learning_rate) are
+        # training settings, not the method's hyperparameters
+        cls, config = pipeline.method_config(recipe, name)
         key = f"unlearn.method_args.{name}"
         yield key, cls.__name__, "", "", f"{_doc(cls)} [{cls.paper}]"
         yield from describe(config, f"{key}.")
