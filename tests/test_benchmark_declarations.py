@@ -156,3 +156,16 @@ def test_run_benchmark_reads_the_record_in_order():
     assert run_benchmark(record, {"metadata": {"benchmark": "muse"}}) == "muse"
     assert run_benchmark({}, {"metadata": {"source": "synthetic"}}) == "synthetic"  # older runs
     assert run_benchmark({}, {}) is None
+
+
+def test_cli_tables_show_the_recipes_benchmark_headline():
+    from obliviate.cli.evaluate import recipe_headline
+    from obliviate.llm.benchmarks.muse import MuseSynthetic
+    from obliviate.llm.benchmarks.wmdp import Wmdp
+
+    assert recipe_headline(load_any_recipe("wmdp", [])) == Wmdp.headline_pairs()
+    assert recipe_headline(load_any_recipe("muse_synthetic", [])) == \
+        MuseSynthetic.headline_pairs()
+    demo = [key for _, key in recipe_headline(load_any_recipe("demo", []))]
+    assert "tofu/forget/truth_ratio" in demo and not any(k.startswith(("muse/", "mcq/"))
+                                                        for k in demo)

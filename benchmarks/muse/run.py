@@ -38,16 +38,11 @@ from common import (  # noqa: E402
 from obliviate.core.recipe import load_recipe  # noqa: E402
 from obliviate.core.requests import run_requests, run_scaling  # noqa: E402
 from obliviate.llm import pipeline  # noqa: E402
+from obliviate.llm.benchmarks.muse import MuseSynthetic  # noqa: E402
 from obliviate.llm.recipe import LLMRecipe  # noqa: E402
 
 PARTS = ("main", "requests", "scaling")
-COLUMNS = [  # (column, summary key, decimals)
-    ("VerbMem f ↓", "muse/verbmem_forget/verbmem", 1),
-    ("KnowMem f ↓", "muse/knowmem_forget_qa/knowmem", 1),
-    ("KnowMem r ↑", "muse/knowmem_retain_qa/knowmem", 1),
-    ("Min-40% AUC", "muse/privleak_forget/mia_min_k", 3),
-    ("PrivLeak (→0)", "muse/privleak_forget/privleak", 1),
-]
+COLUMNS = [(h.label, h.key, h.digits) for h in MuseSynthetic.headline]  # the declared ones
 SMOLLM2 = [  # SmolLM2 and a CPU-sized corpus and schedule (overrides after these win)
     "model.name_or_path=smollm2", "model.prompt_style=base", "model.max_length=192",
     "task.news.num_people=8", "task.news.forget_people=4", "task.news.holdout_people=4",

@@ -39,17 +39,11 @@ from common import (  # noqa: E402
 from obliviate.core.io import read_json  # noqa: E402
 from obliviate.core.recipe import load_recipe  # noqa: E402
 from obliviate.llm import pipeline  # noqa: E402
+from obliviate.llm.benchmarks.tofu import Tofu  # noqa: E402
 from obliviate.llm.recipe import LLMRecipe  # noqa: E402
 
 STAGES = ("finetune", "unlearn", "evaluate", "attack")
-METRICS = [  # (column, summary key, decimals)
-    ("forget Prob", "tofu/forget/prob", 3), ("forget ROUGE", "tofu/forget/rouge", 3),
-    ("forget TR", "tofu/forget/truth_ratio", 3), ("retain Prob", "tofu/retain/prob", 3),
-    ("retain ROUGE", "tofu/retain/rouge", 3), ("Model Utility", "tofu/model_utility", 3),
-    ("Forget Quality", "tofu/forget_quality", 3), ("MIA AUC (Min-K%)", "mia/forget/mia_min_k", 3),
-    ("PrivLeak (Min-K%)", "mia/forget/privleak_min_k", 1),
-    ("extraction", "memorization/forget/extraction_strength", 3),
-]
+METRICS = [(h.label, h.key, h.digits) for h in Tofu.headline]  # what the benchmark declares
 
 
 def metrics_table(summaries: dict[str, dict[str, float]], record: dict[str, Any]) -> str:

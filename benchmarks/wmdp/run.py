@@ -46,16 +46,16 @@ from lm_eval_tasks import FORGET_TASK, RETAIN_TASK, TASK, general_facts, write_t
 from obliviate.core.recipe import load_recipe  # noqa: E402
 from obliviate.core.task import UnlearningTask  # noqa: E402
 from obliviate.llm import pipeline  # noqa: E402
+from obliviate.llm.benchmarks.wmdp import Wmdp  # noqa: E402
 from obliviate.llm.recipe import LLMRecipe  # noqa: E402
 from obliviate.llm.task import build_task  # noqa: E402
 
 STAGES = ("finetune", "unlearn", "evaluate")
-METRICS = [  # (column, summary key, decimals)
+METRICS = [  # (column, summary key, decimals): this script's cloze tasks, then the declared ones
     ("forget-domain acc (cloze)", f"lm_eval/{FORGET_TASK}/acc", 3),
     ("retain-domain acc (cloze)", f"lm_eval/{RETAIN_TASK}/acc", 3),
     ("general facts acc (cloze)", f"lm_eval/{TASK}/acc", 3),
-    ("forget acc (letters)", "mcq/forget_mcq/mcq_acc", 3),
-    ("retain acc (letters)", "mcq/retain_mcq/mcq_acc", 3),
+    *[(f"{h.label} (letters)", h.key, h.digits) for h in Wmdp.headline],
 ]
 
 

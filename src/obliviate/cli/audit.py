@@ -189,8 +189,8 @@ def _how(info: dict[str, Any]) -> str:
 
 def format_audit(info: dict[str, Any]) -> str:
     """The human-readable audit summary."""
-    from obliviate.cli.common import pipeline_module
     from obliviate.cli.evaluate import format_summary
+    from obliviate.core.benchmark import headline
 
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     commands = info["commands"]
@@ -221,8 +221,8 @@ def format_audit(info: dict[str, Any]) -> str:
     if done:
         suites = sorted({s for e in info["evaluation"].values() for s in e.get("suites") or []})
         lines.append(f"  evaluation ({', '.join(suites)}):")
-        headline = pipeline_module(info["modality"] or "llm").HEADLINE
-        lines += [f"    {row}" for row in format_summary(done, headline).splitlines()]
+        shown = headline(info["modality"] or "llm", oracle.get("benchmark"))
+        lines += [f"    {row}" for row in format_summary(done, shown).splitlines()]
     else:
         lines.append("  no evaluation recorded")
     if info["attacks"]:

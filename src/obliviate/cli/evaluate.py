@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,9 +74,16 @@ def run_eval(
     summaries = pipeline.evaluate_stage(config, run, task, model or None, force=force)
     write_run_cards(run.root, run.read_record())  # the model cards show the new metrics
     log_stages(run, log_with, ("eval",))
-    typer.echo(format_summary(summaries, pipeline.HEADLINE))
+    typer.echo(format_summary(summaries, recipe_headline(config)))
     echo_warnings(run)
     typer.echo(f"results: {run.root / 'eval'}")
+
+
+def recipe_headline(config: Any) -> list[tuple[str, str]]:
+    """The headline numbers ``(label, summary key)`` the recipe's benchmark declares."""
+    from obliviate.core.benchmark import headline
+
+    return headline(config.modality, config.task.benchmark)
 
 
 def echo_warnings(run) -> None:
@@ -90,7 +97,7 @@ def echo_warnings(run) -> None:
 def format_summary(summaries: dict[str, dict[str, float]],
                    headline: list[tuple[str, str]]) -> str:
     """A fixed-width table of the ``headline`` numbers (label, summary key) of each model; the
-    modality's pipeline says which numbers those are (``pipeline.HEADLINE``)."""
+    run's benchmark says which numbers those are (:func:`recipe_headline`)."""
     present = [(label, key) for label, key in headline
                if any(key in s for s in summaries.values())]
     width = max([len(n) for n in summaries] + [5]) + 2

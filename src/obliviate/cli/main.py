@@ -237,7 +237,7 @@ def demo(
     any key can be overridden, e.g. `obliviate demo unlearn.methods=[npo]`.
     """
     from obliviate.cli.demo import run_seeds
-    from obliviate.cli.evaluate import echo_warnings, format_summary
+    from obliviate.cli.evaluate import echo_warnings, format_summary, recipe_headline
     from obliviate.cli.report import format_verdict
     from obliviate.core.report import write_report
 
@@ -254,7 +254,7 @@ def demo(
     write_run_cards(run.root, run.read_record())
     log_stages(run, log_with, ("unlearn", "eval", "attack"))
     html, data = write_report(run.root)
-    typer.echo(format_summary(summaries, pipeline.HEADLINE))
+    typer.echo(format_summary(summaries, recipe_headline(config)))
     echo_warnings(run)
     typer.echo(format_attacks(attacks))
     typer.echo(format_verdict(data))

@@ -13,11 +13,21 @@ from obliviate.core.task import DataSplit, UnlearningTask
 QA_SUITES = ("tofu", "mia", "memorization")
 QA_HEADLINE = (
     Headline("forget Prob", "tofu/forget/prob"), Headline("forget ROUGE", "tofu/forget/rouge"),
+    Headline("forget TR", "tofu/forget/truth_ratio"),
     Headline("retain Prob", "tofu/retain/prob"), Headline("retain ROUGE", "tofu/retain/rouge"),
     Headline("Utility", "tofu/model_utility"), Headline("Forget Q.", "tofu/forget_quality"),
-    Headline("MIA AUC", "mia/forget/mia_min_k"), Headline("PrivLeak", "mia/forget/privleak_min_k"),
+    Headline("MIA AUC", "mia/forget/mia_min_k"),
+    Headline("PrivLeak", "mia/forget/privleak_min_k", 1),
     Headline("Extraction", "memorization/forget/extraction_strength"),
 )
+"""The columns every table of a TOFU-style run shows first (the CLI's, ``benchmarks/tofu``'s)."""
+TEXT_HEADLINE = (
+    Headline("VerbMem f ↓", "muse/verbmem_forget/verbmem", 1),
+    Headline("Min-40% AUC", "muse/privleak_forget/mia_min_k"),
+    Headline("PrivLeak (→0)", "muse/privleak_forget/privleak", 1),
+    Headline("retain exact mem.", "memorization/retain/exact_memorization"),
+)
+"""MUSE's numbers on a plain-text forget set, and the retain documents' memorisation."""
 _QA_FORGET = ("tofu/forget/prob", "tofu/forget/rouge", "tofu/forget/truth_ratio",
               "mia/forget/mia_min_k", "memorization/forget/extraction_strength")
 QA_AXES = {

@@ -13,7 +13,9 @@ from obliviate.core.registry import BENCHMARKS
 from obliviate.core.task import DataSplit, UnlearningTask
 from obliviate.llm.benchmarks.base import (
     QA_AXES,
+    QA_HEADLINE,
     TEXT_AXES,
+    TEXT_HEADLINE,
     LLMBenchmark,
     chain,
     suites_for_data,
@@ -49,6 +51,7 @@ class Jsonl(LLMBenchmark):
     config_class = JsonlConfig
     splits = {"forget": "forget", "retain": "retain", "holdout": "holdout"}
     axes = chain(QA_AXES, TEXT_AXES)  # questions and answers, or plain-text documents
+    headline = (*QA_HEADLINE, *TEXT_HEADLINE)
     oracle = "the target's base model fine-tuned on the retain file only"
 
     def default_evaluation(self, task: UnlearningTask

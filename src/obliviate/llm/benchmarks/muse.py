@@ -22,17 +22,16 @@ from obliviate.core.benchmark import Headline
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import BENCHMARKS
 from obliviate.core.task import DataSplit, UnlearningTask
-from obliviate.llm.benchmarks.base import LLMBenchmark
+from obliviate.llm.benchmarks.base import TEXT_HEADLINE, LLMBenchmark
 from obliviate.llm.data.muse import HUB_IDS, load_muse
 from obliviate.llm.data.synthetic_news import SyntheticNewsConfig, generate_synthetic_news
 
 MUSE_SUITES = ("muse",)
 MUSE_HEADLINE = (
-    Headline("VerbMem f", "muse/verbmem_forget/verbmem", 1),
-    Headline("KnowMem f", "muse/knowmem_forget_qa/knowmem", 1),
-    Headline("KnowMem r", "muse/knowmem_retain_qa/knowmem", 1),
-    Headline("MIA AUC", "muse/privleak_forget/mia_min_k"),
-    Headline("PrivLeak", "muse/privleak_forget/privleak", 1),
+    TEXT_HEADLINE[0],  # VerbMem on the forget articles
+    Headline("KnowMem f ↓", "muse/knowmem_forget_qa/knowmem", 1),
+    Headline("KnowMem r ↑", "muse/knowmem_retain_qa/knowmem", 1),
+    *TEXT_HEADLINE[1:3],  # the Min-K% AUC and PrivLeak
 )
 MUSE_AXES = {
     "forgetting": ("close(muse/*/verbmem, muse/knowmem_forget_qa/knowmem, muse/*/mia_min_k)",
