@@ -54,6 +54,7 @@ from obliviate.llm.evaluation.prompt_cache import (
     body_and_head,
     buffered_cache,
     float_dtype,
+    keep_rows,
     kv_bytes_per_token,
     prefill,
     run_body,
@@ -71,9 +72,6 @@ PREFILL_TOKENS = 4096
 HEAD_CHUNK = 1024
 """Vocabulary rows of the LM head per product in :func:`greedy_tokens` (on SmolLM2, 160 rows,
 one thread: 68 GFLOP/s against 41 for the whole head at once)."""
-COPY_FLOPS_PER_BYTE = 10
-"""What copying a byte of KV cache costs, in FLOPs of the decoding step's matrix multiplies
-(~50 GFLOP/s against ~5 GB/s of copying on a CPU core)."""
 FAST_STEPS = True
 """Decode Llama-architecture models with :mod:`~obliviate.llm.evaluation.llama_steps` (off:
 every model through its own forward)."""
@@ -147,16 +145,10 @@ class _BodySteps:
         self.valid[:, :width] = states.valid
         self.seen = width
         self.dtype = states.last.dtype
-        self.row_bytes = (width + steps) * sum(k[0, :, 0].numel() * k.element_size()
-                                               + v[0, :, 0].numel() * v.element_size()
-                                               for k, v in states.kv)
-
-    def kv_bytes(self) -> int:
-        return self.valid.shape[0] * self.row_bytes
 
     def select(self, index: torch.Tensor) -> None:
         self.cache.batch_select_indices(index)
-        self.valid = self.valid.index_select(0, index)
+        self.valid = keep_rows(self.valid, index)
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         self.seen += 1
@@ -205,13 +197,13 @@ def decode(body: Any, head: Any, states: PromptStates, budgets: Sequence[int],
     at most), stopping a row at an end token (dropped from its output) or a stop string (kept).
 
     ``prompts`` (each row's prompt ids) are needed only with ``stop``. Finished rows leave the
-    batch and its cache once that is cheaper than carrying them (:func:`_drop_finished`).
+    batch and its cache before the next step: rows from the back of the batch take their
+    places, so only those rows' caches are copied.
     """
     n = len(budgets)
     device = states.valid.device
     # the last token of the longest continuation is never fed back
     steps = _stepper(body, states, max(budgets) - 1)
-    row_flops = 2 * (sum(p.numel() for p in body.parameters()) + head.weight.numel())
     positions = torch.tensor(states.lengths, dtype=torch.long, device=device)
     eos = set(int(e) for e in eos_ids)
     out: list[list[int]] = [[] for _ in range(n)]
@@ -236,12 +228,10 @@ def decode(body: Any, head: Any, states: PromptStates, budgets: Sequence[int],
                 rows[i] = None
         if stats is not None:
             stats.generated_tokens += len(live)
-        kept = [i for i, r in enumerate(rows) if r is not None]
+        kept = _refill(rows)
         if not kept:
             break
-        left = max(budgets[r] - len(out[r]) for r in rows if r is not None)
-        if len(kept) < len(rows) and _drop_finished(len(rows) - len(kept), left, row_flops,
-                                                     steps.kv_bytes() * len(kept) // len(rows)):
+        if len(kept) < len(rows):
             index = torch.tensor(kept, dtype=torch.long, device=device)
             steps.select(index)
             positions = positions.index_select(0, index)
@@ -256,11 +246,16 @@ def decode(body: Any, head: Any, states: PromptStates, budgets: Sequence[int],
     return out
 
 
-def _drop_finished(finished: int, steps_left: int, row_flops: int, copy_bytes: int) -> bool:
-    """Whether to remove ``finished`` rows from the batch now: carrying them costs ``row_flops``
-    per row and step for at most ``steps_left`` steps; removing them copies ``copy_bytes`` of
-    cache, counted as :data:`COPY_FLOPS_PER_BYTE` FLOPs a byte."""
-    return finished * steps_left * row_flops >= COPY_FLOPS_PER_BYTE * copy_bytes
+def _refill(rows: list[int | None]) -> list[int]:
+    """The batch rows to keep, in their new order: the live rows of the front keep their places
+    and the finished ones there are replaced by live rows from the back."""
+    live = [i for i, r in enumerate(rows) if r is not None]
+    m = len(live)
+    holes = [i for i in range(m) if rows[i] is None]
+    order = list(range(m))
+    for hole, source in zip(holes, [i for i in live if i >= m], strict=True):
+        order[hole] = source
+    return order
 
 
 def greedy_generate_ids(model: Any, prompts: Sequence[Sequence[int]],

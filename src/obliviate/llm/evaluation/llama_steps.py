@@ -29,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from obliviate.llm.evaluation.prompt_cache import keep_rows
+
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
 
@@ -142,15 +144,11 @@ class LlamaSteps:
         self.mask = torch.zeros((n, capacity), dtype=dtype, device=valid.device)
         self.mask[:, :self.length].masked_fill_(~valid[:, p:], torch.finfo(dtype).min)
 
-    def kv_bytes(self) -> int:
-        """Bytes of the per-row buffers (what removing rows copies)."""
-        return sum(b.numel() * b.element_size() for b in self.keys + self.values)
-
     def select(self, index: torch.Tensor) -> None:
-        """Keep the rows ``index`` (in that order)."""
-        self.keys = [b.index_select(0, index) for b in self.keys]
-        self.values = [b.index_select(0, index) for b in self.values]
-        self.mask = self.mask.index_select(0, index)
+        """Keep the rows ``index`` (in that order; rows that keep their place are not copied)."""
+        self.keys = [keep_rows(b, index) for b in self.keys]
+        self.values = [keep_rows(b, index) for b in self.values]
+        self.mask = keep_rows(self.mask, index)
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Final hidden states ``[rows, hidden]`` of ``tokens`` (``[rows]``) at ``positions``."""

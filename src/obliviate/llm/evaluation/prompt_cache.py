@@ -151,12 +151,22 @@ def buffered_cache(kv: KV, capacity: int) -> Any:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            self.buffers = [b.index_select(0, indices) for b in self.buffers]
+            self.buffers = [keep_rows(b, indices) for b in self.buffers]
             self._view()
 
     cache = DynamicCache()
     cache.layers = [BufferedLayer(k, v) for k, v in kv]
     return cache
+
+
+def keep_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``x.index_select(0, index)``, computed in ``x``'s own storage: only the rows that change
+    place are copied (rows removed near the front are refilled from the back), and the result
+    is a view of ``x``'s first ``len(index)`` rows. ``x`` is overwritten."""
+    moved = (index != torch.arange(len(index), device=index.device)).nonzero().flatten()
+    if len(moved):
+        x[moved] = x[index[moved]]
+    return x[:len(index)]
 
 
 # -- masks and batching ---------------------------------------------------------------------------
@@ -382,6 +392,7 @@ def float_dtype(model: Any) -> torch.dtype:
 
 
 __all__ = ["MIN_SHARED_PREFIX", "PrefixCache", "PromptStates", "body_and_head", "buffered_cache",
-           "cache_kv", "common_prefix", "float_dtype", "kv_bytes_per_token", "length_batches",
+           "cache_kv", "common_prefix", "float_dtype", "keep_rows", "kv_bytes_per_token",
+           "length_batches",
            "make_cache", "merge_states", "prefill", "prefix_mask", "run_body",
            "takes_custom_masks"]
