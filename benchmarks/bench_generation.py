@@ -81,7 +81,8 @@ def main() -> None:
     parser.add_argument("--hf-batch", type=int, default=32)
     parser.add_argument("--batch-sizes", default="64",
                         help="obliviate decoding batch sizes to time, comma-separated")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                        help="torch threads (default: OMP_NUM_THREADS, else 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -147,7 +148,7 @@ def main() -> None:
         if stats is not None:
             print(f"\n{name} ({how}): prefill {stats.prefill_tokens:,} body tokens "
                   f"({stats.padding_tokens:,} padding), {stats.decode_tokens:,} decoded, "
-                  f"{stats.forward_calls} forward calls")
+                  f"{stats.forward_calls} forward calls, decoding steps: {stats.decoder}")
     print(f"\ncommand: OMP_NUM_THREADS={args.threads} .venv/bin/python "
           f"benchmarks/bench_generation.py --questions {args.questions} --max-new-tokens "
           f"{args.max_new_tokens} --hf-batch {args.hf_batch} --batch-sizes {args.batch_sizes}")
