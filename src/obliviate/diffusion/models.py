@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from obliviate.core.errors import ModelLoadError
@@ -110,7 +109,3 @@ def save_denoiser(model: Denoiser, path: str | Path, extra: dict[str, Any] | Non
             "image_size": model.image_size, "in_channels": model.in_channels,
             **model.extra_config(), **(extra or {})})
     return path
-
-
-def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
