@@ -169,3 +169,14 @@ def test_cli_tables_show_the_recipes_benchmark_headline():
     demo = [key for _, key in recipe_headline(load_any_recipe("demo", []))]
     assert "tofu/forget/truth_ratio" in demo and not any(k.startswith(("muse/", "mcq/"))
                                                         for k in demo)
+
+
+def test_a_run_naming_no_benchmark_gets_every_registered_ones_axes(custom, tmp_path):
+    # an older run, or a task built in Python: the modality's benchmarks' axes, in name order
+    _, json_path = write_report(write_run(tmp_path / "run", None))
+    data = json.loads(json_path.read_text())
+    forgetting = data["axes"]["expressions"]["forgetting"]
+    assert forgetting.index("close(custom/forget/score)") < forgetting.index(
+        "close(tofu/forget/prob)")  # custom_axes sorts before synthetic and tofu
+    assert data["axes"]["used"]["unlearned/npo"]["forgetting"] == "close(custom/forget/score)"
+    assert data["benchmark"]["benchmark"] is None and data["benchmark"]["expected"] is None
