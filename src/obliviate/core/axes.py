@@ -1,4 +1,5 @@
-"""Which metrics are "forgetting", "utility" and "robustness": a small, documented mapping.
+"""Score expressions: how the metrics a benchmark declares become the "forgetting", "utility"
+and "robustness" axes of the report.
 
 The yardstick of unlearning is the oracle, the model trained without the forget set. Both
 failing directions count: a model that keeps the forget set (under-forgetting) and one pushed
