@@ -181,3 +181,17 @@ def test_llm_attack_on_copies(facts, tiny_tokenizer, empty_cwd):
                          retain=rows(facts, "retain"), attacks=["quantization"],
                          options={"quantisation": {}})
     assert os.listdir(empty_cwd) == []
+
+
+def test_llm_default_suites_follow_the_data(tiny_tokenizer, empty_cwd):
+    """Plain-text documents get MUSE's VerbMem, not TOFU's question metrics, and a task without
+    a holdout split no MIA; what was left out is said, with the reason."""
+    docs = [{"text": f"Document {i} tells how the river town of Vell{i} was founded in "
+                     f"{1700 + i} by traders from the north."} for i in range(6)]
+    model = tiny_llama(tiny_tokenizer, TINY)
+    scores = obliviate.evaluate(model, tiny_tokenizer, forget=docs[:3], retain=docs[3:],
+                                options={"muse": {"excerpt_prompt_tokens": 4,
+                                                  "verbmem_max_new_tokens": 4}})
+    assert set(scores.suites) == {"muse", "memorization"}
+    assert set(scores.left_out) == {"tofu", "mia"} and "holdout" in scores.left_out["mia"]
+    assert "muse/verbmem_forget/verbmem" in scores.summary

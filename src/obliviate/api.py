@@ -36,9 +36,6 @@ from obliviate.core.task import DataSplit, UnlearningTask
 __all__ = ["AttackReport", "EvaluationResult", "Report", "UnlearnResult", "attack", "evaluate",
            "report", "unlearn"]
 
-DEFAULT_LLM_SUITES = ("tofu", "mia", "memorization")
-
-
 # ------------------------------------------------------------------------------------------------
 # Typed results
 # ------------------------------------------------------------------------------------------------
@@ -141,6 +138,8 @@ class EvaluationResult(_Table):
     oracle: EvaluationResult | None = field(default=None, repr=False)
     seconds: float | None = None
     modality: str = "llm"
+    left_out: dict[str, str] = field(default_factory=dict)
+    """default suites that do not apply to the data given -> why (``suites=None`` only)"""
 
     @property
     def summary(self) -> dict[str, float]:
@@ -151,12 +150,11 @@ class EvaluationResult(_Table):
         return self.summary[key]
 
     def headline(self) -> dict[str, float]:
-        """The numbers the modality's tables show first (``pipeline.HEADLINE``), when present."""
-        try:
-            keys = [key for _, key in importlib.import_module(
-                f"obliviate.{self.modality}.pipeline").HEADLINE]
-        except (ImportError, AttributeError):
-            keys = []
+        """The numbers the modality's tables show first (the headline its benchmarks declare,
+        :func:`obliviate.core.benchmark.headline`), when present."""
+        from obliviate.core.benchmark import headline
+
+        keys = [key for _, key in headline(self.modality)]
         summary = self.summary
         return {k: summary[k] for k in keys if k in summary}
 
@@ -534,7 +532,9 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
              **splits: Any) -> EvaluationResult:
     """Evaluate ``model`` on the forget and retain data (and ``holdout``, other named splits).
 
-    LLM suites default to TOFU, MIA (needs ``holdout``) and memorisation; ``options`` maps a
+    LLM suites default to what applies to the data: TOFU (question-answer records) or MUSE's
+    VerbMem (plain ``{"text"}`` documents), MIA (needs ``holdout``) and memorisation; the
+    defaults that do not apply are in ``left_out`` with the reason. ``options`` maps a
     suite to its options (``{"tofu": {"max_new_tokens": 32}}``). Diffusion evaluates with a
     ``judge`` classifier (trained on forget ∪ retain when not given). ``oracle`` is the
     oracle's :class:`EvaluationResult` or the oracle model itself (evaluated first): it adds
@@ -557,13 +557,17 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
                           options=options, judge=judge, name="oracle", seed=seed,
                           **{k: v for k, v in task.eval_splits.items() if k != "holdout"})
     runner = importlib.import_module(f"obliviate.{modality}.runner")
+    left_out: dict[str, str] = {}
     if modality == "llm":
-        chosen = list(suites or [s for s in DEFAULT_LLM_SUITES
-                                 if s != "mia" or "holdout" in task.eval_splits])
-        inputs = {}
-        if oracle is not None:
-            inputs = {k: oracle.suites[s] for k, s in (("oracle", "tofu"), ("oracle_mia", "mia"))
-                      if s in oracle.suites}
+        from obliviate.llm.benchmarks.base import suites_for_data
+
+        if suites is None:  # what applies to the data given, as for a recipe's own data
+            chosen, defaults, left_out = suites_for_data(task)
+            options = {**defaults, **dict(options or {})}
+        else:
+            chosen = list(suites)
+        # each suite's metrics read the oracle's result of that suite, as in a run
+        inputs = {"oracle_results": dict(oracle.suites)} if oracle is not None else {}
         (outputs, _), _ = runner.evaluate(
             model, tokenizer, _llm_format(tokenizer, fmt), task, suites=chosen, options=options,
             name=name, seed=seed, inputs=inputs, out_dir=output_dir)
@@ -578,7 +582,7 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
             oracle=oracle.suites.get(SUITE) if oracle is not None else None,
             out_dir=output_dir)[0]}
     result = EvaluationResult(name, results, oracle, seconds=time.perf_counter() - start,
-                              modality=modality)
+                              modality=modality, left_out=left_out)
     if log_with:
         from obliviate.core.tracking import log_metrics
 
