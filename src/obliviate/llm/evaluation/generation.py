@@ -16,10 +16,17 @@ work:
   <obliviate.llm.evaluation.scorer.AnswerScorer.score>` continues greedily from the KV cache the
   scorer already built for a question's prompt;
 * **finished rows leave the batch**: a row that emits an end token, reaches its own budget or
-  completes a stop string is dropped before the next step (its cache rows too);
-* **the LM head at the last position only**, and new keys and values written in place into
-  preallocated buffers (:func:`~obliviate.llm.evaluation.prompt_cache.buffered_cache`) where
-  ``DynamicCache`` copies the whole cache at every step.
+  completes a stop string is dropped before the next step (its cache rows too: a row from the
+  back of the batch moves into its place, so nothing else is copied);
+* **the LM head at the last position only**, its argmax a vocabulary slice at a time
+  (:func:`greedy_tokens`), and new keys and values written in place into preallocated buffers
+  (:func:`~obliviate.llm.evaluation.prompt_cache.buffered_cache`) where ``DynamicCache`` copies
+  the whole cache at every step;
+* **Llama-architecture decoding steps without the transformers forward**
+  (:mod:`~obliviate.llm.evaluation.llama_steps`): the shared prefix's keys and values held once
+  for the whole batch (cascade attention), grouped-query attention without copies, no mask
+  rebuilt per step. Other architectures and LoRA-wrapped projections step through the model's
+  own forward.
 
 API, for callers that generate (MUSE VerbMem/KnowMem, attacks, probes)::
 
@@ -437,4 +444,4 @@ def _cut_at_stop(new: list[int], prompt: Sequence[int], stop_strings: Sequence[s
 
 
 __all__ = ["DEFAULT_BATCH_SIZE", "GenerationStats", "decode", "decode_texts", "eos_token_ids",
-           "greedy_generate", "greedy_generate_ids", "pad_id"]
+           "greedy_generate", "greedy_generate_ids", "greedy_tokens", "pad_id"]

@@ -125,7 +125,7 @@ class LlamaSteps:
         self.groups = self.heads // self.kv_heads
         self.prefix = shared_prefix(kv, valid)
         n, _, width, self.dim = kv[0][0].shape
-        self.scale = self.body.layers[0].self_attn.scaling
+        self.scale = getattr(body.layers[0].self_attn, "scaling", self.dim ** -0.5)
         p = self.prefix
         self.prefix_keys = [k[0, :, :p].transpose(1, 2).contiguous() for k, _ in kv]
         self.prefix_values = [v[0, :, :p].contiguous() for _, v in kv]
