@@ -107,6 +107,9 @@ def test_plain_text_documents_get_verbmem_mia_and_memorisation(text_run):
     sample = report["samples"]["unlearned/grad_ascent"][0]
     assert sample.keys() == {"prompt", "reference", "generation"}
     assert "evaluation (memorization, mia, muse)" in audit and "VerbMem f" in audit
+    # the suite the data could not have is recorded as not run, with the reason
+    assert "plain text" in stages["eval_target"]["left_out"]["tofu"]
+    assert "not run: tofu: the forget set is plain text" in audit
 
 
 def test_questions_without_tofu_fields_get_tofu_with_forget_quality_skipped(qa_run):

@@ -81,7 +81,8 @@ def audit_record(run_dir: str | Path, verify: bool = False) -> dict[str, Any]:
                                   .get("sha256") if forget else None)}
     evaluation = {name.removeprefix("eval_"): {
         "status": stage.get("status"), "suites": stage.get("suites"),
-        "options": stage.get("options"), "weights_sha256": stage.get("weights_sha256"),
+        "left_out": stage.get("left_out") or {}, "options": stage.get("options"),
+        "weights_sha256": stage.get("weights_sha256"),
         "finished": stage.get("updated"), "summary": stage.get("summary") or {}}
         for name, stage in stages.items() if name.startswith("eval_")}
     attacks: dict[str, dict[str, Any]] = {}
@@ -221,6 +222,9 @@ def format_audit(info: dict[str, Any]) -> str:
     if done:
         suites = sorted({s for e in info["evaluation"].values() for s in e.get("suites") or []})
         lines.append(f"  evaluation ({', '.join(suites)}):")
+        left_out = {s: why for e in info["evaluation"].values()
+                    for s, why in (e.get("left_out") or {}).items()}
+        lines += [f"    not run: {suite}: {why}" for suite, why in sorted(left_out.items())]
         shown = headline(info["modality"] or "llm", oracle.get("benchmark"))
         lines += [f"    {row}" for row in format_summary(done, shown).splitlines()]
     else:

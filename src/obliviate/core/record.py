@@ -122,6 +122,8 @@ class EvalRecord(StageRecord):
     weights_sha256: str | None = None
     summary: dict[str, Number] | None = None
     suites: list[str] | None = None
+    left_out: dict[str, str] | None = Field(
+        default=None, description="default suites that do not apply to the task's data -> why")
     options: Json | None = None
     samples: str | None = None
 

@@ -182,7 +182,8 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
             provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
                         # oracle logs are artefacts reused by later runs
                         "obliviate": environment_info()["obliviate"], "task": task.name},
-            record={"model": str(path), "weights_sha256": weights_sha256(path)})
+            record={"model": str(path), "weights_sha256": weights_sha256(path),
+                    **({"left_out": left_out} if left_out else {})})
         summaries[name] = runner.summary(outputs)
     return summaries
 
