@@ -46,8 +46,8 @@ FAST = {
     "salun": {"steps": 30, "learning_rate": 2e-3, "batch_size": 4, "alpha": 1.0},
     "concept_ablation": {"steps": 40, "learning_rate": 1e-2, "batch_size": 8},
     "forget_me_not": {"steps": 20, "learning_rate": 5e-3, "batch_size": 4, "parameters": "kv"},
-    "selective_amnesia": {"steps": 20, "learning_rate": 2e-3, "batch_size": 4,
-                          "fisher_samples": 4, "fisher_timesteps": 20, "replay_per_class": 8,
+    "selective_amnesia": {"steps": 100, "learning_rate": 5e-4, "batch_size": 4,
+                          "fisher_samples": 4, "fisher_timesteps": 20, "replay_per_class": 32,
                           "sample_steps": 10},
     "erasediff": {"steps": 30, "learning_rate": 2e-3, "batch_size": 4},
 }
@@ -176,12 +176,19 @@ def test_the_pipeline_loads_as_one_text_conditioned_model(setup):
     assert not any("text" in n for n, _ in model.named_parameters())
 
 
-APART = {  # measured on this pipeline; strict: a fix that makes them pass shows up
+# Forget-Me-Not, measured on this pipeline (erased vs kept prompt's rise): the one-layer random
+# text encoder reads the character-level vocabulary context-free (the states of the 'c' and
+# 'h</w>' of "church" and of "tench" have cosine >= 0.99), and masking the attention on all of
+# "church"'s letters, what re-steering aims at, raises its loss by only +0.58%. Re-steering only
+# the letters "tench" lacks ('u', 'r') moves both alike too (+0.7% vs +0.7%, kv, 20 steps at
+# 1e-2). It separates where the concept is its own token: with whole-word tokens ("church</w>")
+# +2.3% vs +0.2% at the same settings, and beside a kept word sharing no letter ("mink") +1.7% vs
+# +0.3%, but not beside "golf ball" (+0.5% vs +0.8%), whose letters are the template's.
+APART = {  # strict: a fix that makes them pass shows up
     "forget_me_not": "moves both prompts alike here: +0.3% vs +0.2% (kv, 20 steps), +22.7% vs "
-                     "+17.1% (all of attn2, 40 steps at 1e-2): the letters of 'church' and "
-                     "'tench' are the same tokens, so silencing one silences the other",
-    "selective_amnesia": "moves the kept prompt more: +24.3% vs +30.3% (replay of 8 samples "
-                         "per class from a model this small does not protect the kept prompt)",
+                     "+17.1% (all of attn2, 40 steps at 1e-2): 'church' and 'tench' are "
+                     "letters of a character-level vocabulary read context-free, sharing 'c' "
+                     "and 'h</w>'; silencing one moves the other (see above)",
 }
 
 

@@ -113,14 +113,16 @@ def sample_cond(model: Denoiser, cond: torch.Tensor, null: torch.Tensor | None =
 @torch.no_grad()
 def sample(model: Denoiser, labels: torch.Tensor | list[int], steps: int | None = None,
            guidance: float | None = None, seed: int | None = 0, batch_size: int = 256,
-           progress: Any = None, decode: bool = True) -> torch.Tensor:
+           progress: Any = None, decode: bool = True, eta: float | None = None) -> torch.Tensor:
     """Images ``[N, C, H, W]`` in [-1, 1] for class ``labels``, in batches; seeded.
-    ``decode=False`` keeps them in the space the model denoises (a VAE's latents)."""
+    ``decode=False`` keeps them in the space the model denoises (a VAE's latents); ``eta``:
+    DDIM's η (default the model's ``sample_eta``; 1 samples ancestrally, as DDPM)."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     return in_batches(model, len(labels), batch_size,
                       lambda a, b: model.embed(labels[a:b].to(model.device)),
-                      lambda a, b: generator, decode, progress, steps=steps, guidance=guidance)
+                      lambda a, b: generator, decode, progress, steps=steps, guidance=guidance,
+                      eta=eta)
 
 
 def in_batches(model: Denoiser, n: int, per_pass: int, cond: Callable[[int, int], torch.Tensor],
