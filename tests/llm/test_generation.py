@@ -12,6 +12,7 @@ from obliviate.llm.data.formatting import PromptFormat, encode_prompt
 from obliviate.llm.evaluation import generation
 from obliviate.llm.evaluation.generation import (
     GenerationStats,
+    decode,
     greedy_generate,
     greedy_generate_ids,
     greedy_tokens,
@@ -21,6 +22,7 @@ from obliviate.llm.evaluation.prompt_cache import (
     PrefixCache,
     body_and_head,
     common_prefix,
+    merge_states,
     prefill,
 )
 from obliviate.llm.evaluation.scorer import AnswerScorer
@@ -229,7 +231,8 @@ def test_llama_steps_are_taken_and_match_the_forward(tok, data, attn, monkeypatc
     assert greedy_generate_ids(model, prompts, NEW, stats=slow) == fast
     assert slow.decoder == "forward"
     # the prefix every prompt shares is held once (cascade attention), the rest per row
-    body, _ = body_and_head(model)
+    monkeypatch.setattr(generation, "FAST_STEPS", True)
+    body, head = body_and_head(model)
     with torch.inference_mode():
         states = prefill(body, prompts, 0, 4096, torch.float32, PrefixCache())
         steps = llama_steps(body, states.kv, states.valid, 4)
@@ -239,6 +242,15 @@ def test_llama_steps_are_taken_and_match_the_forward(tok, data, attn, monkeypatc
         # a prompt set without a common prefix: nothing shared
         plain = prefill(body, prompts_of(tok, data, shared=False), 0, 4096, torch.float32)
         assert llama_steps(body, plain.kv, plain.valid, 4).prefix == 0
+        # the scorer's chunks of different widths merged: the prefix stays in front, shared
+        prefixes = PrefixCache()
+        parts = [prefill(body, rows, 0, 4096, torch.float32, prefixes)
+                 for rows in (prompts[:3], prompts[3:7], prompts[7:])]
+        assert len({p.valid.shape[1] for p in parts}) > 1
+        merged = merge_states(parts)
+        steps = llama_steps(body, merged.kv, merged.valid, 4)
+        assert steps is not None and steps.prefix == common_prefix(prompts)
+        assert decode(body, head, merged, [NEW] * len(prompts), eos_ids=[]) == fast
 
 
 def test_head_argmax_in_vocabulary_slices(monkeypatch):

@@ -288,10 +288,16 @@ class PromptStates:
 
 
 def merge_states(parts: Sequence[PromptStates]) -> PromptStates:
-    """One batch of the rows of ``parts``, each left-padded (zeros, masked) to the widest."""
+    """One batch of the rows of ``parts``, each padded (zeros, masked) to the widest.
+
+    The leading columns that are real in every row of every part (a shared prompt prefix) stay
+    in front and the padding goes after them, so the prefix fills the same columns in every
+    row, where decoding attends to it once for the batch
+    (:func:`~obliviate.llm.evaluation.llama_steps.shared_prefix`)."""
     if len(parts) == 1:
         return parts[0]
     width = max(p.valid.shape[1] for p in parts)
+    lead = min(int(p.valid.all(dim=0).long().cumprod(0).sum()) for p in parts)
 
     def padded(x: torch.Tensor, dim: int, fill: Any) -> torch.Tensor:
         missing = width - x.shape[dim]
@@ -299,7 +305,8 @@ def merge_states(parts: Sequence[PromptStates]) -> PromptStates:
             return x
         shape = list(x.shape)
         shape[dim] = missing
-        return torch.cat([x.new_full(shape, fill), x], dim=dim)
+        return torch.cat([x.narrow(dim, 0, lead), x.new_full(shape, fill),
+                          x.narrow(dim, lead, x.shape[dim] - lead)], dim=dim)
 
     kv = [(torch.cat([padded(p.kv[layer][0], 2, 0.0) for p in parts]),
            torch.cat([padded(p.kv[layer][1], 2, 0.0) for p in parts]))
