@@ -501,7 +501,7 @@ def _classifier_accuracy():
 
 
 @case("feature_fid", "diffusion")
-def _feature_fid():
+def _feature_fid(name="feature_fid"):
     # generated features the 4 corners of [0, 2]^2: mean (1, 1), unbiased covariance 4/3 I;
     # real = 2 x generated + (1, 0): mean (3, 2), covariance 16/3 I.
     # FD = |(1, 1) - (3, 2)|^2 + tr(4/3 I + 16/3 I - 2 (64/9)^(1/2) I) = 5 + 2 (20/3 - 16/3)
@@ -509,11 +509,17 @@ def _feature_fid():
     corners = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 2.0], [2.0, 2.0]])
     gen, real = image_samples(4), image_samples(4)
     gen.images, real.images = corners, 2 * corners + torch.tensor([1.0, 0.0])
-    got = METRICS.get("feature_fid", "diffusion")(
+    got = METRICS.get(name, "diffusion")(
         {"path": "unused"}, extractor=lambda images, batch: images.numpy()).compute(
         Inputs({}, {Need.samples("retain"): gen, Need.samples("retain", real=True): real}),
         "retain")
-    assert got.value == pytest.approx(23 / 3) and got.split == "retain"
+    assert got.value == pytest.approx(23 / 3) and got.split == "retain" and got.name == name
+
+
+@case("inception_fid", "diffusion")
+def _inception_fid():
+    # on the same fixed features, the same 23/3: one Fréchet function for every feature model
+    _feature_fid("inception_fid")
 
 
 def canvas():

@@ -7,7 +7,9 @@ registers them all.
 * :mod:`.clip`: the CLIP score of samples against their prompts.
 * :mod:`.nudity`: NudeNet's nudity rate; :mod:`.classifier`: a local image classifier's
   accuracy against the intended object or style; :mod:`.feature_distance`: the Fréchet distance
-  on a CLIP or DINOv2 folder's features; :mod:`.unlearncanvas`: UnlearnCanvas's UA, IRA, CRA.
+  on a CLIP or DINOv2 folder's features; :mod:`.inception`: FID on Inception-v3 pool3 features
+  from a local weights file (pytorch-fid's or torchvision's); :mod:`.unlearncanvas`:
+  UnlearnCanvas's UA, IRA, CRA.
 * :mod:`.distances`: the Fréchet distance and KID formulas the metrics share.
 
 A new metric is one file here (a :class:`~obliviate.diffusion.metrics.base.ImageMetric`
@@ -21,6 +23,7 @@ from obliviate.diffusion.metrics import (  # noqa: F401  (registers them)
     clip,
     feature_distance,
     generation,
+    inception,
     nudity,
     unlearncanvas,
 )

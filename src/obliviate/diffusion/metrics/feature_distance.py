@@ -82,13 +82,17 @@ class FeatureFID(ImageMetric):
     suite = "feature_distance"
     higher_is_better = False
     options: FeatureDistanceOptions
+    options_class: type[StrictModel] = FeatureDistanceOptions
 
-    def __init__(self, options: FeatureDistanceOptions | dict[str, Any],
+    def __init__(self, options: StrictModel | dict[str, Any],
                  extractor: Callable[[torch.Tensor, int], np.ndarray] | None = None) -> None:
-        super().__init__(FeatureDistanceOptions.model_validate(options))
+        super().__init__(self.options_class.model_validate(options))
         self.extractor = extractor
-        """``(images, batch size) -> [N, D] features``; by default :class:`FeatureExtractor`
-        of ``options.path``."""
+        """``(images, batch size) -> [N, D] features``; by default :meth:`make_extractor`'s."""
+
+    def make_extractor(self, device: Any) -> Callable[[torch.Tensor, int], np.ndarray]:
+        """The features of ``options.path`` (a subclass reads another kind of model)."""
+        return FeatureExtractor(self.options.path, device)
 
     def needs(self, split: str) -> list[Need]:
         return [Need.samples(split), Need.samples(split, real=True)]
@@ -97,9 +101,9 @@ class FeatureFID(ImageMetric):
         generated = inputs.get(Need.samples(split)).images
         real = inputs.get(Need.samples(split, real=True)).images
         if self.extractor is None:
-            self.extractor = FeatureExtractor(self.options.path, generated.device)
+            self.extractor = self.make_extractor(generated.device)
         batch = self.options.batch_size
         result = feature_fid(self.extractor(generated, batch), self.extractor(real, batch),
-                             self.options.path)
+                             self.options.path, self.name)
         result.split = split
         return result
