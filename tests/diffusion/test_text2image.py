@@ -183,7 +183,9 @@ def test_the_pipeline_loads_as_one_text_conditioned_model(setup):
 # the letters "tench" lacks ('u', 'r') moves both alike too (+0.7% vs +0.7%, kv, 20 steps at
 # 1e-2). It separates where the concept is its own token: with whole-word tokens ("church</w>")
 # +2.3% vs +0.2% at the same settings, and beside a kept word sharing no letter ("mink") +1.7% vs
-# +0.3%, but not beside "golf ball" (+0.5% vs +0.8%), whose letters are the template's.
+# +0.3%, but not beside "golf ball" (+0.5% vs +0.8%), whose letters are the template's. The
+# fixture keeps its letters: whole words would move ESD-u below the ratio (+5.5% vs +2.1%) and
+# change the slots of the prompt attacks' tests.
 APART = {  # strict: a fix that makes them pass shows up
     "forget_me_not": "moves both prompts alike here: +0.3% vs +0.2% (kv, 20 steps), +22.7% vs "
                      "+17.1% (all of attn2, 40 steps at 1e-2): 'church' and 'tench' are "
