@@ -6,16 +6,17 @@ The world: scikit-learn's 8×8 digits zero and one, named by the prompts "a digi
 text encoder with one token a word, a pixel-space ``UNet2DConditionModel``) trained here for
 150 steps; the oracle is the same model trained on the "one" images only; a judge trained on
 the real digits. A weak ESD-x (30 steps) erases "a digit zero"; the registered
-``unlearndiffatk`` (five hard vocabulary tokens prepended to the prompt, 40 steps: the paper's
-protocol) then finds a prompt under which the judge sees zeros again.
+``unlearndiffatk`` (five hard vocabulary tokens prepended to the prompt, 40 steps of one image:
+the paper's protocol) then finds a prompt under which the judge sees zeros again.
 
 The learning rate is the paper's 0.01 scaled to this vocabulary: its embeddings have std 1,
 about 70 times Stable Diffusion CLIP's, so 0.5 (at 0.01 no token changes in 40 steps).
 Measured (attack seeds 0, 1, 2, the ESD-x seed the same): the target draws zeros 0.81 of the
 time; after ESD-x the plain rate is 0.44 / 0.41 / 0.44 (ones kept at 0.91 / 0.88 / 0.91) and
-the attacked rate 0.88 / 0.97 / 0.91 (margins +0.44 / +0.56 / +0.47; the prompts found were
-"zero zero zero zero di a digit zero" and the like); the oracle stays at 0.09 -> 0.09-0.12.
-The file takes about 60 s on one core.
+the attacked rate 0.81 / 0.94 / 0.91 (margins +0.38 / +0.53 / +0.47; the prompts found hold
+the word "zero" two or three times before "a digit zero"); the oracle goes 0.09 -> 0.06.
+With 4 images a step instead of 1 the margins were +0.44 / +0.56 / +0.47. The file takes
+about 50 s on one core.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ TRAIN = TrainConfig(steps=150, batch_size=32, learning_rate=3e-3, warmup_steps=2
                     ema_decay=None, checkpoint_every=10_000, log_every=1_000)
 PROBE = ProbeOptions(samples=32, sample_steps=10, guidance_scale=4.0, batch_size=32, seed=1)
 WEAK_ESD = {"steps": 30, "learning_rate": 5e-3, "ddim_steps": 10, "negative_guidance": 3.0}
-ATTACK = {"learning_rate": 0.5, "batch_size": 4}  # k = 5 hard tokens, 40 steps (defaults)
-MARGIN = 0.25  # attacked >= plain + MARGIN (measured margins: +0.44, +0.56, +0.47)
+ATTACK = {"learning_rate": 0.5}  # the paper's k = 5 hard tokens, 40 steps, batch 1 (defaults)
+MARGIN = 0.25  # attacked >= plain + MARGIN (measured margins: +0.38, +0.53, +0.47)
 
 
 @dataclass
