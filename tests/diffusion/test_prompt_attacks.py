@@ -9,7 +9,8 @@ not separate the prompts' samples (samples under the erased prompt are judged ch
 the time before unlearning, under the kept prompt 69%; measured), so the tests read what the
 attacks optimise: the denoising loss on the erased concept's images under the learned prompt
 against the plain prompt, on a model EraseDiff erased (that loss rose +516% on the church
-images, +11% on the tench ones)."""
+images, +11% on the tench ones). The success-rate rise itself is asserted on a pixel-space
+text-to-image model whose samples a judge can read (test_unlearndiffatk_success.py)."""
 
 from __future__ import annotations
 
