@@ -5,7 +5,8 @@ A decoding step puts one new token per row through the model. For the Llama arch
 SmolLM2 is one) this module runs that step with the model's own weights, modules and rotary
 embedding, and differs from the transformers forward only in how attention reads the cache:
 
-* **cascade attention over the shared prefix**: the keys and values of the prompt prefix every
+* **cascade attention over the shared prefix** (the shared-prefix decomposition of FlashInfer,
+  Ye et al. 2025): the keys and values of the prompt prefix every
   row shares (the chat template's system prompt) are stored once, not once per row; every row's
   queries meet them in one matrix multiply per key/value head (``[rows x groups, dim] @
   [dim, prefix]``), and the scores join each row's own scores (the rest of its prompt and its
@@ -15,9 +16,9 @@ embedding, and differs from the transformers forward only in how attention reads
 * **a preallocated cache**: each step writes its keys and values at one column of buffers sized
   for the whole generation, and no attention mask is rebuilt per step.
 
-:func:`llama_steps` returns ``None`` for anything else (another architecture, attention biases
-with other layouts, LoRA- or otherwise wrapped projections, a non-SiLU activation), and the
-caller steps through the model's forward instead. Outputs match ``model.generate``'s tokens
+:func:`llama_steps` returns ``None`` for anything else (another architecture, LoRA-wrapped or
+hooked projections, a non-SiLU activation, an attention kernel other than eager or sdpa), and
+the caller steps through the model's forward instead. Outputs match ``model.generate``'s tokens
 (the tests compare them on a random grouped-query Llama; BENCHMARKS.md on SmolLM2's TOFU
 answers).
 """
