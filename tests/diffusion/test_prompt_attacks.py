@@ -69,9 +69,10 @@ def test_learned_slots_filled_with_a_words_tokens_give_that_prompts_states(text2
     """The slot machinery is exact: a template whose slots hold the input embeddings of
     "church"'s tokens reads as the prompt "a photo of a church"."""
     text = text2image.model.text
-    ids, positions = text.slot_ids("a photo of a {}", 6)
-    assert positions == list(range(10, 16)) and ids[0, 16] == text.tokenizer.eos_token_id
     church = text.tokenizer("church", add_special_tokens=False).input_ids
+    ids, positions = text.slot_ids("a photo of a {}", len(church))
+    assert positions == list(range(5, 5 + len(church)))
+    assert ids[0, 5 + len(church)] == text.tokenizer.eos_token_id
     states = text.encode_slots(ids, positions, text.token_table.weight[church])
     assert torch.allclose(states, text.encode(["a photo of a church"]), atol=1e-6)
     with pytest.raises(ConfigError, match="exactly one"):

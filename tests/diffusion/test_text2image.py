@@ -10,12 +10,20 @@ every method moved both prompts alike; the VAE's scaling factor is also set so t
 have unit variance (a random VAE's have std ~0.05, and a denoiser of such latents predicts
 ε ≈ x_t whatever the prompt).
 
+The tokenizer holds the prompts' words as whole tokens (``church</w>``), as CLIP's vocabulary
+does. With letters only, the one-layer random encoder read "church" and "tench" as bags of
+shared letters (the states of their 'c' and 'h</w>' had cosine >= 0.99), masking the attention
+on all of "church"'s letters raised its loss by only +0.58%, and Forget-Me-Not's re-steering
+moved both prompts alike (+0.3% vs +0.2%; +1.0% vs +0.7% at lr 1e-2). With whole words the
+prompt counts for more (the other prompt's loss on a class's images: +8.5% and +4.8%; masking
+the word "church": +2.2%) and re-steering separates them (+2.3% vs +0.2%; seeds 1, 2:
++2.3/+0.2, +2.2/+0.2).
+
 Bound: each prompt's denoising loss on its own images, same timesteps and noise before and
 after. The erased prompt's loss rises by more than ``MIN_RISE`` and by at least ``RATIO`` times
 the kept prompt's rise, and the kept prompt's rises by less than ``MAX_KEPT``. The fine-tuned
-pipeline reads its prompt only weakly (a prompt's loss on the other prompt's images is ~7%
-higher than on its own), so the smallest rises are small: Concept Ablation maps the erased
-prompt onto ∅ and can raise its loss only by what the prompt adds (+0.7% measured).
+pipeline reads its prompt weakly, so the smallest rises are small: Concept Ablation maps the
+erased prompt onto ∅ and can raise its loss only by what the prompt adds (+1.6% measured).
 """
 
 from __future__ import annotations
@@ -41,11 +49,12 @@ PROMPTS = ["a photo of a church", "a photo of a tench"]
 RATIO, MIN_RISE, MAX_KEPT = 3.0, 0.005, 0.15
 FAST = {
     "esd_x": {"steps": 40, "learning_rate": 5e-3, "batch_size": 2, "ddim_steps": 4},
-    "esd_u": {"steps": 40, "learning_rate": 5e-4, "batch_size": 2, "ddim_steps": 4},
+    # batch 2 gave +5.5% vs +2.1% (seed 0); batch 4, seeds 0-2: +5.9/+1.6, +4.3/+0.7, +5.6/+1.0
+    "esd_u": {"steps": 40, "learning_rate": 5e-4, "batch_size": 4, "ddim_steps": 4},
     "uce": {},
     "salun": {"steps": 30, "learning_rate": 2e-3, "batch_size": 4, "alpha": 1.0},
     "concept_ablation": {"steps": 40, "learning_rate": 1e-2, "batch_size": 8},
-    "forget_me_not": {"steps": 20, "learning_rate": 5e-3, "batch_size": 4, "parameters": "kv"},
+    "forget_me_not": {"steps": 20, "learning_rate": 1e-2, "batch_size": 4, "parameters": "kv"},
     "selective_amnesia": {"steps": 100, "learning_rate": 5e-4, "batch_size": 4,
                           "fisher_samples": 4, "fisher_timesteps": 20, "replay_per_class": 32,
                           "sample_steps": 10},
@@ -53,13 +62,26 @@ FAST = {
 }
 
 
+WORDS = ["a", "photo", "of", "church", "tench"]
+
+
 def write_tokenizer(folder):
-    """A character-level CLIP BPE vocabulary: every word splits into its letters."""
+    """A CLIP BPE vocabulary of letters plus ``WORDS`` as whole tokens (``church</w>``, as in
+    CLIP's vocabulary); any other word splits into its letters."""
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    merges, joined = [], []
+    for word in WORDS:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        while len(parts) > 1:
+            merges.append(f"{parts[0]} {parts[1]}")
+            parts = [parts[0] + parts[1], *parts[2:]]
+            joined.append(parts[0])
     vocab = ["<|startoftext|>", "<|endoftext|>", *letters, *[f"{c}</w>" for c in letters]]
+    vocab += [t for t in dict.fromkeys(joined) if t not in vocab]
     folder.mkdir(parents=True)
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("\n".join(["#version: 0.2", *dict.fromkeys(merges)])
+                                       + "\n")
     from transformers import CLIPTokenizer
 
     return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
@@ -170,32 +192,13 @@ def test_the_pipeline_loads_as_one_text_conditioned_model(setup):
     assert model.architecture == "text_pipeline" and model.codec is not None
     assert model.config.schedule == "scaled_linear"  # from the pipeline's scheduler
     assert model.embed(torch.tensor([0, 1, 2])).shape == (3, 24, 16)
-    assert model.concept_positions(0) == list(range(10, 16))  # "church", not "a photo of a"
-    assert model.concept_vectors(0).shape == (15, 16)  # every letter of the prompt
+    assert model.concept_positions(0) == [5]  # "church", not "a photo of a"
+    assert model.concept_vectors(0).shape == (5, 16)  # every word of the prompt
     assert all(n.startswith("unet.") for n, _ in model.parameter_group("full"))
     assert not any("text" in n for n, _ in model.named_parameters())
 
 
-# Forget-Me-Not, measured on this pipeline (erased vs kept prompt's rise): the one-layer random
-# text encoder reads the character-level vocabulary context-free (the states of the 'c' and
-# 'h</w>' of "church" and of "tench" have cosine >= 0.99), and masking the attention on all of
-# "church"'s letters, what re-steering aims at, raises its loss by only +0.58%. Re-steering only
-# the letters "tench" lacks ('u', 'r') moves both alike too (+0.7% vs +0.7%, kv, 20 steps at
-# 1e-2). It separates where the concept is its own token: with whole-word tokens ("church</w>")
-# +2.3% vs +0.2% at the same settings, and beside a kept word sharing no letter ("mink") +1.7% vs
-# +0.3%, but not beside "golf ball" (+0.5% vs +0.8%), whose letters are the template's. The
-# fixture keeps its letters: whole words would move ESD-u below the ratio (+5.5% vs +2.1%) and
-# change the slots of the prompt attacks' tests.
-APART = {  # strict: a fix that makes them pass shows up
-    "forget_me_not": "moves both prompts alike here: +0.3% vs +0.2% (kv, 20 steps), +22.7% vs "
-                     "+17.1% (all of attn2, 40 steps at 1e-2): 'church' and 'tench' are "
-                     "letters of a character-level vocabulary read context-free, sharing 'c' "
-                     "and 'h</w>'; silencing one moves the other (see above)",
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    reason=APART[n], strict=True)) if n in APART else n for n in sorted(FAST)])
+@pytest.mark.parametrize("name", sorted(FAST))
 def test_method_erases_a_prompt_and_keeps_another(name, setup):
     """Through the text conditioning only: the UNet changes, the text encoder and the prompt
     states do not."""

@@ -15,11 +15,12 @@ Defaults are the DDPM code's (``cifar10_forget.yml``): γ = 1, λ = 10, Adam lr 
 code generates thousands per class) are smaller here and set by ``fisher_samples`` and
 ``replay_per_class``. The samples for the Fisher and the replay are drawn as the code's
 ``sample.py`` draws them: DDIM with η = 1 (``--eta 1.0``, ancestral sampling), not the
-model's deterministic η = 0. On the tiny text-to-image test pipeline (10 steps) η = 0 gave
-replay latents whose nearest real image was 2.1× as far as the real images' nearest neighbours
-(η = 1: 1.6×), with the model's own loss on them 1.8× its loss on real images (η = 1: 1.0×);
-replaying them raised the kept prompt's loss more than the erased one's (+26% vs +20%), with
-η = 1 it rose +2.3% against +12% (``tests/diffusion/test_text2image.py``).
+model's deterministic η = 0. On the tiny text-to-image test pipeline (with its earlier
+letter-level vocabulary; 10 steps) η = 0 gave replay latents whose nearest real image was 2.1×
+as far as the real images' nearest neighbours (η = 1: 1.6×), with the model's own loss on them
+1.8× its loss on real images (η = 1: 1.0×); replaying them raised the kept prompt's loss more
+than the erased one's (+26% vs +20%), with η = 1 it rose +2.3% against +12%
+(``tests/diffusion/test_text2image.py``).
 """
 
 from __future__ import annotations
