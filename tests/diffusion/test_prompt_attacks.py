@@ -4,13 +4,14 @@ an erased prompt back, relearning fine-tunes it back; each also runs on the orac
 pipeline fine-tuned on the kept prompt's images only).
 
 The judge is trained on the VAE's reconstructions of the task's images (the random VAE's
-decoder is what every sample passes through). On this pipeline the judge's success rate does
-not separate the prompts' samples (samples under the erased prompt are judged church 75% of
-the time before unlearning, under the kept prompt 69%; measured), so the tests read what the
-attacks optimise: the denoising loss on the erased concept's images under the learned prompt
-against the plain prompt, on a model EraseDiff erased (that loss rose +516% on the church
-images, +11% on the tench ones). The success-rate rise itself is asserted on a pixel-space
-text-to-image model whose samples a judge can read (test_unlearndiffatk_success.py)."""
+decoder is what every sample passes through). On this pipeline the judge's success rate did
+not separate the prompts' samples (measured with the earlier letter-level test vocabulary:
+samples under the erased prompt judged church 75% of the time before unlearning, under the
+kept prompt 69%), so the tests read what the attacks optimise: the denoising loss on the
+erased concept's images under the learned prompt against the plain prompt, on a model
+EraseDiff erased (that loss rose +631% on the church images, +6.3% on the tench ones). The
+success-rate rise itself is asserted on a pixel-space text-to-image model whose samples a
+judge can read (test_unlearndiffatk_success.py)."""
 
 from __future__ import annotations
 
