@@ -3,6 +3,8 @@ training."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -138,3 +140,44 @@ def test_methods_run_on_a_diffusers_unet(tmp_path, digits_task):
         METHODS.get(name, "diffusion")(**args).run(model, digits_task, tmp_path / name)
         changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
         assert changed and all("attn2" in n for n in changed), (name, sorted(changed)[:3])
+
+
+@pytest.mark.parametrize("config", [TINY, TINY_PROMPT, TINY_DIFFUSERS],
+                         ids=["class_unet", "prompt_unet", "diffusers_unet"])
+def test_gradient_checkpointing_recomputes_blocks_and_keeps_the_gradients(config):
+    """``model.gradient_checkpointing``: the same loss and gradients, with the UNet's blocks run
+    again in the backward pass (their activations were not kept)."""
+    from obliviate.diffusion.training import ddpm_loss
+
+    plain = build_denoiser(config, 10, 8, 1, seed=3)
+    checkpointed = build_denoiser(config.model_copy(update={"gradient_checkpointing": True}),
+                                  10, 8, 1, seed=3)
+    with torch.no_grad():  # make the zero-initialised output layer matter
+        for a, b in zip(plain.parameters(), checkpointed.parameters(), strict=True):
+            a.add_(0.01 * torch.randn_like(a, generator=None))
+            b.copy_(a)
+    checkpointed_unit = re.compile(  # obliviate's UNet: its blocks; diffusers': each ResNet
+        r"^(mid|down\.\d+|(mid_block|down_blocks\.\d+)\.resnets\.\d+)$")
+    blocks = [m for n, m in checkpointed.unet.named_modules() if checkpointed_unit.match(n)]
+    calls = []
+    for block in blocks:
+        block.register_forward_pre_hook(lambda *_: calls.append(1))  # recomputation stops early
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 3, 7, 9])
+    losses = []
+    for model in (plain, checkpointed):
+        model.train()
+        loss = ddpm_loss(model, x, y, torch.Generator().manual_seed(2))
+        loss.backward()
+        losses.append(loss.detach())
+    # each unit ran forward, and (all of obliviate's; diffusers' but its mid block's first
+    # ResNet) again in the backward pass
+    assert blocks and len(calls) >= 2 * len(blocks) - (config is TINY_DIFFUSERS)
+    assert torch.allclose(losses[0], losses[1])
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        if a.grad is not None:
+            assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+    checkpointed.enable_gradient_checkpointing(False)
+    calls.clear()
+    ddpm_loss(checkpointed, x, y, torch.Generator().manual_seed(2)).backward()
+    assert len(calls) == len(blocks)

@@ -49,6 +49,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 from safetensors.torch import load_file
+from torch.utils.checkpoint import checkpoint
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.io import read_json
@@ -107,6 +108,9 @@ class ModelConfig(ModelSection):
     sample_steps: int = Field(default=50, ge=1)
     """DDIM steps when sampling"""
     sample_eta: float = Field(default=0.0, ge=0, le=1, description="0: DDIM, 1: DDPM-like")
+    gradient_checkpointing: bool = False
+    """recompute the UNet's blocks in the backward pass instead of keeping their activations
+    (less memory for fine-tuning and unlearning, about a third more compute)"""
 
 
 # -- the noise schedule ---------------------------------------------------------------------------
@@ -255,19 +259,26 @@ class ClassUNet(nn.Module):
         self.conv_out = nn.Conv2d(channels[0], in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        self.gradient_checkpointing = False
+
+    def _block(self, block: FiLMBlock, h: torch.Tensor, temb: torch.Tensor,
+               cond: torch.Tensor) -> torch.Tensor:
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(block, h, temb, cond, use_reentrant=False)
+        return block(h, temb, cond)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         temb = F.silu(self.time_mlp(timestep_embedding(t, self.time_dim)))
         h = self.conv_in(x)
         skips = []
         for i, block in enumerate(self.down):
-            h = block(h, temb, cond)
+            h = self._block(block, h, temb, cond)
             skips.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
-        h = self.mid(h, temb, cond)
+        h = self._block(self.mid, h, temb, cond)
         for j, block in enumerate(self.up):
-            h = block(torch.cat([h, skips.pop()], 1), temb, cond)
+            h = self._block(block, torch.cat([h, skips.pop()], 1), temb, cond)
             if j < len(self.up) - 1:  # the next block's first convolution mixes the upsampled map
                 h = F.interpolate(h, scale_factor=2.0, mode="nearest")
         return self.conv_out(F.silu(self.norm_out(h)))
@@ -391,6 +402,23 @@ class Denoiser(nn.Module):
     @property
     def null_label(self) -> int:
         return self.num_classes
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> Denoiser:
+        """Recompute the UNet's blocks in the backward pass (``model.gradient_checkpointing``):
+        diffusers' own switch for a diffusers UNet, ``torch.utils.checkpoint`` per block for
+        obliviate's UNets. Outputs and gradients are unchanged; activations are not kept."""
+        net = getattr(self, "unet", None)
+        if net is None:
+            raise ConfigError(f"model.gradient_checkpointing: {self.architecture} has no UNet "
+                              "to checkpoint")
+        if hasattr(net, "enable_gradient_checkpointing"):  # diffusers
+            if enabled:
+                net.enable_gradient_checkpointing()
+            else:
+                net.disable_gradient_checkpointing()
+        else:
+            net.gradient_checkpointing = enabled
+        return self
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: Any = None) -> Denoiser:

@@ -50,12 +50,19 @@ def build_denoiser(config: ModelConfig, num_classes: int, image_size: int, in_ch
         torch.manual_seed(seed)
         model = ARCHITECTURES[config.architecture](config, num_classes, size, channels)
     model.codec = codec
-    return model
+    return model.enable_gradient_checkpointing() if config.gradient_checkpointing else model
 
 
 def load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
                     in_channels: int) -> Denoiser:
-    """An obliviate model folder, or a diffusers ``UNet2DConditionModel`` folder."""
+    """An obliviate model folder, or a diffusers ``UNet2DConditionModel`` folder (with
+    ``model.gradient_checkpointing`` applied)."""
+    model = _load_pretrained(config, num_classes, image_size, in_channels)
+    return model.enable_gradient_checkpointing() if config.gradient_checkpointing else model
+
+
+def _load_pretrained(config: ModelConfig, num_classes: int, image_size: int,
+                     in_channels: int) -> Denoiser:
     path = Path(config.pretrained or "")
     if (path / CONFIG).is_file() and read_json(path / CONFIG).get("format") == FORMAT:
         return load_denoiser(path)
