@@ -8,7 +8,7 @@ result against the modality's recipe schema; every error names the offending key
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,6 +81,20 @@ class ModelSection(StrictModel):
     """The ``model`` section, in every modality: which network is trained and unlearned (an
     LLM's hub id or tiny config; a denoiser's architecture, noise schedule and sampler). Each
     modality's ``ModelConfig`` subclasses it."""
+
+    execution_only: ClassVar[frozenset[str]] = frozenset()
+    """Keys that change how the model is run, never what it computes (gradient checkpointing):
+    left out of what defines a run and a stage's inputs (:func:`defining`), so turning one on
+    reuses the run as it is."""
+
+
+def defining(section: Any) -> Any:
+    """``section`` as a run's record compares it: its :attr:`~ModelSection.execution_only`
+    keys left out (``section`` itself when it has none)."""
+    skip = getattr(type(section), "execution_only", frozenset())
+    if not skip:
+        return section
+    return {k: v for k, v in section.model_dump().items() if k not in skip}
 
 
 class TrainSection(StrictModel):

@@ -32,7 +32,7 @@ from obliviate.core.integrity import (
     verify_model,
 )
 from obliviate.core.io import canonical_json
-from obliviate.core.recipe import RecipeBase, StrictModel, dump_recipe, validate
+from obliviate.core.recipe import RecipeBase, StrictModel, defining, dump_recipe, validate
 from obliviate.core.result import AttackResult
 from obliviate.core.rundir import RunDir, diff_inputs, environment_info, utc_now
 from obliviate.core.safety import check_run_name, check_utf8_path, output_name, printable
@@ -59,8 +59,8 @@ def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str,
         record = run.read_record()
         before = record.get("recipe")
         if isinstance(before, dict) and not force:
-            bound = {k: before.get(k) for k in BOUND}
-            now = {k: dumped.get(k) for k in BOUND}
+            bound = {k: _defining(recipe, k, before.get(k)) for k in BOUND}
+            now = {k: _defining(recipe, k, dumped.get(k)) for k in BOUND}
             if canonical_json(bound) != canonical_json(now):
                 raise ObliviateError(
                     f"{run.root}: this run was made with another recipe ({diff_inputs(bound, now)}"
@@ -74,6 +74,13 @@ def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str,
         run.update_record(name=name, modality=recipe.modality, environment=environment_info(),
                           commands=commands, recipe=dumped)
     return run
+
+
+def _defining(recipe: RecipeBase, section: str, value: Any) -> Any:
+    """A recorded or dumped recipe section without its execution-only keys
+    (:func:`obliviate.core.recipe.defining`)."""
+    skip = getattr(type(getattr(recipe, section, None)), "execution_only", frozenset())
+    return {k: v for k, v in value.items() if k not in skip} if isinstance(value, dict) else value
 
 
 def record_task(run: RunDir, task: UnlearningTask) -> UnlearningTask:
@@ -128,8 +135,8 @@ def finetune_loop(recipe: RecipeBase, run: RunDir, roles: Sequence[Role],
     out = {}
     for role in roles:
         stage, data = f"finetune_{role}", split_sha256(role)
-        depends = {"model": recipe.model, "finetune": recipe.finetune, "seed": recipe.seed,
-                   "data": data}
+        depends = {"model": defining(recipe.model), "finetune": recipe.finetune,
+                   "seed": recipe.seed, "data": data}
         done = run.stage_done(stage, depends, run.checkpoints(role)) and \
             (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:

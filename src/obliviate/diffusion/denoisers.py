@@ -42,7 +42,7 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -67,6 +67,8 @@ class ModelConfig(ModelSection):
     10% condition dropout and guidance scale 2 for classifier-free guidance (Ho & Salimans 2022;
     the SA/SalUn DDPM code uses 2.0), 50 deterministic DDIM steps (η = 0, Song et al. 2021).
     """
+
+    execution_only: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
     architecture: Literal["class_unet", "prompt_unet", "diffusers_unet", "text_pipeline"] = \
         "class_unet"
