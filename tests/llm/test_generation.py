@@ -218,6 +218,24 @@ def test_lora_wrapped_model_takes_the_fast_path(tok, data):
     assert ours == [hf_single(model, p, NEW, eos_token_id=None) for p in prompts]
 
 
+@pytest.mark.parametrize("where", ["layer", "head"])
+def test_a_hooked_model_runs_its_own_forward(tok, data, where):
+    """A forward hook (a user's, or accelerate's on a device-mapped layer) changes what the
+    model computes: decoding then runs the model's modules, hooks included, and still equals
+    ``model.generate``."""
+    model = gqa_llama(tok, seed=1)
+    module = model.model.layers[0] if where == "layer" else model.lm_head
+    module.register_forward_hook(lambda _m, _i, out: (out[0] * 1.5, *out[1:])
+                                 if isinstance(out, tuple) else out.flip(-1))
+    prompts = prompts_of(tok, data, shared=True)[:6]
+    stats = GenerationStats()
+    ours = greedy_generate_ids(model, prompts, NEW, stats=stats)
+    # a hooked layer: the body's own forward; a hooked head: the plain body's Llama steps, the
+    # head's own forward for the next token
+    assert stats.decoder == ("forward" if where == "layer" else "llama")
+    assert ours == [hf_single(model, p, NEW, eos_token_id=None) for p in prompts]
+
+
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_llama_steps_are_taken_and_match_the_forward(tok, data, attn, monkeypatch):
     model = gqa_llama(tok, attn, seed=1)

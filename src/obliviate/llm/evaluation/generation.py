@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from obliviate.core.errors import ConfigError
 from obliviate.llm.data.formatting import PromptFormat, encode_prompt
-from obliviate.llm.evaluation.llama_steps import llama_steps
+from obliviate.llm.evaluation.llama_steps import hooked, llama_steps
 from obliviate.llm.evaluation.prompt_cache import (
     PrefixCache,
     PromptStates,
@@ -179,7 +179,10 @@ def greedy_tokens(head: Any, hidden: torch.Tensor) -> torch.Tensor:
     """``head(hidden).argmax(-1)`` a vocabulary slice at a time (:data:`HEAD_CHUNK` rows of the
     head's weight), keeping a running maximum: each slice's logits stay in the CPU cache, where
     one ``[rows, vocabulary]`` product runs at ~60% of the speed (SmolLM2, BENCHMARKS.md). Ties
-    go to the lowest index, as ``argmax``."""
+    go to the lowest index, as ``argmax``. A head that is not a plain ``nn.Linear`` or carries
+    hooks runs its own forward."""
+    if type(head) is not torch.nn.Linear or hooked(head):
+        return head(hidden).argmax(-1)
     weight, bias = head.weight, head.bias
     best_value = best_index = None
     for start in range(0, weight.shape[0], HEAD_CHUNK):

@@ -46,7 +46,21 @@ def llama_steps(body: Any, kv: list[tuple[torch.Tensor, torch.Tensor]], valid: t
     return LlamaSteps(body, kv, valid, steps)
 
 
+def hooked(module: Any) -> bool:
+    """Whether running ``module``'s weights directly would skip something its forward does: a
+    forward hook on it or a submodule (a user's, or accelerate's ``_hf_hook`` that moves a
+    device-mapped or offloaded layer's weights in), or a global module hook."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks or hasattr(m, "_hf_hook")
+               for m in module.modules())
+
+
 def _plain_llama(body: Any) -> bool:
+    if hooked(body):
+        return False
     config = getattr(body, "config", None)
     if getattr(config, "model_type", None) != "llama":
         return False
