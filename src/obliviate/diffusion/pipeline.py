@@ -124,14 +124,16 @@ def method_config(recipe: DiffusionRecipe, name: str) -> tuple[Any, Any]:
                                     shared=precedence.explicit(recipe.unlearn.train))
 
 
-def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path: Path) -> Any:
+def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path: Path,
+                device: Any = None) -> Any:
+    """The model at ``path``, on ``device`` (default: the one accelerate picks)."""
     from obliviate.diffusion.models import load_pretrained
 
     if not path.exists():
         raise ObliviateError(f"{path}: no target model (run `obliviate finetune` first, or set "
                              "unlearn.target=PATH)")
     config = recipe.model.model_copy(update={"pretrained": str(path)})
-    return load_pretrained(config, *_shape(task)).to(_device())
+    return load_pretrained(config, *_shape(task)).to(device or _device())
 
 
 def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
@@ -149,9 +151,9 @@ def unlearn_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
 
     def unlearn_one(name: str, cls: Any, config: Any, out_dir: Path, depends: dict[str, Any]
                     ) -> dict[str, Any]:
-        model = pristine_copy(  # read from disk once for every method of the command
+        model = pristine_copy(  # read from disk once for every method; kept in host memory
             ("diffusion", str(target.resolve()), depends["target"], recipe.model.model_dump_json(),
-             _shape(task)), lambda: load_target(recipe, run, task, target))
+             _shape(task)), lambda: load_target(recipe, run, task, target, "cpu")).to(_device())
         return runner.unlearn(
             name, cls, config, model, task, seed=recipe.seed, out_dir=out_dir, run=run,
             base_model=relative_to_run(target, run.root), log_with=log_with,
