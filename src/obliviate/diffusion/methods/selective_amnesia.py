@@ -50,8 +50,9 @@ class SelectiveAmnesiaConfig(DiffusionMethodConfig):
     replay_per_class: int = Field(default=100, ge=1)
     """generated replay images per retain class (the generative replay term)"""
     sample_steps: int = Field(default=50, ge=1, description="DDIM steps for generated samples")
-    sample_eta: float = Field(default=1.0, ge=0, description="DDIM η of the generated samples "
-                                                             "(1, ancestral: the paper's code)")
+    sample_eta: float = Field(default=1.0, ge=0, le=1,
+                              description="DDIM η of the generated samples "
+                                          "(1, ancestral: the paper's code)")
     steps: int = Field(default=20_000, ge=0)
     learning_rate: float = Field(default=1e-4, gt=0)
     batch_size: int = Field(default=128, ge=1)
