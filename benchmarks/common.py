@@ -117,6 +117,20 @@ def stage_seconds(record: dict[str, Any], name: str) -> float | None:
     return record.get(stage, {}).get("seconds")
 
 
+def metrics_table(summaries: dict[str, dict[str, float]], record: dict[str, Any],
+                  metrics: list[tuple[str, str, int]]) -> str:
+    """One row per model (oracle, target, then the methods): each ``(column, summary key,
+    decimals)`` of ``metrics``, then the wall time of the stage that made the model."""
+    head = ["model", *[c for c, _, _ in metrics], "train time (s)"]
+    rows = []
+    for name in model_order(list(summaries)):
+        summary = summaries[name]
+        label = f"**{name}**" if name == "oracle" else name.removeprefix("unlearned/")
+        rows.append([label, *[fmt(summary.get(key), d) for _, key, d in metrics],
+                     fmt(stage_seconds(record, name), 0)])
+    return markdown_table(head, rows)
+
+
 def recorded_results(record: dict[str, Any]
                      ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, Any]]]:
     """The evaluations and attacks a run has finished, from its audit record."""

@@ -41,7 +41,7 @@ def test_tofu_tables(tmp_path):
                  "oracle": {"tofu/forget/prob": 0.1, "tofu/model_utility": 0.5,
                             "mia/forget/privleak_min_k": -1.25}}
     record = {"finetune_oracle": {"seconds": 100.0}, "unlearn_npo": {"seconds": 12.0}}
-    lines = bench.metrics_table(summaries, record).splitlines()
+    lines = bench.metrics_table(summaries, record, bench.METRICS).splitlines()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["**oracle**", "target", "npo"]
     oracle = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert oracle[1] == "0.100" and oracle[9] == "-1.2" and oracle[-1] == "100"

@@ -29,11 +29,11 @@ from common import (  # noqa: E402
     fmt,
     machine,
     markdown_table,
+    metrics_table,
     model_order,
     parser,
     recorded_results,
     set_threads,
-    stage_seconds,
 )
 
 from obliviate.core.io import read_json  # noqa: E402
@@ -44,17 +44,6 @@ from obliviate.llm.recipe import LLMRecipe  # noqa: E402
 
 STAGES = ("finetune", "unlearn", "evaluate", "attack")
 METRICS = [(h.label, h.key, h.digits) for h in Tofu.headline]  # what the benchmark declares
-
-
-def metrics_table(summaries: dict[str, dict[str, float]], record: dict[str, Any]) -> str:
-    head = ["model", *[c for c, _, _ in METRICS], "train time (s)"]
-    rows = []
-    for name in model_order(list(summaries)):
-        summary = summaries[name]
-        label = f"**{name}**" if name == "oracle" else name.removeprefix("unlearned/")
-        rows.append([label, *[fmt(summary.get(key), d) for _, key, d in METRICS],
-                     fmt(stage_seconds(record, name), 0)])
-    return markdown_table(head, rows)
 
 
 def attack_table(attacks: dict[str, dict[str, Any]], run: pipeline.RunDir) -> str:
@@ -119,7 +108,7 @@ def main() -> None:
     summaries = summaries or recorded_results(record)[0]  # `--stages ""` re-prints the tables
     attacks = attacks or recorded_results(record)[1]
     if summaries:
-        print(metrics_table(summaries, record) + "\n")
+        print(metrics_table(summaries, record, METRICS) + "\n")
     if attacks:
         print(attack_table(attacks, run) + "\n")
     print(timed.line())

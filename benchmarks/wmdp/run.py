@@ -32,14 +32,11 @@ from common import (  # noqa: E402
     add_stages,
     chosen_stages,
     command_line,
-    fmt,
     machine,
-    markdown_table,
-    model_order,
+    metrics_table,
     parser,
     recorded_results,
     set_threads,
-    stage_seconds,
 )
 from lm_eval_tasks import FORGET_TASK, RETAIN_TASK, TASK, general_facts, write_task  # noqa: E402
 
@@ -57,17 +54,6 @@ METRICS = [  # (column, summary key, decimals): this script's cloze tasks, then 
     ("general facts acc (cloze)", f"lm_eval/{TASK}/acc", 3),
     *[(f"{h.label} (letters)", h.key, h.digits) for h in Wmdp.headline],
 ]
-
-
-def metrics_table(summaries: dict[str, dict[str, float]], record: dict) -> str:
-    head = ["model", *[c for c, _, _ in METRICS], "train time (s)"]
-    rows = []
-    for name in model_order(list(summaries)):
-        summary = summaries[name]
-        label = f"**{name}**" if name == "oracle" else name.removeprefix("unlearned/")
-        rows.append([label, *[fmt(summary.get(key), d) for _, key, d in METRICS],
-                     fmt(stage_seconds(record, name), 0)])
-    return markdown_table(head, rows)
 
 
 def lm_eval_overrides(output: str, task: UnlearningTask) -> list[str]:
@@ -114,7 +100,7 @@ def main() -> None:
     record = run.read_record()["stages"]
     summaries = summaries or recorded_results(record)[0]
     if summaries:
-        print(metrics_table(summaries, record) + "\n")
+        print(metrics_table(summaries, record, METRICS) + "\n")
     print(timed.line())
 
 
