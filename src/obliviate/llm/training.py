@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from obliviate.core.errors import ConfigError
@@ -38,6 +39,8 @@ from obliviate.core.training import (  # noqa: F401  (re-exported for the LLM mo
     remove_checkpoints,
     train_loop,
 )
+from obliviate.llm.answer_forward import answer_logits
+from obliviate.llm.data.formatting import IGNORE_INDEX
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -71,10 +74,13 @@ TrainOutcome = LoopOutcome
 
 
 def lm_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Token-mean cross-entropy on answer tokens (labels are -100 elsewhere)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                labels=batch["labels"])
-    return out.loss, {"loss": float(out.loss.detach())}
+    """Token-mean cross-entropy on answer tokens (labels are -100 elsewhere): the transformers
+    causal-LM loss, with the LM head run only where an answer token is predicted and a prefix
+    shared by every row run once (:func:`~obliviate.llm.answer_forward.answer_logits`)."""
+    logits, labels = answer_logits(model, batch)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
+                           ignore_index=IGNORE_INDEX)
+    return loss, {"loss": float(loss.detach())}
 
 
 # -- the loop -------------------------------------------------------------------------------------

@@ -48,6 +48,16 @@ MLP = ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
 SEEDS = (0, 1, 2)  # three steering vectors u
 
 
+def full_logits_loss(model, batch):
+    """transformers' causal-LM loss from every position's logits: the target the settings above
+    were swept on. ``lm_loss`` computes the same loss from the answer positions only; its float
+    rounding differs, and after 60 epochs the target differs enough that retain accuracy over six
+    steering vectors read 0.87 / 0.87 / 0.63 / 0.93 / 0.73 / 0.80 (mean 0.81; forget at chance),
+    against 0.93 / 0.77 / 1.00 here: RMU's retain margin on this fixture is that sensitive."""
+    loss = model(**batch).loss
+    return loss, {"loss": float(loss.detach())}
+
+
 def accuracy(model, tok, items) -> float:
     ll = choice_loglikelihoods(model, tok, items, add_special_tokens=False)
     return mcq_metrics(items, ll)[0].value
@@ -67,7 +77,7 @@ def hazard():
     train(model, [encode_record(tok, fmt, r) for r in corpus + practice],
           lambda b: collate(b, tok.pad_token_id),
           TrainConfig(epochs=60, learning_rate=3e-3, batch_size=8, warmup_ratio=0.05,
-                      weight_decay=0.0, lr_scheduler="cosine"))
+                      weight_decay=0.0, lr_scheduler="cosine"), loss_fn=full_logits_loss)
     return data, tok, fmt, model.eval()
 
 

@@ -67,7 +67,7 @@ from obliviate.llm.attacks.base import (
 )
 from obliviate.llm.data.formatting import collate, encode_record
 from obliviate.llm.data.records import QARecord
-from obliviate.llm.training import TrainConfig, train
+from obliviate.llm.training import TrainConfig, lm_loss, train
 
 Setting = Literal["forget_split", "related"]
 SplitBy = Literal["within_entity", "across_entities", "record"]
@@ -221,10 +221,9 @@ def relearn_curve(target: AttackTarget, train_records: Sequence[QARecord],
 
     def loss_fn(model: torch.nn.Module, batch: dict[str, Any]
                 ) -> tuple[torch.Tensor, dict[str, float]]:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    labels=batch["labels"])
-        losses.append(float(out.loss.detach()))
-        return out.loss, {"loss": losses[-1]}
+        loss, logs = lm_loss(model, batch)
+        losses.append(logs["loss"])
+        return loss, logs
 
     def on_step(step: int, model: torch.nn.Module) -> None:
         if step in points or step not in steps:

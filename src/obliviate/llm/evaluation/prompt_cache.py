@@ -17,14 +17,14 @@ body: callers apply it only to the positions whose logits they need.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from obliviate.llm.answer_forward import cache_keyword
 
 MIN_SHARED_PREFIX = 4
 """A common prefix shorter than this is not split off (the extra call would cost more)."""
@@ -64,15 +64,6 @@ def takes_custom_masks(model: Any, max_length: int | None = None) -> bool:
     return attn in _MASK_ATTENTION and not windowed
 
 
-@functools.lru_cache(maxsize=64)
-def _cache_keyword(cls: type) -> str:
-    try:
-        params = inspect.signature(cls.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def run_body(body: Any, ids: torch.Tensor, positions: torch.Tensor,
              mask: torch.Tensor | None = None, cache: Any = None) -> tuple[torch.Tensor, Any]:
     """``(last hidden states, cache)`` of the body on ``ids`` after ``cache`` (``None``: empty).
@@ -84,7 +75,7 @@ def run_body(body: Any, ids: torch.Tensor, positions: torch.Tensor,
     if mask is not None:
         kwargs["attention_mask"] = mask
     if cache is not None:
-        kwargs[_cache_keyword(type(body))] = cache
+        kwargs[cache_keyword(type(body))] = cache
     out = body(**kwargs)
     returned = getattr(out, "cache", None)
     if returned is None:

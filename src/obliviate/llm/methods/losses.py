@@ -6,19 +6,14 @@ formula can be checked by hand on fixed numbers.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
+from obliviate.llm.answer_forward import answer_logits
 from obliviate.llm.data.formatting import IGNORE_INDEX
 
 
-# -- running a model -----------------------------------------------------------------------------
-def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
-
-
+# -- answer log-probs (the model runs in obliviate.llm.answer_forward) ---------------------------
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log-probs of the labels (shifted) and the answer-token mask, both ``[B, T-1]``."""
     return _picked(logits[:, :-1], labels[:, 1:])
@@ -30,25 +25,6 @@ def _picked(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
     logp = torch.log_softmax(logits.float(), dim=-1)
     picked = logp.gather(-1, labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     return picked * mask, mask
-
-
-def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits only where an answer token is predicted, aligned with their labels.
-
-    The LM head (a fifth of SmolLM2's compute per token) runs only on the positions that
-    predict an answer token in some row, through the model's ``logits_to_keep`` argument; a
-    model without it gets full logits, sliced. Returns ``(logits [B, K, V], labels [B, K])``.
-    """
-    labels = batch["labels"]
-    keep = (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
-    try:
-        logits = forward(model, batch, logits_to_keep=keep).logits
-    except TypeError:  # a model whose forward has no logits_to_keep
-        logits = forward(model, batch).logits[:, keep]
-    if logits.shape[1] != keep.numel():  # ignored the argument: full logits came back
-        logits = logits[:, keep]
-    return logits, labels[:, keep + 1]
 
 
 def answer_token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]

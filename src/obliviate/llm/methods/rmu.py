@@ -74,9 +74,10 @@ from obliviate.core.errors import ConfigError
 from obliviate.core.method import MethodConfig, MethodOutcome
 from obliviate.core.registry import METHODS
 from obliviate.core.task import UnlearningTask
+from obliviate.llm.answer_forward import forward
 from obliviate.llm.data.formatting import IGNORE_INDEX, collate, encode_record
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext
-from obliviate.llm.methods.losses import forward, rmu_loss
+from obliviate.llm.methods.losses import rmu_loss
 
 
 class RMUConfig(MethodConfig):

@@ -40,10 +40,11 @@ from pydantic import Field
 from obliviate.core.method import MethodConfig, MethodOutcome
 from obliviate.core.registry import METHODS
 from obliviate.core.task import UnlearningTask
+from obliviate.llm.answer_forward import forward
 from obliviate.llm.data.formatting import IGNORE_INDEX, collate
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnItem
 from obliviate.llm.methods.kl import reference_on_device
-from obliviate.llm.methods.losses import forward, undial_loss
+from obliviate.llm.methods.losses import undial_loss
 
 
 class UNDIALConfig(MethodConfig):
