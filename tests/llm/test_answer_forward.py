@@ -89,7 +89,9 @@ def test_answer_logits_match_the_whole_batch_forward(tok, data, monkeypatch):
     model = llama(tok).eval()
     with torch.no_grad():
         full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        sizes = counted(model)
         logits, labels = af.answer_logits(model, batch)
+    assert sizes == [1, 6]
     keep = af.answer_positions(batch["labels"])
     assert torch.allclose(logits, full[:, keep], atol=1e-5)
     assert torch.equal(labels, batch["labels"][:, keep + 1])
@@ -137,3 +139,56 @@ def test_dropout_and_checkpointing_run_the_batch_whole(tok, data, monkeypatch):
     sizes = counted(checkpointed)
     loss_and_grads(checkpointed, batch, share=True, monkeypatch=monkeypatch)
     assert sizes == [6]
+
+
+class NoKeepLM(torch.nn.Module):
+    """A causal LM whose forward takes a cache but not ``logits_to_keep``; with ``drop_cache``
+    it returns no cache at all."""
+
+    def __init__(self, inner, drop_cache: bool = False):
+        super().__init__()
+        self.inner, self.drop_cache = inner, drop_cache
+
+    def forward(self, input_ids, attention_mask, cache=None, use_cache=False):
+        out = self.inner(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                         use_cache=use_cache)
+        if self.drop_cache:
+            out.cache = None
+        return out
+
+
+def test_a_model_without_logits_to_keep_shares_and_slices(tok, data):
+    batch = batch_of(tok, data)
+    inner = llama(tok).eval()
+    model = NoKeepLM(inner).eval()
+    sizes = counted(model)
+    with torch.no_grad():
+        logits, _ = af.answer_logits(model, batch)
+        full = inner(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert sizes == [1, 6]
+    assert torch.allclose(logits, full[:, af.answer_positions(batch["labels"])], atol=1e-5)
+
+
+def test_a_model_returning_no_cache_runs_whole_and_is_asked_once(tok, data):
+    batch = batch_of(tok, data)
+    model = NoKeepLM(llama(tok), drop_cache=True).eval()
+    sizes = counted(model)
+    with torch.no_grad():
+        first, _ = af.answer_logits(model, batch)
+        assert sizes == [1, 6]  # the prefix ran, no cache came back: the batch ran whole
+        sizes.clear()
+        second, _ = af.answer_logits(model, batch)
+    assert sizes == [6]
+    assert torch.equal(first, second)
+
+
+def test_only_append_only_caches_are_shared():
+    from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
+
+    appending = DynamicCache()
+    appending.layers = [DynamicLayer(), DynamicLayer()]
+    assert af.shareable_cache(appending)
+    windowed = DynamicCache()
+    windowed.layers = [DynamicLayer(), DynamicSlidingWindowLayer(sliding_window=4)]
+    assert not af.shareable_cache(windowed)
+    assert not af.shareable_cache(object())

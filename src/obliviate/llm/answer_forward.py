@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import weakref
 from typing import Any
 
 import torch
@@ -56,18 +57,28 @@ def shared_prefix_length(batch: dict[str, torch.Tensor], keep: torch.Tensor) -> 
 
 
 @functools.lru_cache(maxsize=64)
-def cache_keyword(cls: type) -> str | None:
-    """The keyword a model class's forward takes its KV cache under: ``cache`` since
-    transformers 5.2x, ``past_key_values`` before; ``None`` when it takes neither."""
+def _forward_parameters(cls: type) -> frozenset[str] | None:
+    """Names a model class's forward takes; ``None`` when its signature cannot be read."""
     try:
         params = inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
+        return None
+    names = set(params)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names.add("**")
+    return frozenset(names)
+
+
+def cache_keyword(cls: type) -> str | None:
+    """The keyword a model class's forward takes its KV cache under: ``cache`` since
+    transformers 5.2x, ``past_key_values`` before; ``None`` when it names neither."""
+    params = _forward_parameters(cls)
+    if params is None:
         return "past_key_values"
     for name in ("cache", "past_key_values"):
         if name in params:
             return name
-    return "past_key_values" if any(
-        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) else None
+    return None
 
 
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
@@ -85,32 +96,66 @@ def _checkpointing(model: torch.nn.Module) -> bool:
     return False
 
 
+RANDOM_CONFIG_KEYS = ("dropout", "pdrop", "layerdrop", "jitter")
+"""Config entries that make a training forward random (e.g. ``attention_dropout``, GPT-2's
+``attn_pdrop``, OPT's ``layerdrop``, Mixtral's ``router_jitter_noise``)."""
+
+
+def _random_in_training(model: torch.nn.Module) -> bool:
+    if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
+           for m in model.modules()):
+        return True
+    config = getattr(model, "config", None)
+    entries = config.to_dict() if hasattr(config, "to_dict") else dict(
+        getattr(config, "__dict__", {}))
+    return any(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+               and any(key in name for key in RANDOM_CONFIG_KEYS)
+               for name, value in entries.items())
+
+
+_UNSHAREABLE: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
+"""Models whose cache turned out not to be :func:`shareable_cache`: asked once, not each step."""
+
+
 def _can_share(model: torch.nn.Module) -> bool:
-    """The model continues from a cache and nothing random or recomputing is active."""
+    """The model continues from a growing key/value cache, and nothing random, recomputing or
+    distributed is active (a DDP/FSDP/DeepSpeed wrapper unshards weights around one forward's
+    outputs, and the prefix's gradient would flow back through the cache instead)."""
+    if hasattr(model, "module"):
+        return False
     inner = _unwrapped(model)
-    if cache_keyword(type(inner)) is None:
+    if inner in _UNSHAREABLE or cache_keyword(type(inner)) is None:
         return False
     if _checkpointing(inner):
         return False
-    if model.training:
-        if any(isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0
-               for m in model.modules()):
-            return False
-        config = getattr(inner, "config", None)
-        if any(float(getattr(config, key, 0.0) or 0.0) > 0
-               for key in ("attention_dropout", "hidden_dropout", "dropout")):
-            return False
-    return True
+    return not (model.training and _random_in_training(inner))
+
+
+def shareable_cache(cache: Any) -> bool:
+    """A cache whose every layer only appends keys and values (transformers' ``DynamicLayer``):
+    repeating it over the batch and extending it is differentiable. Sliding-window, static,
+    quantised and linear-attention/SSM layers (whose states update in place) are not."""
+    from transformers.cache_utils import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    if layers is None:  # transformers 4.x: a DynamicCache holds plain key/value lists
+        return type(cache) is DynamicCache
+    try:
+        from transformers.cache_utils import DynamicLayer
+    except ImportError:
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
                  **kwargs: Any) -> torch.Tensor:
     """Logits at ``keep`` through ``logits_to_keep`` (or sliced from full logits)."""
-    try:
+    params = _forward_parameters(type(_unwrapped(model))) or frozenset({"**"})
+    if "logits_to_keep" in params:
         logits = forward(model, batch, logits_to_keep=keep, **kwargs).logits
-    except TypeError:  # a model whose forward has no logits_to_keep
-        logits = forward(model, batch, **kwargs).logits[:, keep]
-    if logits.shape[1] != keep.numel():  # ignored the argument: full logits came back
+    else:  # a model whose forward has no logits_to_keep
+        logits = forward(model, batch, **kwargs).logits
+    if logits.shape[1] != keep.numel():  # full logits came back
         logits = logits[:, keep]
     return logits
 
@@ -118,14 +163,18 @@ def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: t
 def _prefix_shared_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
                           keep: torch.Tensor, prefix: int) -> torch.Tensor | None:
     """Logits at ``keep`` with the ``prefix`` tokens run for one row; ``None`` when the model
-    returned no cache (then the caller runs the batch whole)."""
+    returned no cache, or one that cannot be repeated and extended differentiably (then the
+    caller runs the batch whole, and this model is not asked again)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    head = model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], use_cache=True,
-                 logits_to_keep=1)
+    head_batch = {"input_ids": ids[:1, :prefix], "attention_mask": mask[:1, :prefix]}
+    params = _forward_parameters(type(_unwrapped(model))) or frozenset()
+    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+    head = forward(model, head_batch, use_cache=True, **extra)
     cache = getattr(head, "cache", None)
     if cache is None:
         cache = getattr(head, "past_key_values", None)
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+    if cache is None or not shareable_cache(cache):
+        _UNSHAREABLE.add(_unwrapped(model))
         return None
     cache.batch_repeat_interleave(ids.shape[0])
     rest = {"input_ids": ids[:, prefix:], "attention_mask": mask}

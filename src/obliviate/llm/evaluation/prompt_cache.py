@@ -75,7 +75,7 @@ def run_body(body: Any, ids: torch.Tensor, positions: torch.Tensor,
     if mask is not None:
         kwargs["attention_mask"] = mask
     if cache is not None:
-        kwargs[cache_keyword(type(body))] = cache
+        kwargs[cache_keyword(type(body)) or "past_key_values"] = cache
     out = body(**kwargs)
     returned = getattr(out, "cache", None)
     if returned is None:
