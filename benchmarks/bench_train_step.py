@@ -1,0 +1,122 @@
+"""Benchmark one training step on SmolLM2-135M: the forward+backward of the answer loss, three ways.
+
+The batch is ``--batch-size`` TOFU forget01 question-answer pairs in SmolLM2's chat template
+(with its default system prompt), right-padded as the training loop collates them; without the
+TOFU folder, the synthetic facts. Each case computes the token-mean answer cross-entropy and its
+gradients:
+
+* ``full logits``: transformers' own loss, ``model(labels=...)``, which runs the LM head on every
+  position (what fine-tuning ran before :mod:`obliviate.llm.answer_forward`);
+* ``answer head``: the head on the positions that predict an answer token only, the batch whole;
+* ``answer head + shared prefix``: the same, with the tokens every row shares (system prompt and
+  template) run once for one row (:func:`obliviate.llm.answer_forward.answer_logits`).
+
+The cases alternate (A B C A B C ...) ``--repeats`` times in one process, so a slow phase of the
+machine falls on all of them; the table gives the median and the speed-up over the first case,
+and the largest gradient difference against it (relative to that tensor's largest gradient).
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train_step.py --repeats 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def tofu_pairs(count: int) -> tuple[list[tuple[str, str]], str]:
+    from obliviate.llm.data.tofu import default_tofu_root, load_tofu
+
+    try:
+        records = load_tofu(default_tofu_root(), forget_splits=("forget01",)).forget["forget01"]
+        source = "TOFU forget01"
+    except Exception as err:  # noqa: BLE001 - any missing or unreadable folder: synthetic facts
+        from obliviate.llm.data.synthetic import SyntheticFactsConfig, generate_synthetic_facts
+
+        records = generate_synthetic_facts(SyntheticFactsConfig())["forget"]
+        source = f"synthetic facts (TOFU unavailable: {err})"
+    return [(r.question, r.answer) for r in records[:count]], source
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                        help="torch threads (default: OMP_NUM_THREADS, else 2)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    import obliviate.llm.answer_forward as answer_forward
+    from obliviate.llm.data.formatting import (
+        build_example,
+        collate,
+        encode_answer,
+        encode_prompt,
+        resolve_format,
+    )
+    from obliviate.llm.models import load_pretrained
+    from obliviate.llm.training import lm_loss
+
+    pairs, source = tofu_pairs(args.batch_size)
+    model, tokenizer = load_pretrained("smollm2")
+    model.train()
+    fmt = resolve_format(tokenizer)
+    batch = collate([build_example(encode_prompt(tokenizer, fmt, q),
+                                   encode_answer(tokenizer, fmt, a), None) for q, a in pairs],
+                    tokenizer.pad_token_id)
+    keep = answer_forward.answer_positions(batch["labels"])
+    prefix = answer_forward.shared_prefix_length(batch, keep)
+    shared_default = answer_forward.MIN_SHARED_PREFIX
+
+    def full_logits() -> torch.Tensor:
+        return model(**batch).loss
+
+    def answer_head(share: bool) -> Callable[[], torch.Tensor]:
+        def loss() -> torch.Tensor:
+            answer_forward.MIN_SHARED_PREFIX = shared_default if share else 10**9
+            return lm_loss(model, batch)[0]
+        return loss
+
+    cases = {"full logits (transformers' loss)": full_logits,
+             "answer head": answer_head(False),
+             "answer head + shared prefix": answer_head(True)}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    grads: dict[str, list[torch.Tensor]] = {}
+    for repeat in range(args.repeats + 1):  # the first round warms up, untimed
+        for name, loss_fn in cases.items():
+            model.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            loss_fn().backward()
+            seconds = time.perf_counter() - start
+            if repeat:
+                times[name].append(seconds)
+            else:
+                grads[name] = [p.grad.clone() for p in model.parameters()]
+
+    base_name = next(iter(cases))
+    base = statistics.median(times[base_name])
+    print(f"\nSmolLM2-135M, fp32, {args.threads} threads, "
+          f"{platform.processor() or platform.machine()}; batch {args.batch_size} of {source}, "
+          f"padded width {batch['input_ids'].shape[1]}, {int(batch['attention_mask'].sum())} "
+          f"tokens, {int((batch['labels'] != -100).sum())} answer tokens, shared prefix {prefix} "
+          f"tokens; {args.repeats} alternating rounds; load average {os.getloadavg()[0]:.2f}\n")
+    print("| case | median forward+backward (s) | min (s) | speed-up | largest gradient "
+          "difference |")
+    print("|---|---|---|---|---|")
+    for name in cases:
+        median = statistics.median(times[name])
+        diff = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
+                   for a, b in zip(grads[name], grads[base_name], strict=True))
+        print(f"| {name} | {median:.2f} | {min(times[name]):.2f} | {base / median:.2f}x | "
+              f"{diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
