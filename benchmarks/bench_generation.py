@@ -28,23 +28,13 @@ import time
 
 import torch
 from bench_scorer import matmul_gflops
+from common import add_threads, tofu_or_synthetic
 
 
 def tofu_questions(per_split: int) -> tuple[list[str], str]:
-    from obliviate.llm.data.tofu import default_tofu_root, load_tofu
-
-    try:
-        tofu = load_tofu(default_tofu_root(), forget_splits=("forget01",))
-    except Exception as err:  # noqa: BLE001 - any missing or unreadable folder: synthetic facts
-        from obliviate.llm.data.synthetic import SyntheticFactsConfig, generate_synthetic_facts
-
-        facts = generate_synthetic_facts(SyntheticFactsConfig())
-        records = [r for split in facts.values() for r in split][:4 * per_split]
-        return [r.question for r in records], f"synthetic facts (TOFU unavailable: {err})"
-    splits = {"forget01": tofu.forget["forget01"], **tofu.evaluation}
-    names = ("forget01", "retain_eval", "real_authors", "world_facts")
-    questions = [r.question for name in names for r in splits[name][:per_split]]
-    return questions, "TOFU " + ", ".join(f"{n} {per_split}" for n in names)
+    records, source = tofu_or_synthetic(
+        ("forget01", "retain_eval", "real_authors", "world_facts"), per_split)
+    return [r.question for r in records], source
 
 
 def hf_generate(model, prompts, batch, new, pad, eos):
@@ -81,8 +71,7 @@ def main() -> None:
     parser.add_argument("--hf-batch", type=int, default=32)
     parser.add_argument("--batch-sizes", default="64",
                         help="obliviate decoding batch sizes to time, comma-separated")
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
-                        help="torch threads (default: OMP_NUM_THREADS, else 2)")
+    add_threads(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 

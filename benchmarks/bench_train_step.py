@@ -28,28 +28,14 @@ import time
 from collections.abc import Callable
 
 import torch
-
-
-def tofu_pairs(count: int) -> tuple[list[tuple[str, str]], str]:
-    from obliviate.llm.data.tofu import default_tofu_root, load_tofu
-
-    try:
-        records = load_tofu(default_tofu_root(), forget_splits=("forget01",)).forget["forget01"]
-        source = "TOFU forget01"
-    except Exception as err:  # noqa: BLE001 - any missing or unreadable folder: synthetic facts
-        from obliviate.llm.data.synthetic import SyntheticFactsConfig, generate_synthetic_facts
-
-        records = generate_synthetic_facts(SyntheticFactsConfig())["forget"]
-        source = f"synthetic facts (TOFU unavailable: {err})"
-    return [(r.question, r.answer) for r in records[:count]], source
+from common import add_threads, tofu_or_synthetic
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
-                        help="torch threads (default: OMP_NUM_THREADS, else 2)")
+    add_threads(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -64,7 +50,8 @@ def main() -> None:
     from obliviate.llm.models import load_pretrained
     from obliviate.llm.training import lm_loss
 
-    pairs, source = tofu_pairs(args.batch_size)
+    records, source = tofu_or_synthetic(("forget01",), args.batch_size)
+    pairs = [(r.question, r.answer) for r in records]
     model, tokenizer = load_pretrained("smollm2")
     model.train()
     fmt = resolve_format(tokenizer)

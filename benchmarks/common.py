@@ -141,3 +141,28 @@ def recorded_results(record: dict[str, Any]
         if stage.get("attack") and stage.get("status") == "done":
             attacks.setdefault(stage["model"], {})[stage["attack"]] = stage
     return summaries, attacks
+
+
+def add_threads(out: argparse.ArgumentParser) -> None:
+    """``--threads``: torch threads, default ``OMP_NUM_THREADS`` or 2."""
+    out.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 2)),
+                     help="torch threads (default: OMP_NUM_THREADS, else 2)")
+
+
+def tofu_or_synthetic(names: tuple[str, ...], per_split: int) -> tuple[list[Any], str]:
+    """The first ``per_split`` TOFU records of each split in ``names`` (``forget01``,
+    ``retain_eval``, ``real_authors``, ``world_facts``) and a description; without the TOFU
+    folder, as many synthetic-facts records."""
+    from obliviate.llm.data.tofu import default_tofu_root, load_tofu
+
+    try:
+        tofu = load_tofu(default_tofu_root(), forget_splits=("forget01",))
+    except Exception as err:  # noqa: BLE001 - any missing or unreadable folder: synthetic facts
+        from obliviate.llm.data.synthetic import SyntheticFactsConfig, generate_synthetic_facts
+
+        facts = generate_synthetic_facts(SyntheticFactsConfig())
+        records = [r for split in facts.values() for r in split][:len(names) * per_split]
+        return records, f"synthetic facts (TOFU unavailable: {err})"
+    splits = {"forget01": tofu.forget["forget01"], **tofu.evaluation}
+    records = [r for name in names for r in splits[name][:per_split]]
+    return records, "TOFU " + ", ".join(f"{n} {per_split}" for n in names)
