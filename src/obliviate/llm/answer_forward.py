@@ -63,10 +63,7 @@ def _forward_parameters(cls: type) -> frozenset[str] | None:
         params = inspect.signature(cls.forward).parameters
     except (TypeError, ValueError):
         return None
-    names = set(params)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        names.add("**")
-    return frozenset(names)
+    return frozenset(params)
 
 
 def cache_keyword(cls: type) -> str | None:
@@ -150,7 +147,7 @@ def shareable_cache(cache: Any) -> bool:
 def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
                  **kwargs: Any) -> torch.Tensor:
     """Logits at ``keep`` through ``logits_to_keep`` (or sliced from full logits)."""
-    params = _forward_parameters(type(_unwrapped(model))) or frozenset({"**"})
+    params = _forward_parameters(type(_unwrapped(model))) or frozenset()
     if "logits_to_keep" in params:
         logits = forward(model, batch, logits_to_keep=keep, **kwargs).logits
     else:  # a model whose forward has no logits_to_keep
