@@ -1,4 +1,4 @@
-"""Benchmark one training step on SmolLM2-135M: the forward+backward of the answer loss, three ways.
+"""Benchmark one training step on SmolLM2-135M: the forward+backward of the answer loss, four ways.
 
 The batch is ``--batch-size`` TOFU forget01 question-answer pairs in SmolLM2's chat template
 (with its default system prompt), right-padded as the training loop collates them; without the
@@ -7,11 +7,14 @@ gradients:
 
 * ``full logits``: transformers' own loss, ``model(labels=...)``, which runs the LM head on every
   position (what fine-tuning ran before :mod:`obliviate.llm.answer_forward`);
-* ``answer head``: the head on the positions that predict an answer token only, the batch whole;
-* ``answer head + shared prefix``: the same, with the tokens every row shares (system prompt and
-  template) run once for one row (:func:`obliviate.llm.answer_forward.answer_logits`).
+* ``answer head``: the head on the positions that predict an answer token only, the batch whole
+  and padded (what unlearning ran before :mod:`obliviate.llm.answer_forward`);
+* ``answer head, packed``: the same with the batch's real tokens packed into one row under a
+  block-diagonal causal mask (no padding);
+* ``answer head, packed + shared prefix``: packed, with the tokens every row shares (system
+  prompt and template) held once (:func:`obliviate.llm.answer_forward.answer_logits`).
 
-The cases alternate (A B C A B C ...) ``--repeats`` times in one process, so a slow phase of the
+The cases alternate (A B C D A B C D ...) ``--repeats`` times in one process, so a slow phase of the
 machine falls on all of them; the table gives the median and the speed-up over the first case,
 and the largest gradient difference against it (relative to that tensor's largest gradient).
 
@@ -59,21 +62,27 @@ def main() -> None:
                                    encode_answer(tokenizer, fmt, a), None) for q, a in pairs],
                     tokenizer.pad_token_id)
     keep = answer_forward.answer_positions(batch["labels"])
-    prefix = answer_forward.shared_prefix_length(batch, keep)
+    prefix = answer_forward.shared_prefix_length(batch)
     shared_default = answer_forward.MIN_SHARED_PREFIX
 
     def full_logits() -> torch.Tensor:
         return model(**batch).loss
 
-    def answer_head(share: bool) -> Callable[[], torch.Tensor]:
+    def answer_head_whole() -> torch.Tensor:
+        logits = answer_forward._keep_logits(model, batch, keep)
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), batch["labels"][:, keep + 1].flatten(), ignore_index=-100)
+
+    def packed(share: bool) -> Callable[[], torch.Tensor]:
         def loss() -> torch.Tensor:
             answer_forward.MIN_SHARED_PREFIX = shared_default if share else 10**9
             return lm_loss(model, batch)[0]
         return loss
 
     cases = {"full logits (transformers' loss)": full_logits,
-             "answer head": answer_head(False),
-             "answer head + shared prefix": answer_head(True)}
+             "answer head, batch whole": answer_head_whole,
+             "answer head, packed": packed(False),
+             "answer head, packed + shared prefix": packed(True)}
     times: dict[str, list[float]] = {name: [] for name in cases}
     grads: dict[str, list[torch.Tensor]] = {}
     for repeat in range(args.repeats + 1):  # the first round warms up, untimed

@@ -1,35 +1,43 @@
 """Running a causal LM for the log-probs of answer tokens: what training and unlearning compute.
 
-Two savings, both exact in arithmetic (floating-point sums may differ in the last bits):
+Three savings, all exact in arithmetic (floating-point sums may differ in the last bits):
 
 * **The LM head only where an answer token is predicted.** A fifth of SmolLM2's compute per
   token is its 49k-row head; prompt positions carry no label, so their logits are never used.
+* **No padding.** A right-padded batch's real tokens are packed end to end into as few rows as
+  fit :data:`PACK_WIDTH` tokens, each at its own position id, with a block-diagonal causal mask
+  so that a token sees only its own example. A TOFU batch of 8 pads ~80 real tokens per row to
+  ~100.
 * **A prefix shared by every row runs once.** A chat model's batch starts with the same system
-  prompt and template tokens in every row (24 of SmolLM2's ~100 tokens per TOFU example). Causal
-  attention makes those positions' states identical across rows, so they are computed for one
-  row, their keys and values repeated over the batch, and the rest of every row attends to them.
-  The backward pass sums the rows' gradients through the repeat, which is what the batch would
-  have summed.
+  prompt and template tokens in every row (24 of SmolLM2's ~80 tokens per TOFU example). Causal
+  attention makes those positions' states identical across rows, so a packed row holds them
+  once and every example in it attends to them. The backward pass sums the examples' gradients
+  through them, which is what the batch would have summed.
 
-The shared prefix is used when the model can continue from a key/value cache (a transformers
-model with ``past_key_values``), no dropout is active (one row's dropout mask would stand for
-all rows) and gradient checkpointing is off (transformers turns the cache off under it).
-Otherwise the whole batch runs in one forward, as before.
+Packing needs a model that takes a custom 4-D attention mask (eager or sdpa attention, no
+sliding window shorter than an example: :func:`takes_custom_masks`) and position ids. The
+prefix is shared only when nothing random runs in training (one dropout mask would stand for
+every row's prefix). Otherwise the whole batch runs in one forward, as before.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import weakref
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from obliviate.llm.data.formatting import IGNORE_INDEX
 
-MIN_SHARED_PREFIX = 8
-"""Shorter common prefixes run with the batch: a second forward call costs more than it saves."""
+PACK_WIDTH = 512
+"""Tokens per packed row (or the longest example, if longer). Attention over a packed row is
+dense, so much wider rows would spend on masked-out attention what packing saves."""
+MIN_SHARED_PREFIX = 1
+"""A common prefix at least this long is held once per packed row."""
+_MASK_ATTENTION = ("eager", "sdpa")
 
 
 def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], **kwargs: Any) -> Any:
@@ -41,18 +49,17 @@ def answer_positions(labels: torch.Tensor) -> torch.Tensor:
     return (labels[:, 1:] != IGNORE_INDEX).any(dim=0).nonzero().squeeze(-1)
 
 
-def shared_prefix_length(batch: dict[str, torch.Tensor], keep: torch.Tensor) -> int:
-    """Length of the leading tokens every row shares, unpadded and before any kept position.
+def shared_prefix_length(batch: dict[str, torch.Tensor]) -> int:
+    """Length of the leading real tokens every row shares.
 
     0 when the batch has one row, when rows differ from the first token (left padding, base
     prompts) or when the common run is shorter than :data:`MIN_SHARED_PREFIX`.
     """
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    if ids.shape[0] < 2 or keep.numel() == 0:
+    if ids.shape[0] < 2:
         return 0
     same = (ids == ids[:1]).all(dim=0) & (mask == 1).all(dim=0)
     length = int(same.long().cumprod(dim=0).sum())
-    length = min(length, int(keep.min()), ids.shape[1] - 1)  # the kept logits follow the prefix
     return length if length >= MIN_SHARED_PREFIX else 0
 
 
@@ -78,19 +85,30 @@ def cache_keyword(cls: type) -> str | None:
     return None
 
 
+def takes_custom_masks(model: Any, max_length: int | None = None) -> bool:
+    """Whether the model's attention takes an additive 4-D mask: eager or sdpa attention and no
+    sliding window shorter than ``max_length`` (a custom mask replaces the window)."""
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", "eager")
+    window = getattr(config, "sliding_window", None)
+    windowed = bool(window) and getattr(config, "use_sliding_window", True) is not False and (
+        max_length is None or window < max_length)
+    return attn in _MASK_ATTENTION and not windowed
+
+
+def float_dtype(model: Any) -> torch.dtype:
+    """The dtype of the model's first floating-point parameter (masks are built in it)."""
+    for param in model.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
+
+
 def _unwrapped(model: torch.nn.Module) -> torch.nn.Module:
     """The transformers model inside a DDP/FSDP wrapper (``.module``) or a peft model."""
     inner = getattr(model, "module", model)
     get_base = getattr(inner, "get_base_model", None)
     return get_base() if callable(get_base) else inner
-
-
-def _checkpointing(model: torch.nn.Module) -> bool:
-    """Whether transformers' activation (gradient) checkpointing is on."""
-    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # v5, v4
-        if hasattr(type(model), name):
-            return bool(getattr(model, name))
-    return False
 
 
 RANDOM_CONFIG_KEYS = ("dropout", "pdrop", "layerdrop", "jitter")
@@ -110,38 +128,81 @@ def _random_in_training(model: torch.nn.Module) -> bool:
                for name, value in entries.items())
 
 
-_UNSHAREABLE: weakref.WeakSet[torch.nn.Module] = weakref.WeakSet()
-"""Models whose cache turned out not to be :func:`shareable_cache`: asked once, not each step."""
-
-
-def _can_share(model: torch.nn.Module) -> bool:
-    """The model continues from a growing key/value cache, and nothing random, recomputing or
-    distributed is active (a DDP/FSDP/DeepSpeed wrapper unshards weights around one forward's
-    outputs, and the prefix's gradient would flow back through the cache instead)."""
-    if hasattr(model, "module"):
-        return False
+def _can_pack(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> bool:
+    """The model takes position ids and a custom 4-D mask for rows as long as the batch's."""
     inner = _unwrapped(model)
-    if inner in _UNSHAREABLE or cache_keyword(type(inner)) is None:
+    params = _forward_parameters(type(inner))
+    if params is None or "position_ids" not in params:
         return False
-    if _checkpointing(inner):
-        return False
-    return not (model.training and _random_in_training(inner))
+    return takes_custom_masks(inner, int(batch["input_ids"].shape[1]))
 
 
-def shareable_cache(cache: Any) -> bool:
-    """A cache whose every layer only appends keys and values (transformers' ``DynamicLayer``):
-    repeating it over the batch and extending it is differentiable. Sliding-window, static,
-    quantised and linear-attention/SSM layers (whose states update in place) are not."""
-    from transformers.cache_utils import DynamicCache
+@dataclass(frozen=True)
+class Packing:
+    """A batch's real tokens packed into ``[R, L]`` rows.
 
-    layers = getattr(cache, "layers", None)
-    if layers is None:  # transformers 4.x: a DynamicCache holds plain key/value lists
-        return type(cache) is DynamicCache
-    try:
-        from transformers.cache_utils import DynamicLayer
-    except ImportError:
-        return False
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    ``owner`` is the example a token belongs to (-1: the shared prefix, -2: padding) and
+    ``position`` its column in the batch (its position id); ``source[b, t]`` is where the batch's
+    token ``(b, t)`` went, as a flat index ``row * L + column`` (-1: padding, not packed).
+    """
+
+    input_ids: torch.Tensor
+    owner: torch.Tensor
+    position: torch.Tensor
+    source: torch.Tensor
+
+    def mask(self, dtype: torch.dtype | None) -> torch.Tensor:
+        """``[R, 1, L, L]``: a token sees, causally, the prefix and its own example; padding sees
+        only itself. Boolean (True: attend) for ``dtype=None``, else additive in ``dtype``."""
+        owner, position = self.owner, self.position
+        q_owner, k_owner = owner[:, :, None], owner[:, None, :]
+        allowed = (position[:, None, :] <= position[:, :, None]) & (k_owner >= -1) & (
+            (k_owner == q_owner) | (k_owner == -1)) & (q_owner >= -1)
+        allowed |= torch.eye(owner.shape[1], dtype=torch.bool, device=owner.device)
+        if dtype is None:
+            return allowed[:, None]
+        additive = torch.zeros(allowed.shape, dtype=dtype, device=owner.device)
+        return additive.masked_fill_(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def pack(batch: dict[str, torch.Tensor], prefix: int, width: int | None = None) -> Packing:
+    """Pack the real tokens of ``batch`` into as few rows as hold ``max(width, longest example)``
+    tokens each on average (``width``: :data:`PACK_WIDTH`), the examples spread longest first
+    over the least filled row; each row holds the ``prefix`` every example shares once, then
+    its examples' other tokens in batch order."""
+    ids, real = batch["input_ids"], batch["attention_mask"].bool()
+    columns = [row.nonzero().squeeze(-1) for row in real]
+    rest = [c[prefix:] for c in columns]
+    cap = max(width or PACK_WIDTH, max(len(c) for c in columns)) - prefix
+    count = min(len(rest), max(1, math.ceil(sum(len(c) for c in rest) / max(cap, 1))))
+    bins: list[list[int]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for b in sorted(range(len(rest)), key=lambda i: -len(rest[i])):  # longest first, least load
+        least = loads.index(min(loads))
+        bins[least].append(b)
+        loads[least] += len(rest[b])
+    bins = sorted(sorted(group) for group in bins if group)
+    length = max(prefix + sum(len(rest[b]) for b in group) for group in bins)
+    shape = (len(bins), length)
+    packed = torch.zeros(shape, dtype=ids.dtype)  # padding: token 0 at position 0
+    owner = torch.full(shape, -2, dtype=torch.long)
+    position = torch.zeros(shape, dtype=torch.long)
+    source = torch.full(ids.shape, -1, dtype=torch.long)
+    for r, group in enumerate(bins):
+        packed[r, :prefix] = ids[group[0], :prefix]
+        owner[r, :prefix] = -1
+        position[r, :prefix] = torch.arange(prefix)
+        at = prefix
+        for b in group:
+            cols = rest[b]
+            packed[r, at:at + len(cols)] = ids[b, cols]
+            owner[r, at:at + len(cols)] = b
+            position[r, at:at + len(cols)] = cols
+            source[b, :prefix] = r * length + torch.arange(prefix)
+            source[b, cols] = r * length + torch.arange(at, at + len(cols))
+            at += len(cols)
+    device = ids.device
+    return Packing(packed.to(device), owner.to(device), position.to(device), source.to(device))
 
 
 def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
@@ -157,26 +218,34 @@ def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: t
     return logits
 
 
-def _prefix_shared_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor],
-                          keep: torch.Tensor, prefix: int) -> torch.Tensor | None:
-    """Logits at ``keep`` with the ``prefix`` tokens run for one row; ``None`` when the model
-    returned no cache, or one that cannot be repeated and extended differentiably (then the
-    caller runs the batch whole, and this model is not asked again)."""
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    head_batch = {"input_ids": ids[:1, :prefix], "attention_mask": mask[:1, :prefix]}
-    params = _forward_parameters(type(_unwrapped(model))) or frozenset()
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
-    head = forward(model, head_batch, use_cache=True, **extra)
-    cache = getattr(head, "cache", None)
-    if cache is None:
-        cache = getattr(head, "past_key_values", None)
-    if cache is None or not shareable_cache(cache):
-        _UNSHAREABLE.add(_unwrapped(model))
+def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
+                   prefix: int) -> torch.Tensor | None:
+    """The logits :func:`answer_logits` returns, from one forward over the packed batch; the
+    positions that predict no token of their own row hold zeros. ``None`` when an answer token
+    would be predicted from a padded position (nothing there to pack)."""
+    labels = batch["labels"]
+    needed = labels[:, keep + 1] != IGNORE_INDEX
+    rows, ks = needed.nonzero(as_tuple=True)
+    inner = _unwrapped(model)
+    packing = pack(batch, prefix)
+    flat = packing.source[rows, keep[ks]]
+    if bool((flat < 0).any()):
         return None
-    cache.batch_repeat_interleave(ids.shape[0])
-    rest = {"input_ids": ids[:, prefix:], "attention_mask": mask}
-    keyword = cache_keyword(type(_unwrapped(model))) or "past_key_values"
-    return _keep_logits(model, rest, keep - prefix, use_cache=True, **{keyword: cache})
+    length = packing.input_ids.shape[1]
+    packed_row, column = flat // length, flat % length
+    columns = torch.unique(column)  # sorted
+    attention = getattr(inner.config, "_attn_implementation", "eager")
+    kwargs: dict[str, Any] = {
+        "input_ids": packing.input_ids, "position_ids": packing.position,
+        "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))}
+    if "logits_to_keep" in (_forward_parameters(type(inner)) or frozenset()):
+        kwargs["logits_to_keep"] = columns
+    logits = model(**kwargs).logits
+    if logits.shape[1] != columns.numel():  # full logits came back
+        logits = logits[:, columns]
+    picked = logits[packed_row, torch.searchsorted(columns, column)]
+    out = picked.new_zeros((*labels.shape[:1], keep.numel(), picked.shape[-1]))
+    return out.index_put((rows, ks), picked)
 
 
 def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
@@ -184,14 +253,17 @@ def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     """Logits only where an answer token is predicted, aligned with their labels.
 
     Returns ``(logits [B, K, V], labels [B, K])``; K counts the positions that predict an answer
-    token in some row. A prefix every row shares runs once (see the module's docstring).
+    token in some row (a row's entries that predict none of its own tokens are zeros when the
+    batch is packed). The batch is packed and a prefix every row shares runs once (see the
+    module's docstring).
     """
     labels = batch["labels"]
     keep = answer_positions(labels)
-    prefix = shared_prefix_length(batch, keep)
     logits = None
-    if prefix and _can_share(model):
-        logits = _prefix_shared_logits(model, batch, keep, prefix)
+    if keep.numel() and _can_pack(model, batch):
+        random = model.training and _random_in_training(_unwrapped(model))
+        prefix = 0 if random else shared_prefix_length(batch)
+        logits = _packed_logits(model, batch, keep, prefix)
     if logits is None:
         logits = _keep_logits(model, batch, keep)
     return logits, labels[:, keep + 1]

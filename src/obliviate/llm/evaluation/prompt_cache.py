@@ -24,12 +24,11 @@ from typing import Any
 
 import torch
 
-from obliviate.llm.answer_forward import cache_keyword
+from obliviate.llm.answer_forward import cache_keyword, float_dtype, takes_custom_masks
 
 MIN_SHARED_PREFIX = 4
 """A common prefix shorter than this is not split off (the extra call would cost more)."""
 _LOGIT_MODIFIERS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
-_MASK_ATTENTION = ("eager", "sdpa")
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]
 Account = Callable[[int, int, int, int], None]
@@ -51,17 +50,6 @@ def body_and_head(model: Any) -> tuple[Any, Any] | None:
     if not isinstance(head, torch.nn.Linear) or body is None or body is model:
         return None
     return body, head
-
-
-def takes_custom_masks(model: Any, max_length: int | None = None) -> bool:
-    """Whether the model's attention takes an additive 4-D mask: eager or sdpa attention and no
-    sliding window shorter than ``max_length`` (a custom mask replaces the window)."""
-    config = getattr(model, "config", None)
-    attn = getattr(config, "_attn_implementation", "eager")
-    window = getattr(config, "sliding_window", None)
-    windowed = bool(window) and getattr(config, "use_sliding_window", True) is not False and (
-        max_length is None or window < max_length)
-    return attn in _MASK_ATTENTION and not windowed
 
 
 def run_body(body: Any, ids: torch.Tensor, positions: torch.Tensor,
@@ -379,14 +367,6 @@ def prefill(body: Any, prompts: Sequence[Sequence[int]], pad_id: int, batch_toke
         last[rows] = hidden[:, -1]
     return PromptStates(kv=kv, valid=torch.cat([past_valid, valid], dim=1),
                         lengths=[len(p) for p in prompts], last=last)
-
-
-def float_dtype(model: Any) -> torch.dtype:
-    """The dtype of the model's first floating-point parameter (masks are built in it)."""
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return torch.float32
 
 
 __all__ = ["MIN_SHARED_PREFIX", "PrefixCache", "PromptStates", "body_and_head", "buffered_cache",
