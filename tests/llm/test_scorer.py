@@ -136,6 +136,31 @@ def test_token_stats_match_naive(tok, records):
     assert any(p.token_stats.is_argmax.any() for p in packed)
 
 
+def test_token_stats_only_for_the_flagged_records(tok, records):
+    model = peaked_model(tok)
+    fmt = resolve_format(tok)
+    every = AnswerScorer(model, tok, fmt).score(records, answer_lists(records), True)
+    flags = [i % 2 == 0 for i in range(len(records))]
+    scorer = AnswerScorer(model, tok, fmt)
+    some = scorer.score(records, answer_lists(records), flags)
+    for flag, row, full in zip(flags, some, every, strict=True):
+        for got, want in zip(row, full, strict=True):
+            assert got.nll_sum == pytest.approx(want.nll_sum, abs=1e-6)
+            if flag:
+                for name in ("logprobs", "mu", "sigma", "is_argmax"):
+                    np.testing.assert_allclose(getattr(got.token_stats, name),
+                                               getattr(want.token_stats, name), atol=1e-6)
+                assert got.token_stats.text == want.token_stats.text
+    # an answer another flagged record shares has them; the others have none
+    flagged = {(r.question, a) for r, f in zip(records, flags, strict=True) if f
+               for a in answer_lists([r])[0]}
+    for record, flag, row in zip(records, flags, some, strict=True):
+        for text, got in zip(answer_lists([record])[0], row, strict=True):
+            assert (got.token_stats is not None) == ((record.question, text) in flagged)
+    with pytest.raises(ConfigError, match="token_stats flags"):
+        scorer.score(records, answer_lists(records), flags[:-1])
+
+
 def test_cache_scores_each_answer_once(tok, records):
     model = peaked_model(tok)
     scorer = AnswerScorer(model, tok, resolve_format(tok))

@@ -150,6 +150,8 @@ class _Request:
     answer: tuple[int, ...]
     scored: list[int] = field(default_factory=list)
     """Answer tokens that are predicted (all but the first when the prompt is empty)."""
+    stats: bool = False
+    """Whether per-token :class:`TokenStats` are wanted."""
 
 
 def _scored_labels(prompt: Sequence[int], answer: Sequence[int]) -> list[int]:
@@ -252,13 +254,14 @@ class AnswerScorer:
         return self._encode_cached({}, question, answer)
 
     def score(self, records: Sequence[QARecord], answers: Sequence[Sequence[str]] | None = None,
-              token_stats: bool = False, desc: str = "scoring",
+              token_stats: bool | Sequence[bool] = False, desc: str = "scoring",
               generate: Mapping[str, int] | None = None) -> list[list[AnswerScore]]:
         """Score, for each record, each of its candidate answers after the record's question.
 
         ``answers[i]`` lists the answers for ``records[i]`` (default: ``[records[i].answer]``).
-        With ``token_stats`` every score carries per-token :class:`TokenStats`.
-        Returns one list of :class:`AnswerScore` per record, in the order given.
+        With ``token_stats`` every score carries per-token :class:`TokenStats` (one flag per
+        record: only those records' answers do). Returns one list of :class:`AnswerScore` per
+        record, in the order given.
 
         ``generate`` maps questions to a greedy budget (``max_new_tokens``): in ``prefix``
         mode their continuations start from the KV cache this call builds for their prompts
@@ -282,32 +285,37 @@ class AnswerScorer:
         return out
 
     def _score(self, records: Sequence[QARecord], answers: Sequence[Sequence[str]] | None,
-               token_stats: bool, desc: str) -> list[list[AnswerScore]]:
+               token_stats: bool | Sequence[bool], desc: str) -> list[list[AnswerScore]]:
         if answers is None:
             answers = [[r.answer] for r in records]
         if len(answers) != len(records):
             raise ConfigError(f"score: {len(records)} records but {len(answers)} answer lists")
+        flags = [token_stats] * len(records) if isinstance(token_stats, bool) else list(token_stats)
+        if len(flags) != len(records):
+            raise ConfigError(f"score: {len(records)} records but {len(flags)} token_stats flags")
         prompts: dict[str, tuple[int, ...]] = {}
         keys: list[list[Key]] = []
         todo: dict[Key, _Request] = {}
-        for record, candidates in zip(records, answers, strict=True):
+        for record, candidates, stats in zip(records, answers, flags, strict=True):
             row = []
             for text in candidates:
                 prompt, answer = self._encode_cached(prompts, record.question, text)
                 key = (prompt, answer)
                 row.append(key)
                 if key in todo:
+                    todo[key].stats |= stats
                     continue
                 cached = self._cache.get(key)
-                if cached is not None and (cached.token_stats is not None or not token_stats):
+                if cached is not None and (cached.token_stats is not None or not stats):
                     self.stats.cache_hits += 1
                     continue
-                todo[key] = _Request(key, text, prompt, answer, _scored_labels(prompt, answer))
+                todo[key] = _Request(key, text, prompt, answer, _scored_labels(prompt, answer),
+                                     stats=stats)
             keys.append(row)
         results: dict[Key, AnswerScore] = {}
         if todo:
             start = time.perf_counter()
-            results = self._compute(list(todo.values()), token_stats, desc)
+            results = self._compute(list(todo.values()), desc)
             self.stats.seconds += time.perf_counter() - start
             self.stats.answers_computed += len(results)
             if self.use_cache:
@@ -340,7 +348,7 @@ class AnswerScorer:
         n_prompt = len(example.input_ids) - sum(lb != IGNORE_INDEX for lb in example.labels)
         return tuple(example.input_ids[:n_prompt]), tuple(example.input_ids[n_prompt:])
 
-    def _compute(self, requests: list[_Request], token_stats: bool, desc: str
+    def _compute(self, requests: list[_Request], desc: str
                  ) -> dict[Key, AnswerScore]:
         model = self.model
         was_training = model.training
@@ -348,12 +356,12 @@ class AnswerScorer:
         try:
             with torch.inference_mode():
                 if self.mode == "packed":
-                    return self._run_packed(requests, token_stats, desc)
+                    return self._run_packed(requests, desc)
                 if self.mode == "prefix":
-                    return self._run_prefix(requests, token_stats, desc)
+                    return self._run_prefix(requests, desc)
                 if self.mode == "batched":
-                    return self._run_batched(requests, token_stats, desc)
-                return self._run_naive(requests, token_stats, desc)
+                    return self._run_batched(requests, desc)
+                return self._run_naive(requests, desc)
         finally:
             model.train(was_training)
 
@@ -401,7 +409,7 @@ class AnswerScorer:
 
         return tqdm(total=total, desc=desc, unit="ans", disable=not self.progress, leave=False)
 
-    def _run_packed(self, requests: list[_Request], token_stats: bool, desc: str
+    def _run_packed(self, requests: list[_Request], desc: str
                     ) -> dict[Key, AnswerScore]:
         blocks = self._blocks(requests)
         block_len = [len(p) + sum(len(r.answer) for r in reqs) for p, reqs in blocks]
@@ -450,12 +458,12 @@ class AnswerScorer:
             hidden, head = self._hidden(ids.to(device), mask, pos.to(device))
             selected = hidden[torch.tensor(sel_rows, dtype=torch.long, device=device),
                               torch.tensor(sel_pos, dtype=torch.long, device=device)]
-            out.update(self._score_spans(selected, head, labels, spans, token_stats))
+            out.update(self._score_spans(selected, head, labels, spans))
             bar.update(len(spans))
         bar.close()
         return out
 
-    def _run_prefix(self, requests: list[_Request], token_stats: bool, desc: str
+    def _run_prefix(self, requests: list[_Request], desc: str
                     ) -> dict[Key, AnswerScore]:
         """Prompts once into a KV cache, then every answer attends to its prompt's cache.
 
@@ -467,9 +475,9 @@ class AnswerScorer:
         """
         body_head = body_and_head(self.model)
         if body_head is None:
-            return self._run_packed(requests, token_stats, desc)
+            return self._run_packed(requests, desc)
         body, head = body_head
-        out = self._run_packed([r for r in requests if not r.prompt], token_stats, desc) if any(
+        out = self._run_packed([r for r in requests if not r.prompt], desc) if any(
             not r.prompt for r in requests) else {}
         by_prompt: dict[tuple[int, ...], list[_Request]] = {}
         for req in requests:
@@ -527,7 +535,7 @@ class AnswerScorer:
                     spans.append((req, begin, len(index)))
                 selected = torch.cat(pieces).index_select(
                     0, torch.tensor(index, dtype=torch.long, device=device))
-                out.update(self._score_spans(selected, head, labels, spans, token_stats))
+                out.update(self._score_spans(selected, head, labels, spans))
                 bar.update(m)
             self._generate_from(body, head, prompts, states)
         self._generate_from(body, head, [], None)
@@ -574,7 +582,7 @@ class AnswerScorer:
     def _eos_ids(self) -> list[int]:
         return eos_token_ids(self.model, self.tokenizer)
 
-    def _run_batched(self, requests: list[_Request], token_stats: bool, desc: str
+    def _run_batched(self, requests: list[_Request], desc: str
                      ) -> dict[Key, AnswerScore]:
         lengths = [len(r.prompt) + len(r.answer) for r in requests]
         device = self.device
@@ -602,12 +610,12 @@ class AnswerScorer:
                                 use_cache=False).logits
             selected = logits[torch.tensor(sel_rows, dtype=torch.long, device=device),
                               torch.tensor(sel_pos, dtype=torch.long, device=device)]
-            out.update(self._score_spans(selected, None, labels, spans, token_stats))
+            out.update(self._score_spans(selected, None, labels, spans))
             bar.update(n)
         bar.close()
         return out
 
-    def _run_naive(self, requests: list[_Request], token_stats: bool, desc: str
+    def _run_naive(self, requests: list[_Request], desc: str
                    ) -> dict[Key, AnswerScore]:
         device = self.device
         out: dict[Key, AnswerScore] = {}
@@ -620,7 +628,7 @@ class AnswerScorer:
             begin = max(len(req.prompt), 1)
             selected = logits[begin - 1:len(seq) - 1]
             out.update(self._score_spans(selected, None, req.scored,
-                                         [(req, 0, len(req.scored))], token_stats))
+                                         [(req, 0, len(req.scored))]))
             bar.update(1)
         bar.close()
         return out
@@ -647,10 +655,10 @@ class AnswerScorer:
         return hidden, head
 
     def _score_spans(self, selected: torch.Tensor, head: Any, label_ids: Sequence[int],
-                     spans: list[tuple[_Request, int, int]], token_stats: bool
-                     ) -> dict[Key, AnswerScore]:
+                     spans: list[tuple[_Request, int, int]]) -> dict[Key, AnswerScore]:
         """Score answers whose predicting hidden states (``head`` given) or logits are the rows
-        ``selected[first:end]``; the head runs in chunks of whole answers."""
+        ``selected[first:end]``; the head runs in chunks of whole answers. The answers that want
+        :class:`TokenStats` get them from one pass over their chunk's logits."""
         labels = torch.tensor(list(label_ids), dtype=torch.long, device=selected.device)
         out: dict[Key, AnswerScore] = {}
         i = 0
@@ -664,21 +672,35 @@ class AnswerScorer:
             chunk_labels = labels[begin:end]
             logprobs = torch.log_softmax(logits, dim=-1)
             token_lp = logprobs.gather(-1, chunk_labels[:, None]).squeeze(-1).double().cpu()
+            stats = _chunk_token_stats(logits, chunk_labels,
+                                       [(req, first - begin, last - begin)
+                                        for req, first, last in spans[i:j] if req.stats])
             for req, first, last in spans[i:j]:
                 a, b = first - begin, last - begin
-                stats = None
-                if token_stats:
-                    stats = _token_stats(logits[a:b], chunk_labels[a:b], req.text)
                 out[req.key] = AnswerScore(nll_sum=float(-token_lp[a:b].sum()),
-                                           num_tokens=b - a, token_stats=stats)
+                                           num_tokens=b - a, token_stats=stats.get(req.key))
             i = j
         return out
 
 
-def _token_stats(logits: torch.Tensor, labels: torch.Tensor, text: str) -> TokenStats:
-    from obliviate.llm.evaluation.mia import token_stats_from_logits
+def _chunk_token_stats(logits: torch.Tensor, labels: torch.Tensor,
+                       spans: list[tuple[_Request, int, int]]) -> dict[Key, TokenStats]:
+    """:class:`TokenStats` of each answer ``logits[a:b]`` in ``spans``, computed in one call."""
+    if not spans:
+        return {}
+    from obliviate.llm.evaluation.mia import TokenStats, token_stats_from_logits
 
-    return token_stats_from_logits(logits, labels, text=text)
+    rows = torch.cat([torch.arange(a, b, device=logits.device) for _, a, b in spans])
+    joint = token_stats_from_logits(logits.index_select(0, rows), labels.index_select(0, rows))
+    out: dict[Key, TokenStats] = {}
+    at = 0
+    for req, a, b in spans:
+        part = slice(at, at + b - a)
+        out[req.key] = TokenStats(logprobs=joint.logprobs[part], mu=joint.mu[part],
+                                  sigma=joint.sigma[part], is_argmax=joint.is_argmax[part],
+                                  text=req.text)
+        at += b - a
+    return out
 
 
 def _packed_mask(block: torch.Tensor, seg: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

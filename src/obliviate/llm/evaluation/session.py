@@ -100,17 +100,19 @@ class EvalSession:
         plain = [n for n in plain if n is not None]
         records: list[QARecord] = []
         answers: list[list[str]] = []
+        stats: list[bool] = []
         for need in plain:
             if need.score:
                 for r in need.records:
                     records.append(r)
                     answers.append(_answers(r) if need.all_answers else [r.answer])
+                    stats.append(need.token_stats)
         # generation continues from the prompt caches of this scoring pass (one prefill)
         generate = {r.question: n.max_new_tokens for n in plain if n.max_new_tokens is not None
                     for r in n.records}
         if records:
-            self.scorer.score(records, answers, token_stats=any(n.token_stats for n in plain),
-                              desc=f"scoring {self.name}", generate=generate)
+            self.scorer.score(records, answers, token_stats=stats, desc=f"scoring {self.name}",
+                              generate=generate)
             self.generation_seconds += self.scorer.generation_stats.seconds
             self.scorer.generation_stats.seconds = 0.0
         budgets = sorted({n.max_new_tokens for n in plain if n.max_new_tokens is not None})
