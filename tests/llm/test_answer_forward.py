@@ -214,11 +214,15 @@ def test_a_model_without_logits_to_keep_packs_and_slices(tok, facts):
     assert torch.allclose(logits[own], expected[own], atol=1e-6)
 
 
-@pytest.mark.parametrize("case", ["no position ids", "flash attention", "short window"])
+@pytest.mark.parametrize("case", ["no position ids", "no config", "flash attention",
+                                  "short window"])
 def test_models_that_cannot_take_a_packed_batch_run_it_whole(tok, facts, case):
     batch = batch_of(tok, facts)
     if case == "no position ids":
         model = NoPositionsLM(llama(tok))
+    elif case == "no config":  # not a transformers model: its mask convention is unknown
+        model = NoKeepLM(llama(tok))
+        model.config = None
     else:
         model = llama(tok)
         if case == "flash attention":

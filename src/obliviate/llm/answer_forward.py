@@ -134,6 +134,8 @@ def _can_pack(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> bool:
     params = _forward_parameters(type(inner))
     if params is None or "position_ids" not in params:
         return False
+    if getattr(getattr(inner, "config", None), "_attn_implementation", None) is None:
+        return False  # not a transformers model: its masks' convention is unknown
     return takes_custom_masks(inner, int(batch["input_ids"].shape[1]))
 
 
