@@ -19,7 +19,7 @@ from obliviate.llm.data.formatting import (
 )
 from obliviate.llm.data.records import QARecord
 from obliviate.llm.evaluation.generation import greedy_generate, greedy_generate_ids
-from obliviate.llm.evaluation.scorer import AnswerScorer, answer_lists
+from obliviate.llm.evaluation.scorer import AnswerScorer, AnswerTree, answer_lists
 from obliviate.llm.models import TinyModelConfig, tiny_llama, train_tokenizer
 
 torch.set_num_threads(1)
@@ -136,6 +136,45 @@ def test_token_stats_match_naive(tok, records):
     assert any(p.token_stats.is_argmax.any() for p in packed)
 
 
+def test_answer_tree_runs_the_tokens_answers_start_with_once():
+    # each answer feeds all its tokens but the last: (1 2 3) (1 2 4) (5) (1 2 3)
+    tree = AnswerTree([(1, 2, 3, 9), (1, 2, 4, 9), (5, 9), (1, 2, 3, 9), (7,)])
+    assert tree.tokens == [1, 2, 3, 4, 5]
+    assert tree.depths == [0, 1, 2, 2, 0]
+    assert tree.paths == [[0, 1, 2], [0, 1, 3], [4], [0, 1, 2], []]
+    assert tree.ancestors[3].tolist() == [True, True, False, True, False]
+    assert tree.ancestors[4].tolist() == [False, False, False, False, True]
+    assert len(tree) == 5
+
+
+@pytest.mark.parametrize("tree_tokens", [512, 6])
+def test_prefix_mode_runs_each_prompts_answer_tree_with_naive_scores(tok, data, monkeypatch,
+                                                                     tree_tokens):
+    """Answers that start alike run their common tokens once and score as run one by one
+    (with a small ``TREE_TOKENS`` the answers split into several trees)."""
+    import obliviate.llm.evaluation.scorer as scorer_module
+
+    monkeypatch.setattr(scorer_module, "TREE_TOKENS", tree_tokens)
+    base = data["forget"][0]
+    record = replace(base, perturbed_answers=[base.answer + " indeed", base.answer + " again",
+                                              base.answer.split()[0] + " nobody"])
+    model = peaked_model(tok)
+    fmt = resolve_format(tok)
+    scorer = AnswerScorer(model, tok, fmt)
+    got = scorer.score([record], answer_lists([record]))[0]
+    naive = AnswerScorer(model, tok, fmt, mode="naive").score([record], answer_lists([record]))[0]
+    np.testing.assert_allclose([s.nll_sum for s in got], [s.nll_sum for s in naive], atol=1e-5)
+    answers = [scorer.encode(record.question, a)[1] for a in answer_lists([record])[0]]
+    fed = sum(len(a) - 1 for a in answers)
+    prompt = len(scorer.encode(record.question, record.answer)[0])
+    run = scorer.stats.forward_tokens - scorer.stats.padding_tokens - prompt
+    if tree_tokens == 512:
+        tree = AnswerTree(answers)
+        assert run == len(tree) < fed
+    else:  # each answer (over 6 tokens) its own tree: nothing shared
+        assert run == fed
+
+
 def test_token_stats_only_for_the_flagged_records(tok, records):
     model = peaked_model(tok)
     fmt = resolve_format(tok)
@@ -154,7 +193,7 @@ def test_token_stats_only_for_the_flagged_records(tok, records):
     # an answer another flagged record shares has them; the others have none
     flagged = {(r.question, a) for r, f in zip(records, flags, strict=True) if f
                for a in answer_lists([r])[0]}
-    for record, flag, row in zip(records, flags, some, strict=True):
+    for record, row in zip(records, some, strict=True):
         for text, got in zip(answer_lists([record])[0], row, strict=True):
             assert (got.token_stats is not None) == ((record.question, text) in flagged)
     with pytest.raises(ConfigError, match="token_stats flags"):

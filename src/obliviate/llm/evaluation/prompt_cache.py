@@ -149,18 +149,21 @@ def keep_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 # -- masks and batching ---------------------------------------------------------------------------
-def prefix_mask(prefix: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def prefix_mask(prefix: torch.Tensor, valid: torch.Tensor, dtype: torch.dtype,
+                tree: torch.Tensor | None = None) -> torch.Tensor:
     """Additive ``[batch, 1, A, P + A]`` mask for ``A`` new tokens after ``P`` cached ones.
 
     ``prefix[b, j]`` marks real (not padding) cached tokens, ``valid[b, i]`` real new tokens; a
-    new token sees the real cached tokens and, causally, the real new tokens; padding sees only
-    itself (no row is fully masked, so no NaN).
+    new token sees the real cached tokens and, causally, the real new tokens (or, with
+    ``tree[b, i, j]``, the new tokens ``j`` it marks: a token tree's ancestors); padding sees
+    only itself (no row is fully masked, so no NaN).
     """
     n, p = prefix.shape
     a = valid.shape[1]
-    idx = torch.arange(a, device=valid.device)
-    causal = idx[None, :] <= idx[:, None]
-    new = causal[None] & valid[:, None, :] & valid[:, :, None]
+    if tree is None:
+        idx = torch.arange(a, device=valid.device)
+        tree = (idx[None, :] <= idx[:, None])[None]
+    new = tree & valid[:, None, :] & valid[:, :, None]
     new |= torch.eye(a, dtype=torch.bool, device=valid.device)[None]
     old = prefix[:, None, :].expand(n, a, p) & valid[:, :, None]
     allowed = torch.cat([old, new], dim=2)

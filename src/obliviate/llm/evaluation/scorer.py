@@ -82,6 +82,8 @@ ScoreMode = Literal["prefix", "packed", "batched", "naive"]
 ``naive``: one sequence per answer, one at a time (the reference and benchmark baseline)."""
 
 MODES: tuple[str, ...] = ("prefix", "packed", "batched", "naive")
+TREE_TOKENS = 512
+"""``prefix`` mode: most fed answer tokens in one answer tree (one row)."""
 _KV_BUDGET_FACTOR = 4
 """``prefix`` mode: the cache copies of one answer batch hold at most 4 x batch_tokens tokens."""
 
@@ -156,6 +158,59 @@ class _Request:
 
 def _scored_labels(prompt: Sequence[int], answer: Sequence[int]) -> list[int]:
     return list(answer) if prompt else list(answer[1:])
+
+
+class AnswerTree:
+    """The answers after one prompt as a token tree: the tokens several answers start with are
+    one path. Each answer feeds all its tokens but the last (which predicts nothing).
+
+    ``tokens[n]`` and ``depths[n]`` are node ``n``'s token and its index in its answers;
+    ``paths[a]`` lists answer ``a``'s nodes in order; ``ancestors[n, j]`` marks the nodes ``n``
+    sees (its path from the root, itself included).
+    """
+
+    def __init__(self, answers: Sequence[Sequence[int]]) -> None:
+        self.tokens: list[int] = []
+        self.depths: list[int] = []
+        parents: list[int] = []
+        node_of: dict[tuple[int, int], int] = {}
+        self.paths: list[list[int]] = []
+        for answer in answers:
+            node, path = -1, []
+            for depth, token in enumerate(answer[:-1]):
+                child = node_of.get((node, token))
+                if child is None:
+                    child = node_of[(node, token)] = len(self.tokens)
+                    self.tokens.append(token)
+                    self.depths.append(depth)
+                    parents.append(node)
+                node = child
+                path.append(node)
+            self.paths.append(path)
+        n = len(self.tokens)
+        self.ancestors = torch.zeros((n, n), dtype=torch.bool)
+        for child, parent in enumerate(parents):  # a parent precedes its children
+            if parent >= 0:
+                self.ancestors[child] = self.ancestors[parent]
+            self.ancestors[child, child] = True
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+
+def _tree_groups(requests: list[_Request]) -> list[list[_Request]]:
+    """One prompt's answers in groups of at most :data:`TREE_TOKENS` fed tokens (a group is one
+    tree, and a tree's attention is dense over its nodes); an answer longer than that alone."""
+    groups: list[list[_Request]] = []
+    fed = 0
+    for req in requests:
+        n = len(req.answer) - 1
+        if not groups or fed + n > TREE_TOKENS:
+            groups.append([])
+            fed = 0
+        groups[-1].append(req)
+        fed += n
+    return groups
 
 
 class AnswerScorer:
@@ -469,9 +524,10 @@ class AnswerScorer:
 
         Per chunk of prompts (sorted by length, bounded by ``batch_tokens``): (0) the prefix all
         of them share (a chat template's system prompt) is run once; (1) the rest of each prompt,
-        left-padded, attends to it; (2) the answers, sorted by length and right-padded, attend to
-        their own prompt's cached keys and values. Attention costs answer x (prompt + answer):
-        there is no dense mask over other answers as in ``packed``.
+        left-padded, attends to it; (2) each prompt's answers, as one token tree in which the
+        tokens several answers start with run once (:class:`AnswerTree`; TOFU's perturbed
+        answers share about a quarter of their tokens), attend to their own prompt's cached
+        keys and values, rows sorted by tree size and right-padded.
         """
         body_head = body_and_head(self.model)
         if body_head is None:
@@ -495,48 +551,53 @@ class AnswerScorer:
             states = prefill(body, prompts, self._pad_id, self.batch_tokens, dtype, prefixes,
                              self._account)
             kv, kv_valid, last = states.kv, states.valid, states.last
-            # (2) the answers, each attending to its own prompt's cache
-            answers = [(r, req) for r, b in enumerate(chunk) for req in blocks[b][1]]
-            fed = [len(req.answer) - 1 for _, req in answers]  # the last token predicts nothing
-            # rows are bounded by fed tokens (batch_tokens) and by their copies of the cache
+            # (2) each prompt's answers as one token tree attending to the prompt's cache
+            units = [(r, group, AnswerTree([req.answer for req in group]))
+                     for r, b in enumerate(chunk) for group in _tree_groups(blocks[b][1])]
+            sizes = [len(tree) for _, _, tree in units]
+            # rows are bounded by tree tokens (batch_tokens) and by their copies of the cache
             kv_rows = max(1, _KV_BUDGET_FACTOR * self.batch_tokens // kv_valid.shape[1])
-            for batch in self._batches(fed, max_rows=kv_rows):
-                rows = [answers[i] for i in batch]
-                m = len(rows)
-                src = torch.tensor([r for r, _ in rows], dtype=torch.long, device=device)
+            for batch in self._batches(sizes, max_rows=kv_rows):
+                m = len(batch)
+                src = torch.tensor([units[u][0] for u in batch], dtype=torch.long, device=device)
                 pieces = [last.index_select(0, src)]
-                a_width = fed[batch[0]]
-                self._account(0, 0, sum(fed[i] + 1 for i in batch), 0)
-                if a_width > 0:
-                    a_ids = torch.full((m, a_width), self._pad_id, dtype=torch.long)
-                    a_valid = torch.zeros((m, a_width), dtype=torch.bool)
-                    a_pos = torch.zeros((m, a_width), dtype=torch.long)
-                    for i, (r, req) in enumerate(rows):
-                        k = len(req.answer) - 1
-                        a_ids[i, :k] = torch.tensor(req.answer[:-1], dtype=torch.long)
-                        a_valid[i, :k] = True
-                        a_pos[i, :k] = torch.arange(len(prompts[r]), len(prompts[r]) + k)
-                    a_valid = a_valid.to(device)
-                    self._account(m * a_width, int((~a_valid).sum()), 0, m)
+                width = max(sizes[u] for u in batch)
+                rows = [(i, req, path) for i, u in enumerate(batch)
+                        for req, path in zip(units[u][1], units[u][2].paths, strict=True)]
+                self._account(0, 0, sum(len(req.answer) for _, req, _ in rows), 0)
+                if width > 0:
+                    t_ids = torch.full((m, width), self._pad_id, dtype=torch.long)
+                    t_valid = torch.zeros((m, width), dtype=torch.bool)
+                    t_pos = torch.zeros((m, width), dtype=torch.long)
+                    t_seen = torch.zeros((m, width, width), dtype=torch.bool)
+                    for i, u in enumerate(batch):
+                        r, _, tree = units[u]
+                        k = sizes[u]
+                        t_ids[i, :k] = torch.tensor(tree.tokens, dtype=torch.long)
+                        t_valid[i, :k] = True
+                        t_pos[i, :k] = len(prompts[r]) + torch.tensor(tree.depths)
+                        t_seen[i, :k, :k] = tree.ancestors
+                    t_valid = t_valid.to(device)
+                    self._account(m * width, int((~t_valid).sum()), 0, m)
                     past_rows = [(k.index_select(0, src), v.index_select(0, src)) for k, v in kv]
-                    hidden, _ = run_body(body, a_ids.to(device), a_pos.to(device),
-                                         mask=prefix_mask(kv_valid[src], a_valid, dtype),
+                    mask = prefix_mask(kv_valid[src], t_valid, dtype, tree=t_seen.to(device))
+                    hidden, _ = run_body(body, t_ids.to(device), t_pos.to(device), mask=mask,
                                          cache=make_cache(past_rows))
-                    pieces.append(hidden.reshape(m * a_width, -1))
-                # per answer: the prompt's last state predicts token 0, answer states the rest
+                    pieces.append(hidden.reshape(m * width, -1))
+                # per answer: the prompt's last state predicts token 0, its tree path the rest
                 index: list[int] = []
                 labels: list[int] = []
                 spans: list[tuple[_Request, int, int]] = []
-                for i, (_, req) in enumerate(rows):
+                for i, req, path in rows:
                     begin = len(index)
                     index.append(i)
-                    index.extend(m + i * a_width + j for j in range(len(req.answer) - 1))
+                    index.extend(m + i * width + node for node in path)
                     labels.extend(req.answer)
                     spans.append((req, begin, len(index)))
                 selected = torch.cat(pieces).index_select(
                     0, torch.tensor(index, dtype=torch.long, device=device))
                 out.update(self._score_spans(selected, head, labels, spans))
-                bar.update(m)
+                bar.update(len(rows))
             self._generate_from(body, head, prompts, states)
         self._generate_from(body, head, [], None)
         bar.close()
@@ -729,5 +790,5 @@ def answer_lists(records: Iterable[QARecord]) -> list[list[str]]:
              *r.perturbed_answers] for r in records]
 
 
-__all__ = ["MODES", "AnswerScore", "AnswerScorer", "RecordScores", "ScoreMode", "ScorerStats",
-           "answer_lists"]
+__all__ = ["MODES", "AnswerScore", "AnswerScorer", "AnswerTree", "RecordScores", "ScoreMode",
+           "ScorerStats", "answer_lists"]
