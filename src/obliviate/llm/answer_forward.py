@@ -207,17 +207,23 @@ def pack(batch: dict[str, torch.Tensor], prefix: int, width: int | None = None) 
     return Packing(packed.to(device), owner.to(device), position.to(device), source.to(device))
 
 
-def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
-                 **kwargs: Any) -> torch.Tensor:
-    """Logits at ``keep`` through ``logits_to_keep`` (or sliced from full logits)."""
-    params = _forward_parameters(type(_unwrapped(model))) or frozenset()
-    if "logits_to_keep" in params:
-        logits = forward(model, batch, logits_to_keep=keep, **kwargs).logits
-    else:  # a model whose forward has no logits_to_keep
-        logits = forward(model, batch, **kwargs).logits
+def _logits_at(model: torch.nn.Module, inputs: dict[str, Any], keep: torch.Tensor
+               ) -> torch.Tensor:
+    """Logits of ``model(**inputs)`` at positions ``keep``: through ``logits_to_keep`` when the
+    forward takes it, else sliced from the full logits."""
+    if "logits_to_keep" in (_forward_parameters(type(_unwrapped(model))) or frozenset()):
+        inputs = {**inputs, "logits_to_keep": keep}
+    logits = model(**inputs).logits
     if logits.shape[1] != keep.numel():  # full logits came back
         logits = logits[:, keep]
     return logits
+
+
+def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor
+                 ) -> torch.Tensor:
+    """Logits at ``keep`` of the padded batch run whole."""
+    return _logits_at(model, {"input_ids": batch["input_ids"],
+                              "attention_mask": batch["attention_mask"]}, keep)
 
 
 def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
@@ -237,14 +243,10 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep:
     packed_row, column = flat // length, flat % length
     columns = torch.unique(column)  # sorted
     attention = getattr(inner.config, "_attn_implementation", "eager")
-    kwargs: dict[str, Any] = {
+    logits = _logits_at(model, {
         "input_ids": packing.input_ids, "position_ids": packing.position,
-        "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))}
-    if "logits_to_keep" in (_forward_parameters(type(inner)) or frozenset()):
-        kwargs["logits_to_keep"] = columns
-    logits = model(**kwargs).logits
-    if logits.shape[1] != columns.numel():  # full logits came back
-        logits = logits[:, columns]
+        "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))},
+        columns)
     picked = logits[packed_row, torch.searchsorted(columns, column)]
     out = picked.new_zeros((*labels.shape[:1], keep.numel(), picked.shape[-1]))
     return out.index_put((rows, ks), picked)
