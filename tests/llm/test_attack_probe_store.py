@@ -29,7 +29,7 @@ def setup():
 
 
 def test_probes_come_back_from_disk_for_the_same_weights(setup, tmp_path, monkeypatch):
-    import obliviate.llm.evaluation.generation as generation
+    import obliviate.llm.attacks.base as base
 
     records, tok, model = setup
     fmt = resolve_format(tok)
@@ -39,9 +39,8 @@ def test_probes_come_back_from_disk_for_the_same_weights(setup, tmp_path, monkey
     assert len(list(tmp_path.glob("*.json"))) == 1
 
     calls = []
-    real = generation.greedy_generate
-    monkeypatch.setattr(generation, "greedy_generate",
-                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = base._forget_probe
+    monkeypatch.setattr(base, "_forget_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
     again = AttackTarget("oracle", model, tok, fmt).persist(tmp_path)
     assert forget_probe(again, records, options) == measured and not calls
     # another probe setting, other weights, a copy or a replaced target: measured anew
@@ -57,3 +56,36 @@ def test_probes_come_back_from_disk_for_the_same_weights(setup, tmp_path, monkey
         forget_probe(fresh, records, options)
     assert len(calls) == 4
     assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+def test_a_probe_computes_only_the_items_not_yet_probed_on_the_model(setup, monkeypatch):
+    """Relearning probes the held-out half of the forget set, the other attacks the whole set:
+    the whole-set probe computes only the other half, and every item's values equal a probe of
+    all records at once; the greedy answers are ``greedy_generate``'s tokens."""
+    import obliviate.llm.attacks.base as base
+    from obliviate.llm.evaluation.generation import greedy_generate
+
+    records, tok, model = setup
+    fmt = resolve_format(tok)
+    options = ProbeOptions(max_new_tokens=6)
+    asked: list[list[str]] = []
+    real = base._forget_probe
+    monkeypatch.setattr(base, "_forget_probe",
+                        lambda target, recs, opts, form, questions, verbatim:
+                        asked.append(list(questions))
+                        or real(target, recs, opts, form, questions, verbatim))
+    target = AttackTarget("model", model, tok, fmt)
+    half = forget_probe(target, records[2:], options)
+    whole = forget_probe(target, records, options)
+    assert asked == [[r.question for r in records[2:]], [r.question for r in records[:2]]]
+    assert {name: values[2:] for name, values in whole.items()} == half
+
+    fresh = forget_probe(AttackTarget("model", model, tok, fmt), records, options)
+    assert len(asked) == 3 and whole["generations"] == fresh["generations"]
+    assert whole["rouge"] == fresh["rouge"]
+    assert whole["prob"] == pytest.approx(fresh["prob"], rel=1e-5)
+    assert whole["generations"] == greedy_generate(model, tok, fmt,
+                                                   [r.question for r in records], 6)
+    # another question for the same record is another item
+    forget_probe(target, records[:1], options, questions=["Who is it?"])
+    assert asked[-1] == ["Who is it?"]

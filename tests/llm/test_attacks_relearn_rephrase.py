@@ -376,22 +376,22 @@ def test_attacks_run_without_an_oracle_and_on_the_prob_metric(trio):
 def test_oracle_is_measured_once_for_every_attacked_model(trio, monkeypatch):
     """The oracle's probes (plain, rephrased, quantized) are the same for every unlearned model
     of a run: one oracle target measures them once, and the values equal a fresh measurement."""
+    import obliviate.llm.attacks.base as base
     import obliviate.llm.attacks.quantization as quantization
-    import obliviate.llm.evaluation.generation as generation
 
     generated: list[torch.nn.Module] = []
     quantized: list[torch.nn.Module] = []
-    real_generate, real_quantize = generation.greedy_generate, quantization.quantize_model
+    real_probe, real_quantize = base._forget_probe, quantization.quantize_model
 
-    def counting_generate(model, *args, **kwargs):
-        generated.append(model)
-        return real_generate(model, *args, **kwargs)
+    def counting_probe(target, *args, **kwargs):
+        generated.append(target.model)
+        return real_probe(target, *args, **kwargs)
 
     def counting_quantize(model, *args, **kwargs):
         quantized.append(model)
         return real_quantize(model, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "greedy_generate", counting_generate)
+    monkeypatch.setattr(base, "_forget_probe", counting_probe)
     monkeypatch.setattr(quantization, "quantize_model", counting_quantize)
     rephrasing = ATTACKS.get("rephrasing", "llm")(variants=["paraphrase"])
     quantize = ATTACKS.get("quantization", "llm")(bits=[4])

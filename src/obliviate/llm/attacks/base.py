@@ -50,6 +50,11 @@ class AttackTarget:
     """Folder of results persisted across processes (:meth:`persist`); ``replace`` and
     :meth:`copy` never carry it over, as their weights may differ."""
     weights: str = field(default="", init=False, repr=False, compare=False)
+    probed: dict[Hashable, dict[Hashable, dict[str, Any]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    """Forget-probe values per record and question, under each prompt format and probe
+    options: a probe of records already probed on this model (relearning's held-out half, then
+    the whole forget set) computes only the others. In memory only; a copy starts empty."""
 
     def copy(self) -> AttackTarget:
         """A deep copy of the model (for attacks that change weights)."""
@@ -147,28 +152,56 @@ def forget_probe(target: AttackTarget, records: Sequence[QARecord],
     fmt = fmt or target.fmt
     asked = list(questions) if questions is not None else [r.question for r in records]
     key = ("forget_probe", records_key(records), tuple(asked), fmt, options_key(options))
-    return target.remember(key, lambda: _forget_probe(target, records, options, fmt, asked))
+    return target.remember(key, lambda: _probe_by_item(target, records, options, fmt, asked))
+
+
+def _probe_by_item(target: AttackTarget, records: Sequence[QARecord], options: ProbeOptions,
+                   fmt: PromptFormat, asked: list[str]) -> dict[str, list[float]]:
+    """The probe of each (record, question) not yet probed on ``target`` under ``fmt`` and
+    ``options`` (one :func:`_forget_probe` call for all of them), then every item's values in
+    the order given. An item's values do not depend on the items probed beside it: its greedy
+    answer is the same tokens in any batch (:mod:`~obliviate.llm.evaluation.generation`), its
+    Prob the same up to float rounding."""
+    # plain-text records without questions take MUSE's verbatim probe (:func:`_forget_probe`)
+    verbatim = bool(records) and not any(asked) and all(r.is_text for r in records)
+    known = target.probed.setdefault((fmt, options_key(options), verbatim), {})
+    items = [(r.key(), r.paraphrased_question, tuple(r.perturbed_answers), q)
+             for r, q in zip(records, asked, strict=True)]
+    first: dict[Hashable, int] = {}
+    for i, item in enumerate(items):
+        if item not in known:
+            first.setdefault(item, i)  # each distinct item once
+    todo = list(first.values())
+    if todo:
+        fresh = _forget_probe(target, [records[i] for i in todo], options, fmt,
+                              [asked[i] for i in todo], verbatim)
+        for j, i in enumerate(todo):
+            known[items[i]] = {name: values[j] for name, values in fresh.items()}
+    return {name: [known[item][name] for item in items]  # type: ignore[misc]
+            for name in ("rouge", "prob", "generations")}
 
 
 def _forget_probe(target: AttackTarget, records: Sequence[QARecord], options: ProbeOptions,
-                  fmt: PromptFormat, asked: list[str]) -> dict[str, list[float]]:
+                  fmt: PromptFormat, asked: list[str], verbatim: bool
+                  ) -> dict[str, list[float]]:
     from rouge_score import rouge_scorer
 
-    from obliviate.llm.evaluation.generation import greedy_generate
     from obliviate.llm.evaluation.scorer import AnswerScorer
 
-    if records and not any(asked) and all(r.is_text for r in records):
-        texts, rouge = _verbatim_probe(target, records, options)
-    else:
-        # options.batch_size sizes the scorer's batches; decoding batches as large as fit
-        texts = greedy_generate(target.model, target.tokenizer, fmt, asked,
-                                options.max_new_tokens)
-        scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-        rouge = [float(scorer.score(r.answer, t)["rougeL"].recall)
-                 for r, t in zip(records, texts, strict=True)]
+    # options.batch_size sizes the scorer's batches; decoding batches as large as fit
+    scorer = AnswerScorer(target.model, target.tokenizer, fmt, batch_size=options.batch_size)
     probe_records = [replace(r, question=q) for r, q in zip(records, asked, strict=True)]
-    scores = AnswerScorer(target.model, target.tokenizer, fmt,
-                          batch_size=options.batch_size).score(probe_records)
+    if verbatim:
+        texts, rouge = _verbatim_probe(target, records, options)
+        scores = scorer.score(probe_records)
+    else:
+        # the greedy answers continue from the prompt caches the scoring builds (one prefill)
+        budget = options.max_new_tokens
+        scores = scorer.score(probe_records, generate=dict.fromkeys(asked, budget))
+        texts = scorer.generations(asked, budget)
+        rouge_l = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        rouge = [float(rouge_l.score(r.answer, t)["rougeL"].recall)
+                 for r, t in zip(records, texts, strict=True)]
     prob = [float(np.exp(-row[0].mean_nll)) for row in scores]
     return {"rouge": rouge, "prob": prob, "generations": texts}  # type: ignore[dict-item]
 
