@@ -121,6 +121,45 @@ def test_answer_logits_equal_the_whole_forward_where_a_row_has_its_own_label(tok
     assert (~own).any()
 
 
+@pytest.mark.parametrize("packed", [True, False])
+def test_label_logits_hold_one_row_per_answer_token(tok, facts, monkeypatch, packed):
+    """Packed or whole, the logits come back only where a row predicts its own answer token,
+    equal to the full forward's there; the methods' per-token log-probs read them."""
+    from obliviate.llm.methods.losses import answer_token_logprobs
+
+    batch = batch_of(tok, facts)
+    model = llama(tok).eval()
+    if not packed:
+        monkeypatch.setattr(af, "_can_pack", lambda *_: False)
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        out = af.label_logits(model, batch)
+        logp, mask = answer_token_logprobs(model, batch)
+    keep = af.answer_positions(batch["labels"])
+    positions = keep[out.ks]
+    assert out.logits.shape[0] == int((batch["labels"] != IGNORE_INDEX).sum())
+    assert torch.equal(out.targets, batch["labels"][out.rows, positions + 1])
+    assert torch.allclose(out.logits, full[out.rows, positions], atol=1e-5)
+    expected = torch.log_softmax(full[:, keep], -1).gather(
+        -1, out.labels.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    assert torch.equal(mask, out.labels != IGNORE_INDEX) and (~mask).any()
+    assert torch.allclose(logp[mask], expected[mask], atol=1e-5) and not logp[~mask].any()
+
+
+def test_row_answer_nll_is_answer_nll_of_the_full_logits(tok, facts):
+    from obliviate.llm.data.formatting import answer_nll
+
+    batch = batch_of(tok, facts)
+    batch["labels"][0, :] = IGNORE_INDEX  # a row without answer tokens: 0, as answer_nll
+    model = llama(tok).eval()
+    with torch.no_grad():
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        expected = answer_nll(full, batch["labels"])
+        got = af.row_answer_nll(model, batch)
+    assert expected[0] == got[0] == 0
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
 def test_lm_loss_is_the_transformers_causal_lm_loss(tok, facts):
     batch = batch_of(tok, facts)
     model = llama(tok).eval()

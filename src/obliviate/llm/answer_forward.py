@@ -227,13 +227,9 @@ def _keep_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: t
 
 
 def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep: torch.Tensor,
-                   prefix: int) -> torch.Tensor | None:
-    """The logits :func:`answer_logits` returns, from one forward over the packed batch; the
-    positions that predict no token of their own row hold zeros. ``None`` when an answer token
-    would be predicted from a padded position (nothing there to pack)."""
-    labels = batch["labels"]
-    needed = labels[:, keep + 1] != IGNORE_INDEX
-    rows, ks = needed.nonzero(as_tuple=True)
+                   prefix: int, rows: torch.Tensor, ks: torch.Tensor) -> torch.Tensor | None:
+    """Logits ``[N, V]`` at the batch positions ``(rows, keep[ks])``, from one forward over the
+    packed batch. ``None`` when one of them is padding (nothing there to pack)."""
     inner = _unwrapped(model)
     packing = pack(batch, prefix)
     flat = packing.source[rows, keep[ks]]
@@ -247,9 +243,55 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep:
         "input_ids": packing.input_ids, "position_ids": packing.position,
         "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))},
         columns)
-    picked = logits[packed_row, torch.searchsorted(columns, column)]
-    out = picked.new_zeros((*labels.shape[:1], keep.numel(), picked.shape[-1]))
-    return out.index_put((rows, ks), picked)
+    return logits[packed_row, torch.searchsorted(columns, column)]
+
+
+@dataclass(frozen=True)
+class LabelLogits:
+    """The logits at the positions that predict an answer token of their own row, and where
+    those positions sit in the ``[B, K]`` grid of :func:`answer_logits` (K: positions that
+    predict an answer token in some row)."""
+
+    logits: torch.Tensor
+    """``[N, V]``, one row per answer token of the batch"""
+    rows: torch.Tensor
+    """``[N]``: the batch row of each"""
+    ks: torch.Tensor
+    """``[N]``: its column in the ``[B, K]`` grid"""
+    labels: torch.Tensor
+    """``[B, K]``: the answer token each grid position predicts (-100 where none)"""
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """``[N]``: the token each logits row predicts."""
+        return self.labels[self.rows, self.ks]
+
+    def grid(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (``[N, ...]``) placed in the ``[B, K, ...]`` grid, zeros elsewhere."""
+        out = values.new_zeros((*self.labels.shape, *values.shape[1:]))
+        return out.index_put((self.rows, self.ks), values)
+
+
+def label_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> LabelLogits:
+    """The logits that predict each answer token, and nothing else.
+
+    The batch is packed and a prefix every row shares runs once (see the module's docstring);
+    the LM head runs only where an answer token is predicted. A loss over answer tokens needs
+    only these rows: a softmax over the ``[B, K]`` grid would also run on the entries that
+    predict none of their row's tokens.
+    """
+    labels = batch["labels"]
+    keep = answer_positions(labels)
+    grid = labels[:, keep + 1]
+    rows, ks = (grid != IGNORE_INDEX).nonzero(as_tuple=True)
+    logits = None
+    if keep.numel() and _can_pack(model, batch):
+        random = model.training and _random_in_training(_unwrapped(model))
+        prefix = 0 if random else shared_prefix_length(batch)
+        logits = _packed_logits(model, batch, keep, prefix, rows, ks)
+    if logits is None:
+        logits = _keep_logits(model, batch, keep)[rows, ks]
+    return LabelLogits(logits, rows, ks, grid)
 
 
 def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
@@ -257,17 +299,18 @@ def answer_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     """Logits only where an answer token is predicted, aligned with their labels.
 
     Returns ``(logits [B, K, V], labels [B, K])``; K counts the positions that predict an answer
-    token in some row (a row's entries that predict none of its own tokens are zeros when the
-    batch is packed). The batch is packed and a prefix every row shares runs once (see the
-    module's docstring).
+    token in some row, and a row's entries that predict none of its own tokens are zeros
+    (:func:`label_logits` in the grid).
     """
-    labels = batch["labels"]
-    keep = answer_positions(labels)
-    logits = None
-    if keep.numel() and _can_pack(model, batch):
-        random = model.training and _random_in_training(_unwrapped(model))
-        prefix = 0 if random else shared_prefix_length(batch)
-        logits = _packed_logits(model, batch, keep, prefix)
-    if logits is None:
-        logits = _keep_logits(model, batch, keep)
-    return logits, labels[:, keep + 1]
+    out = label_logits(model, batch)
+    return out.grid(out.logits), out.labels
+
+
+def row_answer_nll(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each row's mean answer cross-entropy, ``[B]`` (0 for a row without answer tokens): what
+    :func:`~obliviate.llm.data.formatting.answer_nll` computes from the full logits, from
+    :func:`label_logits` (packed, the LM head on answer positions only)."""
+    out = label_logits(model, batch)
+    token = torch.nn.functional.cross_entropy(out.logits.float(), out.targets, reduction="none")
+    counts = (out.labels != IGNORE_INDEX).sum(-1).clamp_min(1)
+    return out.grid(token).sum(-1) / counts

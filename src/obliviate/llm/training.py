@@ -39,8 +39,7 @@ from obliviate.core.training import (  # noqa: F401  (re-exported for the LLM mo
     remove_checkpoints,
     train_loop,
 )
-from obliviate.llm.answer_forward import answer_logits
-from obliviate.llm.data.formatting import IGNORE_INDEX
+from obliviate.llm.answer_forward import label_logits
 
 LossFn = Callable[[torch.nn.Module, dict[str, Any]], tuple[torch.Tensor, dict[str, float]]]
 
@@ -76,10 +75,9 @@ TrainOutcome = LoopOutcome
 def lm_loss(model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
     """Token-mean cross-entropy on answer tokens (labels are -100 elsewhere): the transformers
     causal-LM loss, with the LM head run only where an answer token is predicted and a prefix
-    shared by every row run once (:func:`~obliviate.llm.answer_forward.answer_logits`)."""
-    logits, labels = answer_logits(model, batch)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(),
-                           ignore_index=IGNORE_INDEX)
+    shared by every row run once (:func:`~obliviate.llm.answer_forward.label_logits`)."""
+    out = label_logits(model, batch)
+    loss = F.cross_entropy(out.logits.float(), out.targets)  # nan without answer tokens, as HF
     return loss, {"loss": float(loss.detach())}
 
 

@@ -55,6 +55,7 @@ from obliviate.core.errors import ConfigError
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
+from obliviate.llm.answer_forward import row_answer_nll
 from obliviate.llm.attacks.base import (
     AttackContext,
     AttackTarget,
@@ -66,7 +67,6 @@ from obliviate.llm.attacks.base import (
     records_key,
 )
 from obliviate.llm.data.formatting import (
-    answer_nll,
     build_example,
     collate,
     encode_prompt,
@@ -223,11 +223,8 @@ def prefix_probe(target: AttackTarget, records: Sequence[QARecord], prefix_words
                 examples = [build_example(p, r, None) for p, r in
                             zip(prompts[s:s + options.batch_size],
                                 rest_ids[s:s + options.batch_size], strict=True)]
-                batch = collate(examples, pad)
-                logits = model(input_ids=batch["input_ids"].to(device),
-                               attention_mask=batch["attention_mask"].to(device)).logits
-                nll = answer_nll(logits, batch["labels"].to(device))
-                prob += [float(np.exp(-x)) for x in nll.tolist()]
+                batch = {k: v.to(device) for k, v in collate(examples, pad).items()}
+                prob += [float(np.exp(-x)) for x in row_answer_nll(model, batch).tolist()]
     finally:
         model.train(was_training)
     return {"rouge": rouge, "prob": prob, "generations": texts, "indices": kept}

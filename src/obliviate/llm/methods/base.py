@@ -30,10 +30,10 @@ from obliviate.core.method import (
 from obliviate.core.recipe import StrictModel
 from obliviate.core.rundir import Stopwatch
 from obliviate.core.task import UnlearningTask
+from obliviate.llm.answer_forward import row_answer_nll
 from obliviate.llm.data.formatting import (
     Example,
     PromptFormat,
-    answer_nll,
     collate,
     encode_record,
 )
@@ -334,9 +334,7 @@ class ProxySelector:
         out = {}
         for name, batch in self.batches.items():
             batch = {k: v.to(device) for k, v in batch.items()}
-            logits = model(input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"]).logits
-            out[f"{name}_nll"] = float(answer_nll(logits, batch["labels"]).mean())
+            out[f"{name}_nll"] = float(row_answer_nll(model, batch).mean())
         model.train(was_training)
         retain = out.get("retain_nll", 0.0)
         out["score"] = out["forget_nll"] - self.ctx.selection.retain_weight * retain

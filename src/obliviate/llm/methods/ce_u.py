@@ -22,9 +22,10 @@ from pydantic import Field
 
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
+from obliviate.llm.answer_forward import answer_logits
 from obliviate.llm.data.formatting import IGNORE_INDEX
 from obliviate.llm.methods.base import LLMUnlearningMethod
-from obliviate.llm.methods.losses import answer_logits, ceu_loss
+from obliviate.llm.methods.losses import ceu_loss
 
 
 class CEUConfig(MethodConfig):

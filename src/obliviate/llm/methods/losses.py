@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from obliviate.llm.answer_forward import answer_logits
+from obliviate.llm.answer_forward import label_logits
 from obliviate.llm.data.formatting import IGNORE_INDEX
 
 
@@ -29,8 +29,12 @@ def _picked(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 
 def answer_token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-answer-token log-probs and mask, ``[B, K]`` (K: positions that hold answers)."""
-    return _picked(*answer_logits(model, batch))
+    """Per-answer-token log-probs and mask, ``[B, K]`` (K: positions that hold answers; the
+    softmax runs only on the positions that predict an answer token of their own row)."""
+    out = label_logits(model, batch)
+    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    picked = logp.gather(-1, out.targets.unsqueeze(-1)).squeeze(-1)
+    return out.grid(picked), out.labels != IGNORE_INDEX
 
 
 def sequence_logprob(model: torch.nn.Module, batch: dict[str, torch.Tensor]
@@ -50,12 +54,10 @@ def retain_kl(model: torch.nn.Module, reference: torch.nn.Module,
               batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """KL(π_ref ‖ π_θ) per answer token, averaged over answer tokens (TOFU's KL retain term)."""
     with torch.no_grad():
-        ref_logits, labels = answer_logits(reference, batch)
-        ref_logp = torch.log_softmax(ref_logits.float(), -1)
-    logp = torch.log_softmax(answer_logits(model, batch)[0].float(), -1)
-    mask = (labels != IGNORE_INDEX).float()
+        ref_logp = torch.log_softmax(label_logits(reference, batch).logits.float(), -1)
+    logp = torch.log_softmax(label_logits(model, batch).logits.float(), -1)
     kl = (ref_logp.exp() * (ref_logp - logp)).sum(-1)
-    return (kl * mask).sum() / mask.sum().clamp_min(1)
+    return kl.sum() / max(kl.numel(), 1)
 
 
 # -- formulas on log-probabilities ---------------------------------------------------------------

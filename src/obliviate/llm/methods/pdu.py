@@ -37,9 +37,10 @@ from pydantic import Field
 
 from obliviate.core.method import MethodConfig
 from obliviate.core.registry import METHODS
+from obliviate.llm.answer_forward import answer_logits
 from obliviate.llm.data.formatting import IGNORE_INDEX
 from obliviate.llm.methods.base import LLMUnlearningMethod, UnlearnContext, UnlearnItem
-from obliviate.llm.methods.losses import answer_logits, logit_margin_flattening, nll
+from obliviate.llm.methods.losses import logit_margin_flattening, nll
 from obliviate.llm.training import TrainOutcome
 
 
