@@ -89,3 +89,32 @@ def test_a_probe_computes_only_the_items_not_yet_probed_on_the_model(setup, monk
     # another question for the same record is another item
     forget_probe(target, records[:1], options, questions=["Who is it?"])
     assert asked[-1] == ["Who is it?"]
+
+
+def test_the_oracles_relearning_curve_comes_back_from_disk(setup, tmp_path, monkeypatch):
+    """The relearning attack fine-tunes the oracle once per run; a second process attacking
+    another model reads the oracle's curve from the store instead of fine-tuning it again."""
+    import obliviate.llm.attacks.relearning as relearning
+    from obliviate.core.registry import ATTACKS
+    from obliviate.core.task import DataSplit, UnlearningTask
+    from obliviate.llm.attacks.base import AttackContext
+
+    records, tok, model = setup
+    fmt = resolve_format(tok)
+    task = UnlearningTask("t", "llm", DataSplit("forget", records), DataSplit("retain", records))
+    fitted: list[str] = []
+    real = relearning.relearn_curve
+    monkeypatch.setattr(relearning, "relearn_curve",
+                        lambda target, *a, **k: fitted.append(target.name) or real(target, *a,
+                                                                                    **k))
+    attack = ATTACKS.get("relearning", "llm")(settings=["forget_split"], steps=[2],
+                                              learning_rate=1e-3)
+    results = []
+    for _ in range(2):  # two processes: a fresh oracle target on the same store
+        oracle = AttackTarget("oracle", model, tok, fmt).persist(tmp_path)
+        ctx = AttackContext(task=task, target=AttackTarget("model", model, tok, fmt),
+                            oracle=oracle, probe=ProbeOptions(max_new_tokens=4))
+        results.append(attack.run(ctx))
+    assert fitted == ["model", "oracle", "model"]
+    assert results[0].curve == results[1].curve
+    assert [c["k"] for c in results[1].curve] == [0, 2]

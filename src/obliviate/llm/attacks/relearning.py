@@ -287,9 +287,12 @@ class RelearningAttack(LLMAttack):
                 oracle = ctx.oracle
                 key = ("relearn_curve", records_key(train_records), records_key(probe_records),
                        options_key(config, ctx.probe), ctx.seed)
-                oracle_points = oracle.remember(
-                    key, lambda o=oracle, t=train_records, p=probe_records: relearn_curve(
-                        o, t, p, config, ctx.probe, ctx.seed))
+                # kept under string keys, as JSON keeps them, so the curve persists on disk
+                stored = oracle.remember(
+                    key, lambda o=oracle, t=train_records, p=probe_records: {
+                        str(k): v for k, v in relearn_curve(o, t, p, config, ctx.probe,
+                                                            ctx.seed).items()})
+                oracle_points = {int(k): v for k, v in stored.items()}
             for k in sorted(model_points):
                 m = model_points[k]
                 o = oracle_points.get(k) if oracle_points else None
