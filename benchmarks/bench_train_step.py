@@ -1,4 +1,4 @@
-"""Benchmark one training step on SmolLM2-135M: the forward+backward of the answer loss, four ways.
+"""Benchmark one training step on SmolLM2-135M: the forward+backward of the answer loss, five ways.
 
 The batch is ``--batch-size`` TOFU forget01 question-answer pairs in SmolLM2's chat template
 (with its default system prompt), right-padded as the training loop collates them; without the
@@ -11,12 +11,17 @@ gradients:
   and padded (what unlearning ran before :mod:`obliviate.llm.answer_forward`);
 * ``answer head, packed``: the same with the batch's real tokens packed into one row under a
   block-diagonal causal mask (no padding);
-* ``answer head, packed + shared prefix``: packed, with the tokens every row shares (system
-  prompt and template) held once (:func:`obliviate.llm.answer_forward.answer_logits`).
+* ``answer head, packed + shared prefix, softmax over the grid``: packed, with the tokens every
+  row shares (system prompt and template) held once, the loss over the ``[B, K, V]`` grid of
+  :func:`obliviate.llm.answer_forward.answer_logits` (zeros where a row predicts none of its
+  own tokens), as before :func:`~obliviate.llm.answer_forward.label_logits`;
+* ``answer head, packed + shared prefix``: the same, the loss over one logits row per answer
+  token (:func:`obliviate.llm.training.lm_loss`).
 
-The cases alternate (A B C D A B C D ...) ``--repeats`` times in one process, so a slow phase of the
-machine falls on all of them; the table gives the median and the speed-up over the first case,
-and the largest gradient difference against it (relative to that tensor's largest gradient).
+The cases alternate (A B C D E A B C D E ...) ``--repeats`` times in one process, so a slow
+phase of the machine falls on all of them; the table gives the median and the speed-up over the
+first case, and the largest gradient difference against it (relative to that tensor's largest
+gradient).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train_step.py --repeats 10
 """
@@ -79,9 +84,16 @@ def main() -> None:
             return lm_loss(model, batch)[0]
         return loss
 
+    def over_grid() -> torch.Tensor:
+        answer_forward.MIN_SHARED_PREFIX = shared_default
+        logits, labels = answer_forward.answer_logits(model, batch)
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+
     cases = {"full logits (transformers' loss)": full_logits,
              "answer head, batch whole": answer_head_whole,
              "answer head, packed": packed(False),
+             "answer head, packed + shared prefix, softmax over the grid": over_grid,
              "answer head, packed + shared prefix": packed(True)}
     times: dict[str, list[float]] = {name: [] for name in cases}
     grads: dict[str, list[torch.Tensor]] = {}
