@@ -32,8 +32,7 @@ def answer_token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]
     """Per-answer-token log-probs and mask, ``[B, K]`` (K: positions that hold answers; the
     softmax runs only on the positions that predict an answer token of their own row)."""
     out = label_logits(model, batch)
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
-    picked = logp.gather(-1, out.targets.unsqueeze(-1)).squeeze(-1)
+    picked, _ = _picked(out.logits, out.targets)
     return out.grid(picked), out.labels != IGNORE_INDEX
 
 
