@@ -71,6 +71,7 @@ from obliviate.llm.evaluation.prompt_cache import (
     run_body,
     takes_custom_masks,
 )
+from obliviate.llm.evaluation.vocab_chunks import head_token_logprobs
 
 if TYPE_CHECKING:
     from obliviate.llm.evaluation.mia import TokenStats
@@ -728,20 +729,53 @@ class AnswerScorer:
             while j < len(spans) and (j == i or spans[j][2] - begin <= self.head_chunk):
                 j += 1
             end = spans[j - 1][2]
-            chunk = selected[begin:end]
-            logits = (head(chunk) if head is not None else chunk).float()
-            chunk_labels = labels[begin:end]
-            logprobs = torch.log_softmax(logits, dim=-1)
-            token_lp = logprobs.gather(-1, chunk_labels[:, None]).squeeze(-1).double().cpu()
-            stats = _chunk_token_stats(logits, chunk_labels,
-                                       [(req, first - begin, last - begin)
-                                        for req, first, last in spans[i:j] if req.stats])
+            token_lp, stats = _chunk_scores(selected[begin:end], head, labels[begin:end],
+                                            [(req, first - begin, last - begin)
+                                             for req, first, last in spans[i:j]])
             for req, first, last in spans[i:j]:
                 a, b = first - begin, last - begin
                 out[req.key] = AnswerScore(nll_sum=float(-token_lp[a:b].sum()),
                                            num_tokens=b - a, token_stats=stats.get(req.key))
             i = j
         return out
+
+
+def _chunk_scores(chunk: torch.Tensor, head: Any, labels: torch.Tensor,
+                  spans: list[tuple[_Request, int, int]]
+                  ) -> tuple[torch.Tensor, dict[Key, TokenStats]]:
+    """Per-row log-probabilities of ``labels`` (float64, CPU) for the rows of ``chunk`` (hidden
+    states with ``head``, else logits), and the :class:`TokenStats` of the spans that want them.
+    Only those spans' rows get full-vocabulary logits; the others go through the head a slice
+    of the vocabulary at a time (:func:`head_token_logprobs`)."""
+    n = chunk.shape[0]
+    wanted = [span for span in spans if span[0].stats]
+    if head is None:  # ``chunk`` holds the logits already
+        full = torch.arange(n)
+    else:
+        full = torch.cat([torch.arange(a, b) for _, a, b in wanted] or [torch.arange(0)])
+    token_lp = torch.empty(n, dtype=torch.float64)
+    stats: dict[Key, TokenStats] = {}
+    if full.numel() or wanted:
+        at = full.to(chunk.device)
+        logits = chunk.index_select(0, at)
+        logits = (head(logits) if head is not None else logits).float()
+        full_labels = labels.index_select(0, at)
+        logprobs = torch.log_softmax(logits, dim=-1)
+        token_lp[full] = logprobs.gather(-1, full_labels[:, None]).squeeze(-1).double().cpu()
+        moved, row = wanted, 0
+        if head is not None:  # ``logits`` holds the wanted spans' rows only, in order
+            moved = []
+            for req, a, b in wanted:
+                moved.append((req, row, row + b - a))
+                row += b - a
+        stats = _chunk_token_stats(logits, full_labels, moved)
+    rest = torch.ones(n, dtype=torch.bool)
+    rest[full] = False
+    if bool(rest.any()):
+        at = rest.nonzero().squeeze(-1).to(chunk.device)
+        token_lp[rest] = head_token_logprobs(chunk.index_select(0, at), head,
+                                             labels.index_select(0, at)).double().cpu()
+    return token_lp, stats
 
 
 def _chunk_token_stats(logits: torch.Tensor, labels: torch.Tensor,
