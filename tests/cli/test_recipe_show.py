@@ -47,3 +47,30 @@ def test_a_methods_own_training_setting_is_shown_as_a_run_resolves_it():
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
     assert "unlearn.method_args.rmu.steering_coeff" in lines
     assert "unlearn.method_args.rmu.learning_rate" not in lines
+
+
+def _shown(*args: str) -> dict[str, str]:
+    result = CliRunner().invoke(app, ["recipe", "show", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    return {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
+
+
+def test_a_sweep_or_search_recipe_shows_its_sections_keys_too():
+    """The sweep and search sections are read by `obliviate sweep` / `search`, beside the
+    recipe they vary; `recipe show` lists both, overrides applied."""
+    lines = _shown("search_demo", "search.trials=5")
+    assert lines["search.trials"].split()[1:3] == ["int", "5"]
+    assert "'tpe'" in lines["search.sampler"]
+    assert "sweep.seeds" in lines and "sweep.grid" in lines
+    assert "unlearn.method_args.npo.alpha" in lines  # the recipe itself, as a run reads it
+    lines = _shown("sweep_demo")
+    assert "sweep.rule" in lines and not any(key.startswith("search.") for key in lines)
+
+
+def test_a_benchmark_scripts_own_recipe_is_shown_with_its_schema():
+    """styles_objects.yaml is run by benchmarks/styles_objects/run.py with the benchmark's own
+    schema (two tasks, a text model, a judge), not the diffusion commands' recipe."""
+    lines = _shown("styles_objects", "model.text_width=16")
+    assert lines["model.text_width"].split()[1:3] == ["int", "16"]
+    assert "judge.epochs" in lines and "tasks" in lines
+    assert lines["unlearn.method_args.esd_x.ddim_steps"].split()[2] == "10"

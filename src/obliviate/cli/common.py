@@ -15,7 +15,7 @@ import typer
 
 from obliviate.core.errors import ObliviateError
 from obliviate.core.io import is_disk_full
-from obliviate.core.recipe import load_recipe, read_yaml
+from obliviate.core.recipe import apply_overrides, read_yaml, validate
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -91,10 +91,13 @@ MODALITIES = {
 def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
     """Load a recipe of either modality (by its ``modality`` key) with overrides applied."""
     path = resolve_recipe_path(recipe)
-    modality = read_yaml(path).get("modality", "llm")
-    for item in overrides:
-        if item.startswith("modality="):
-            modality = item.split("=", 1)[1]
+    data = apply_overrides(read_yaml(path), list(overrides))
+    return validate(recipe_schema(path, data), data, source=str(path))
+
+
+def recipe_schema(path: Path, data: dict[str, Any]) -> type[Any]:
+    """The modality's recipe class for recipe ``data`` read from ``path``."""
+    modality = data.get("modality", "llm")
     if not isinstance(modality, str):
         raise ObliviateError(f"{path}: modality must be a name ({', '.join(MODALITIES)}), "
                              f"got {type(modality).__name__}")
@@ -104,10 +107,9 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
                              f"{', '.join(MODALITIES)}")
     module, name = schema.rsplit(":", 1)
     try:
-        recipe_class = getattr(importlib.import_module(module), name)
+        return getattr(importlib.import_module(module), name)
     except ImportError as exc:
         raise ObliviateError(f"{path}: modality {modality!r} is not available ({exc})") from None
-    return load_recipe(recipe_class, path, overrides)
 
 
 def pipeline_for(recipe: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from obliviate.cli.common import friendly_errors, load_any_recipe
+from obliviate.cli.common import friendly_errors, recipe_schema, resolve_recipe_path
 
 recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Show what a recipe's keys are and mean.")
@@ -93,6 +93,32 @@ def attack_sections(recipe: BaseModel) -> Iterator[tuple[str, str, str, str, str
         yield from describe(config, f"{key}.")
 
 
+def _recipe_and_sections(recipe: str, overrides: list[str]) -> tuple[BaseModel,
+                                                                     dict[str, BaseModel]]:
+    """The recipe with overrides applied, validated as the commands that run it read it, and
+    its ``sweep:`` / ``search:`` sections (``obliviate sweep`` / ``search``), validated.
+
+    A recipe that a benchmark script of its own runs (its ``name`` is the packaged recipe of a
+    benchmark with a :attr:`~obliviate.core.benchmark.Benchmark.recipe_schema`) is read with
+    that schema."""
+    from obliviate.core.benchmark import registered
+    from obliviate.core.recipe import apply_overrides, read_yaml, validate
+    from obliviate.core.search import split_search
+    from obliviate.core.sweep import split_sweep
+
+    path = resolve_recipe_path(recipe)
+    data = apply_overrides(read_yaml(path), overrides)
+    sections: dict[str, BaseModel] = {}
+    for name, split in (("sweep", split_sweep), ("search", split_search)):
+        if name in data:
+            sections[name] = split(data, str(path))[1]
+    data = {k: v for k, v in data.items() if k not in sections}
+    schema = recipe_schema(path, data)
+    own = [cls.recipe_schema for cls in registered(str(data.get("modality", "llm")))
+           if cls.recipe_schema is not None and cls.recipe in (data.get("name"), path.stem)]
+    return validate(own[0] if own else schema, data, source=str(path)), sections
+
+
 @recipe_app.command("show")
 @friendly_errors
 def show(
@@ -105,8 +131,9 @@ def show(
     The method and attack sections list each one's own settings (paper defaults); any key can
     be set in the YAML file or as section.key=value on the command line.
     """
-    config = load_any_recipe(recipe, overrides or [])
-    rows = [*describe(config), *method_sections(config), *attack_sections(config)]
+    config, sections = _recipe_and_sections(recipe, overrides or [])
+    rows = [*describe(config), *method_sections(config), *attack_sections(config),
+            *(row for name, spec in sections.items() for row in describe(spec, f"{name}."))]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     typer.echo(f"{'key':<{widths[0]}}  {'type':<{widths[1]}}  {'value':<{widths[2]}}  "
                "default | meaning")

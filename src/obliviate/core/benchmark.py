@@ -74,6 +74,9 @@ class Benchmark:
     oracle: ClassVar[str] = "a model trained on the retain set only"
     recipe: ClassVar[str | None] = None
     """The packaged recipe (``obliviate/recipes/<recipe>.yaml``) that runs this benchmark."""
+    recipe_schema: ClassVar[type[StrictModel] | None] = None
+    """That recipe's schema when a benchmark script of its own runs it instead of the
+    modality's commands (``obliviate recipe show`` reads a recipe so named with it)."""
     hub_id: ClassVar[str | None] = None
 
     def load(self, config: Any, seed: int = 0) -> UnlearningTask:

@@ -532,6 +532,9 @@ class StylesObjectsRecipe(StrictModel):
         return self.data.model_copy(update={"erase": task.erase, "target": task.target})
 
 
+StylesObjects.recipe_schema = StylesObjectsRecipe  # benchmarks/styles_objects/run.py reads it
+
+
 __all__ = ["DIGITS", "STYLES", "GridEvalConfig", "GridTask", "PromptAttackConfig",
            "StylesObjects", "StylesObjectsConfig", "StylesObjectsRecipe", "TextModelConfig",
            "prompt_attack", "build_text_model", "canvas_samples", "concepts", "evaluate_grid",
