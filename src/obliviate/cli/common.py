@@ -92,6 +92,12 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
     """Load a recipe of either modality (by its ``modality`` key) with overrides applied."""
     path = resolve_recipe_path(recipe)
     data = apply_overrides(read_yaml(path), list(overrides))
+    for section in ("sweep", "search"):  # `sweep=null` runs the recipe the sweep varies
+        if data.get(section, None) is not None:
+            raise ObliviateError(f"{path}: its `{section}:` section is run by `obliviate "
+                                 f"{section} {recipe}`; this command runs a recipe without one "
+                                 f"({section}=null drops it)")
+        data.pop(section, None)
     return validate(recipe_schema(path, data), data, source=str(path))
 
 
