@@ -14,7 +14,7 @@ import importlib.util
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -69,6 +69,8 @@ class TinyModelConfig(StrictModel):
 
 class ModelConfig(ModelSection):
     """Which model to load and how to prompt it."""
+
+    execution_only: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
     name_or_path: str = "tiny"
     """a Hugging Face model id or folder, smollm2, or tiny (a random Llama built here)"""
