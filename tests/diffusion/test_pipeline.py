@@ -176,33 +176,3 @@ def test_several_methods_load_the_target_once_with_the_same_weights(recipe_file,
             assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert len(loads) == 3
     pristine.forget()
-
-
-def test_gradient_checkpointing_reuses_the_run_as_it_is(recipe_file, tmp_path, monkeypatch):
-    """Turning gradient checkpointing on changes how the model runs, not what it computes: a
-    run made before the key existed (its recorded recipe lacks it) reopens with it on, and its
-    fine-tuned target is reused, not trained again."""
-    import json
-
-    from obliviate.diffusion import training
-
-    recipe = load_recipe(DiffusionRecipe, recipe_file)
-    run = pipeline.open_run(recipe, tmp_path / "run", "obliviate test")
-    task = pipeline.prepare_task(recipe, run)
-    pipeline.finetune_stage(recipe, run, task, roles=("target",))
-    record = json.loads((run.root / "run.json").read_text())
-    del record["recipe"]["model"]["gradient_checkpointing"]  # as an older run recorded it
-    (run.root / "run.json").write_text(json.dumps(record))
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("the target was trained again")
-
-    monkeypatch.setattr(training, "train_denoiser", no_training)
-    on = load_recipe(DiffusionRecipe, recipe_file, ["model.gradient_checkpointing=true"])
-    again = pipeline.open_run(on, tmp_path / "run", "obliviate test")
-    trained = pipeline.finetune_stage(on, again, pipeline.prepare_task(on, again),
-                                      roles=("target",))
-    assert trained["target"]["status"] == "done"
-    other = load_recipe(DiffusionRecipe, recipe_file, ["model.time_dim=16"])
-    with pytest.raises(Exception, match="another recipe"):  # a key that defines the model
-        pipeline.open_run(other, tmp_path / "run", "obliviate test")

@@ -30,6 +30,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -232,6 +235,12 @@ def test_the_unlearned_model_saves_as_a_pipeline_that_diffusers_loads(setup, tmp
     assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
     assert "Unlearning method: UCE" in (Path(folder) / "README.md").read_text()
     again = load_denoiser(folder)  # obliviate reads it back as the same model
+    # ... also in a process that has not imported obliviate.diffusion.text
+    fresh = subprocess.run(
+        [sys.executable, "-c", "import sys; from obliviate.diffusion.denoisers import "
+         "load_denoiser; print(type(load_denoiser(sys.argv[1])).__name__)", str(folder)],
+        capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert fresh.returncode == 0 and fresh.stdout.split() == ["TextDenoiser"], fresh.stderr
     state, saved = unlearned.unet.state_dict(), again.unet.state_dict()
     assert all(torch.equal(state[k], saved[k]) for k in state)
     assert not torch.equal(state[next(k for k in state if "attn2.to_k" in k)],
