@@ -38,6 +38,7 @@ builds, loads and saves every kind, and is where the rest of the modality import
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -619,6 +620,9 @@ RELOAD: dict[str, Callable[[Path, dict[str, Any]], Denoiser]] = {}
 """Architectures whose saved folder reloads otherwise than as ``model.safetensors`` into one of
 :data:`ARCHITECTURES`: name -> ``reload(folder, its config.json)``; each registers itself in its
 own module (``text_pipeline``: :mod:`obliviate.diffusion.text`)."""
+RELOADED_BY = {"text_pipeline": "obliviate.diffusion.text"}
+"""The module that registers each :data:`RELOAD` entry (imported by :func:`load_denoiser` when
+it meets a folder of that architecture first)."""
 
 
 def _codec(config: ModelConfig, image_size: int, in_channels: int
@@ -664,6 +668,8 @@ def load_denoiser(path: str | Path, device: Any = None) -> Denoiser:
     """Rebuild a saved denoiser from its folder."""
     path = Path(path)
     info = read_json(path / CONFIG) if (path / CONFIG).is_file() else {}
+    if info.get("architecture") in RELOADED_BY and info["architecture"] not in RELOAD:
+        importlib.import_module(RELOADED_BY[info["architecture"]])
     if info.get("architecture") in RELOAD and info.get("format") == FORMAT:
         model = RELOAD[info["architecture"]](path, info).eval()
         return model.to(device) if device is not None else model
