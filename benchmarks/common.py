@@ -70,9 +70,13 @@ def commit() -> str:
         return "unknown"
 
 
+STARTED_AT = commit()
+"""The commit checked out when the benchmark started (what its run imports)."""
+
+
 def machine() -> str:
     return (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, commit {commit()}")
+            f"{torch.get_num_threads()} threads, commit {STARTED_AT}")
 
 
 class StageTimer:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ["tofu/run.py", "mnist/run.py", "bench_scorer.py", "bench_npo.py", "bench_train_step.py"]
+SCRIPTS = ["tofu/run.py", "mnist/run.py", "bench_scorer.py", "bench_npo.py", "bench_train_step.py",
+           "bench_vocab_chunks.py"]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
