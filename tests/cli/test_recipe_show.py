@@ -65,6 +65,8 @@ def test_a_sweep_or_search_recipe_shows_its_sections_keys_too():
     assert "unlearn.method_args.npo.alpha" in lines  # the recipe itself, as a run reads it
     lines = _shown("sweep_demo")
     assert "sweep.rule" in lines and not any(key.startswith("search.") for key in lines)
+    lines = _shown("sweep_demo", "sweep=null")  # the recipe the sweep varies, alone
+    assert "unlearn.methods" in lines and not any(key.startswith("sweep.") for key in lines)
 
 
 def test_a_benchmark_scripts_own_recipe_is_shown_with_its_schema():

@@ -110,10 +110,10 @@ def _recipe_and_sections(recipe: str, overrides: list[str]) -> tuple[BaseModel,
     data = apply_overrides(read_yaml(path), overrides)
     sections: dict[str, BaseModel] = {}
     for name, split in (("sweep", split_sweep), ("search", split_search)):
-        if name in data:
+        if data.get(name) is not None:  # `sweep=null` drops the section, as a run command does
             sections[name] = split(data, str(path))[1]
-    data = {k: v for k, v in data.items() if k not in sections}
-    schema = recipe_schema(path, data)
+    data = {k: v for k, v in data.items() if k not in ("sweep", "search")}
+    schema = recipe_schema(path, data)  # also checks the modality
     own = [cls.recipe_schema for cls in registered(str(data.get("modality", "llm")))
            if cls.recipe_schema is not None and cls.recipe in (data.get("name"), path.stem)]
     return validate(own[0] if own else schema, data, source=str(path)), sections
