@@ -15,8 +15,11 @@ gradients:
   row shares (system prompt and template) held once, the loss over the ``[B, K, V]`` grid of
   :func:`obliviate.llm.answer_forward.answer_logits` (zeros where a row predicts none of its
   own tokens), as before :func:`~obliviate.llm.answer_forward.label_logits`;
-* ``answer head, packed + shared prefix``: the same, the loss over one logits row per answer
-  token (:func:`obliviate.llm.training.lm_loss`).
+* ``answer head, packed + shared prefix, dense mask``: the same, the loss over one logits row
+  per answer token (:func:`obliviate.llm.training.lm_loss`), the packed row's attention dense
+  under its block-diagonal mask;
+* ``answer head, packed + shared prefix, per-example attention``: the same with each example's
+  queries meeting only the prefix and its own keys (:mod:`obliviate.llm.segment_attention`).
 
 The cases alternate (A B C D E A B C D E ...) ``--repeats`` times in one process, so a slow
 phase of the machine falls on all of them; the table gives the median and the speed-up over the
@@ -48,6 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     import obliviate.llm.answer_forward as answer_forward
+    import obliviate.llm.segment_attention as segment_attention
     from obliviate.llm.data.formatting import (
         build_example,
         collate,
@@ -69,6 +73,7 @@ def main() -> None:
     keep = answer_forward.answer_positions(batch["labels"])
     prefix = answer_forward.shared_prefix_length(batch)
     shared_default = answer_forward.MIN_SHARED_PREFIX
+    architectures = segment_attention.ARCHITECTURES
 
     def full_logits() -> torch.Tensor:
         return model(**batch).loss
@@ -78,14 +83,16 @@ def main() -> None:
         return torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(), batch["labels"][:, keep + 1].flatten(), ignore_index=-100)
 
-    def packed(share: bool) -> Callable[[], torch.Tensor]:
+    def packed(share: bool, per_example: bool = False) -> Callable[[], torch.Tensor]:
         def loss() -> torch.Tensor:
             answer_forward.MIN_SHARED_PREFIX = shared_default if share else 10**9
+            segment_attention.ARCHITECTURES = architectures if per_example else frozenset()
             return lm_loss(model, batch)[0]
         return loss
 
     def over_grid() -> torch.Tensor:
         answer_forward.MIN_SHARED_PREFIX = shared_default
+        segment_attention.ARCHITECTURES = frozenset()
         logits, labels = answer_forward.answer_logits(model, batch)
         return torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
@@ -94,7 +101,8 @@ def main() -> None:
              "answer head, batch whole": answer_head_whole,
              "answer head, packed": packed(False),
              "answer head, packed + shared prefix, softmax over the grid": over_grid,
-             "answer head, packed + shared prefix": packed(True)}
+             "answer head, packed + shared prefix, dense mask": packed(True),
+             "answer head, packed + shared prefix, per-example attention": packed(True, True)}
     times: dict[str, list[float]] = {name: [] for name in cases}
     grads: dict[str, list[torch.Tensor]] = {}
     for repeat in range(args.repeats + 1):  # the first round warms up, untimed

@@ -18,6 +18,9 @@ Packing needs a model that takes a custom 4-D attention mask (eager or sdpa atte
 sliding window shorter than an example: :func:`takes_custom_masks`) and position ids. The
 prefix is shared only when nothing random runs in training (one dropout mask would stand for
 every row's prefix). Otherwise the whole batch runs in one forward, as before.
+
+Where the architecture allows it, a packed row's attention runs one example at a time
+(:mod:`obliviate.llm.segment_attention`): only the pairs the block-diagonal mask allows.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 import torch
 
+from obliviate.llm import segment_attention
 from obliviate.llm.data.formatting import IGNORE_INDEX
 
 PACK_WIDTH = 512
@@ -71,6 +75,17 @@ def _forward_parameters(cls: type) -> frozenset[str] | None:
     except (TypeError, ValueError):
         return None
     return frozenset(params)
+
+
+@functools.lru_cache(maxsize=64)
+def _takes_keywords(cls: type) -> bool:
+    """Whether a model class's forward passes on keyword arguments it does not name
+    (``**kwargs``): how the packed row's layout reaches every layer's attention."""
+    try:
+        params = inspect.signature(cls.forward).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def cache_keyword(cls: type) -> str | None:
@@ -239,10 +254,14 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep:
     packed_row, column = flat // length, flat % length
     columns = torch.unique(column)  # sorted
     attention = getattr(inner.config, "_attn_implementation", "eager")
-    logits = _logits_at(model, {
-        "input_ids": packing.input_ids, "position_ids": packing.position,
-        "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))},
-        columns)
+    inputs = {"input_ids": packing.input_ids, "position_ids": packing.position,
+              "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))}
+    if _takes_keywords(type(model)) and segment_attention.applies(inner):
+        inputs[segment_attention.LAYOUT_KWARG] = segment_attention.layout(packing.owner)
+        with segment_attention.segments(inner):
+            logits = _logits_at(model, inputs, columns)
+    else:
+        logits = _logits_at(model, inputs, columns)
     return logits[packed_row, torch.searchsorted(columns, column)]
 
 
