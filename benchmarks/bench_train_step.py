@@ -21,10 +21,10 @@ gradients:
 * ``answer head, packed + shared prefix, per-example attention``: the same with each example's
   queries meeting only the prefix and its own keys (:mod:`obliviate.llm.segment_attention`).
 
-The cases alternate (A B C D E A B C D E ...) ``--repeats`` times in one process, so a slow
-phase of the machine falls on all of them; the table gives the median and the speed-up over the
-first case, and the largest gradient difference against it (relative to that tensor's largest
-gradient).
+The cases alternate (A B C D E F A B C D E F ...) ``--repeats`` times in one process, so a
+slow phase of the machine falls on all of them; the table gives the median and the speed-up over
+the first case, and the largest gradient difference against it (relative to that tensor's
+largest gradient). ``--cases 5,6`` runs only those (the first named is the baseline).
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train_step.py --repeats 10
 """
@@ -45,7 +45,11 @@ from common import add_threads, tofu_or_synthetic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--split", default="forget01", choices=["forget01", "retain_eval"],
+                        help="the TOFU split the batch comes from")
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--cases", default="", help="comma-separated case numbers to run "
+                        "(1-6, in the order of the docstring; the first named is the baseline)")
     add_threads(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -62,7 +66,7 @@ def main() -> None:
     from obliviate.llm.models import load_pretrained
     from obliviate.llm.training import lm_loss
 
-    records, source = tofu_or_synthetic(("forget01",), args.batch_size)
+    records, source = tofu_or_synthetic((args.split,), args.batch_size)
     pairs = [(r.question, r.answer) for r in records]
     model, tokenizer = load_pretrained("smollm2")
     model.train()
@@ -103,6 +107,9 @@ def main() -> None:
              "answer head, packed + shared prefix, softmax over the grid": over_grid,
              "answer head, packed + shared prefix, dense mask": packed(True),
              "answer head, packed + shared prefix, per-example attention": packed(True, True)}
+    if args.cases:
+        names = list(cases)
+        cases = {names[int(i) - 1]: cases[names[int(i) - 1]] for i in args.cases.split(",")}
     times: dict[str, list[float]] = {name: [] for name in cases}
     grads: dict[str, list[torch.Tensor]] = {}
     for repeat in range(args.repeats + 1):  # the first round warms up, untimed
