@@ -34,6 +34,34 @@ def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
     return out
 
 
+def add_workers(out: argparse.ArgumentParser) -> None:
+    """``--workers N``: models evaluated by N processes at once; ``--models``
+    (set by the script for each of them): the models one process takes."""
+    out.add_argument("--workers", type=int, default=1,
+                     help="evaluate the models in this many processes at once, "
+                          "OMP_NUM_THREADS/N threads each (default 1: one process)")
+    out.add_argument("--models", default="", help=argparse.SUPPRESS)
+
+
+def run_in_workers(script: str, args: argparse.Namespace, stage: str, names: list[str]
+                   ) -> None:
+    """Run ``stage`` of ``script`` for ``names`` in ``args.workers`` processes, each given every
+    ``workers``-th model and ``OMP_NUM_THREADS`` divided among them; wait for all of them.
+
+    A process holds one model at a time, so N processes hold N. They share the run folder,
+    whose record takes concurrent stages (:mod:`obliviate.core.rundir`)."""
+    threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 2) // args.workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    groups = [",".join(names[i::args.workers]) for i in range(args.workers)]
+    processes = {group: subprocess.Popen(
+        [sys.executable, script, "--output", args.output, "--stages", stage, "--models", group,
+         *args.overrides], env=env) for group in groups if group}
+    failed = [group for group, process in processes.items() if process.wait() != 0]
+    if failed:
+        raise SystemExit(f"{stage}: the worker on {' and '.join(failed)} failed (its output "
+                         "is above)")
+
+
 def add_stages(out: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:
     """``--stages``: a comma-separated subset of ``stages`` (empty: print the tables only)."""
     out.add_argument("--stages", default=",".join(stages),

@@ -60,3 +60,29 @@ def test_tofu_tables(tmp_path):
         "**oracle**", "0.150", "0.160", "(in each row)", "", "0.200 → 0.300"]
     assert [c.strip() for c in table[3].split("|")[1:-1]] == [
         "npo", "0.200", "0.250", "0.400 (0.350)", "answer_prefix", "0.100 → 0.600 (0.300)"]
+
+
+def test_workers_split_the_models_and_the_threads(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    common = load("common.py")
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "args = sys.argv[1:]\n"
+        "models = args[args.index('--models') + 1]\n"
+        "with open(os.path.join(os.path.dirname(__file__), models + '.json'), 'w') as f:\n"
+        "    json.dump({'argv': args, 'threads': os.environ['OMP_NUM_THREADS']}, f)\n"
+        "sys.exit(3 if 'broken' in models else 0)\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    args = argparse.Namespace(workers=2, output="runs/x", overrides=["seed=1"])
+    common.run_in_workers(str(script), args, "evaluate", ["oracle", "a", "b"])
+    first = json.loads((tmp_path / "oracle,b.json").read_text())
+    second = json.loads((tmp_path / "a.json").read_text())
+    assert first["argv"] == ["--output", "runs/x", "--stages", "evaluate", "--models",
+                             "oracle,b", "seed=1"]
+    assert first["threads"] == second["threads"] == "2"
+    with pytest.raises(SystemExit, match="the worker on broken failed"):
+        common.run_in_workers(str(script), args, "attack", ["broken", "c"])
+    assert (tmp_path / "c.json").is_file()  # the other worker ran to its end
