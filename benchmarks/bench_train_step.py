@@ -24,7 +24,8 @@ gradients:
 The cases alternate (A B C D E F A B C D E F ...) ``--repeats`` times in one process, so a
 slow phase of the machine falls on all of them; the table gives the median and the speed-up over
 the first case, and the largest gradient difference against it (relative to that tensor's
-largest gradient). ``--cases 5,6`` runs only those (the first named is the baseline).
+largest gradient). ``--cases 5,6`` runs only those (the first named is the baseline);
+``--profile`` adds each case's operators under torch.profiler.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_train_step.py --repeats 10
 """
@@ -45,6 +46,9 @@ from common import add_threads, tofu_or_synthetic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed rounds, torch.profiler over 2 steps of each case: "
+                             "the operators taking the most CPU time")
     parser.add_argument("--split", default="forget01", choices=["forget01", "retain_eval"],
                         help="the TOFU split the batch comes from")
     parser.add_argument("--repeats", type=int, default=10)
@@ -122,6 +126,17 @@ def main() -> None:
                 times[name].append(seconds)
             else:
                 grads[name] = [p.grad.clone() for p in model.parameters()]
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for name, loss_fn in cases.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(2):
+                    model.zero_grad(set_to_none=True)
+                    loss_fn().backward()
+            print(f"\n{name}: 2 steps\n" + prof.key_averages().table(
+                sort_by="self_cpu_time_total", row_limit=8))
 
     base_name = next(iter(cases))
     base = statistics.median(times[base_name])

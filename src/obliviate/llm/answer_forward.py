@@ -25,6 +25,7 @@ Where the architecture allows it, a packed row's attention runs one example at a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -256,11 +257,10 @@ def _packed_logits(model: torch.nn.Module, batch: dict[str, torch.Tensor], keep:
     attention = getattr(inner.config, "_attn_implementation", "eager")
     inputs = {"input_ids": packing.input_ids, "position_ids": packing.position,
               "attention_mask": packing.mask(None if attention == "sdpa" else float_dtype(inner))}
-    if _takes_keywords(type(model)) and segment_attention.applies(inner):
+    per_example = _takes_keywords(type(model)) and segment_attention.applies(inner)
+    if per_example:
         inputs[segment_attention.LAYOUT_KWARG] = segment_attention.layout(packing.owner)
-        with segment_attention.segments(inner):
-            logits = _logits_at(model, inputs, columns)
-    else:
+    with segment_attention.segments(inner) if per_example else contextlib.nullcontext():
         logits = _logits_at(model, inputs, columns)
     return logits[packed_row, torch.searchsorted(columns, column)]
 

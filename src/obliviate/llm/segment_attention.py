@@ -165,8 +165,6 @@ def applies(model: torch.nn.Module) -> bool:
         return False
     if getattr(config, "_attn_implementation", None) not in _DENSE:
         return False
-    if getattr(config, "attn_logit_softcapping", None):
-        return False
     return not any(getattr(m, "gradient_checkpointing", False) for m in model.modules())
 
 
