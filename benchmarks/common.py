@@ -12,8 +12,9 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,31 +36,49 @@ def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
 
 
 def add_workers(out: argparse.ArgumentParser) -> None:
-    """``--workers N``: models evaluated by N processes at once; ``--models``
-    (set by the script for each of them): the models one process takes."""
+    """``--workers N``: a stage's models (or methods, or roles) taken by N processes at once;
+    ``--models`` and ``--claims`` (set by the script for each of them): the names to take
+    and the folder where a worker claims one."""
     out.add_argument("--workers", type=int, default=1,
-                     help="evaluate the models in this many processes at once, "
+                     help="run a stage's models in this many processes at once, "
                           "OMP_NUM_THREADS/N threads each (default 1: one process)")
     out.add_argument("--models", default="", help=argparse.SUPPRESS)
+    out.add_argument("--claims", default="", help=argparse.SUPPRESS)
 
 
 def run_in_workers(script: str, args: argparse.Namespace, stage: str, names: list[str]
                    ) -> None:
-    """Run ``stage`` of ``script`` for ``names`` in ``args.workers`` processes, each given every
-    ``workers``-th model and ``OMP_NUM_THREADS`` divided among them; wait for all of them.
+    """Run ``stage`` of ``script`` for ``names`` in ``args.workers`` processes with
+    ``OMP_NUM_THREADS`` divided among them; wait for all of them.
 
-    A process holds one model at a time, so N processes hold N. They share the run folder,
-    whose record takes concurrent stages (:mod:`obliviate.core.rundir`)."""
+    Every worker is given every name and takes them in order, each one no other worker has
+    taken yet (:func:`claimed`), so a worker that finishes a short job takes the next name
+    instead of idling while the other finishes a long list. A process holds one model at a
+    time, so N processes hold N. They share the run folder, whose record takes concurrent
+    stages (:mod:`obliviate.core.rundir`)."""
     threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 2) // args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    groups = [",".join(names[i::args.workers]) for i in range(args.workers)]
-    processes = {group: subprocess.Popen(
-        [sys.executable, script, "--output", args.output, "--stages", stage, "--models", group,
-         *args.overrides], env=env) for group in groups if group}
-    failed = [group for group, process in processes.items() if process.wait() != 0]
+    with tempfile.TemporaryDirectory(prefix=f"claims-{stage}-") as claims:
+        processes = [subprocess.Popen(
+            [sys.executable, script, "--output", args.output, "--stages", stage,
+             "--models", ",".join(names), "--claims", claims, *args.overrides], env=env)
+            for _ in range(min(args.workers, len(names)))]
+        failed = [i for i, process in enumerate(processes) if process.wait() != 0]
     if failed:
-        raise SystemExit(f"{stage}: the worker on {' and '.join(failed)} failed (its output "
-                         "is above)")
+        raise SystemExit(f"{stage}: {len(failed)} of {len(processes)} workers failed (their "
+                         "output is above)")
+
+
+def claimed(names: list[str], claims: str | Path) -> Iterator[str]:
+    """Each of ``names`` that no other worker sharing the ``claims`` folder has taken, taken
+    for this one as it is reached (an exclusive create of a file named after it)."""
+    for name in names:
+        try:
+            os.close(os.open(Path(claims) / name.replace("/", "%2F"),
+                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            continue
+        yield name
 
 
 def add_stages(out: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:

@@ -62,7 +62,7 @@ def test_tofu_tables(tmp_path):
         "npo", "0.200", "0.250", "0.400 (0.350)", "answer_prefix", "0.100 → 0.600 (0.300)"]
 
 
-def test_workers_split_the_models_and_the_threads(tmp_path, monkeypatch):
+def test_workers_take_each_name_once_and_split_the_threads(tmp_path, monkeypatch):
     import argparse
     import json
 
@@ -70,19 +70,38 @@ def test_workers_split_the_models_and_the_threads(tmp_path, monkeypatch):
     script = tmp_path / "worker.py"
     script.write_text(
         "import json, os, sys\n"
+        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
+        "from common import claimed\n"
         "args = sys.argv[1:]\n"
-        "models = args[args.index('--models') + 1]\n"
-        "with open(os.path.join(os.path.dirname(__file__), models + '.json'), 'w') as f:\n"
-        "    json.dump({'argv': args, 'threads': os.environ['OMP_NUM_THREADS']}, f)\n"
-        "sys.exit(3 if 'broken' in models else 0)\n")
+        "names = args[args.index('--models') + 1].split(',')\n"
+        "for name in claimed(names, args[args.index('--claims') + 1]):\n"
+        "    out = os.path.join(os.path.dirname(__file__), name.replace('/', '_') + '.json')\n"
+        "    with open(out, 'x') as f:\n"
+        "        json.dump({'argv': args, 'threads': os.environ['OMP_NUM_THREADS'],\n"
+        "                   'pid': os.getpid()}, f)\n"
+        "    if name == 'broken':\n"
+        "        sys.exit(3)\n")
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     args = argparse.Namespace(workers=2, output="runs/x", overrides=["seed=1"])
-    common.run_in_workers(str(script), args, "evaluate", ["oracle", "a", "b"])
-    first = json.loads((tmp_path / "oracle,b.json").read_text())
-    second = json.loads((tmp_path / "a.json").read_text())
-    assert first["argv"] == ["--output", "runs/x", "--stages", "evaluate", "--models",
-                             "oracle,b", "seed=1"]
-    assert first["threads"] == second["threads"] == "2"
-    with pytest.raises(SystemExit, match="the worker on broken failed"):
+    common.run_in_workers(str(script), args, "evaluate", ["oracle", "unlearned/a", "b"])
+    runs = {n: json.loads((tmp_path / f"{n}.json").read_text())  # "x": each name once
+            for n in ("oracle", "unlearned_a", "b")}
+    argv = runs["oracle"]["argv"]
+    assert argv[:6] == ["--output", "runs/x", "--stages", "evaluate", "--models",
+                        "oracle,unlearned/a,b"]
+    assert argv[6] == "--claims" and argv[8:] == ["seed=1"]
+    assert not Path(argv[7]).exists()  # the claims folder goes with the stage
+    assert {r["threads"] for r in runs.values()} == {"2"}
+    with pytest.raises(SystemExit, match="1 of 2 workers failed"):
         common.run_in_workers(str(script), args, "attack", ["broken", "c"])
-    assert (tmp_path / "c.json").is_file()  # the other worker ran to its end
+    assert (tmp_path / "c.json").is_file()  # the other worker took the next name
+
+
+def test_claimed_gives_each_name_to_the_first_worker_reaching_it(tmp_path):
+    common = load("common.py")
+    first = common.claimed(["a", "unlearned/b", "c"], tmp_path)
+    second = common.claimed(["a", "unlearned/b", "c"], tmp_path)
+    assert next(first) == "a"
+    assert next(second) == "unlearned/b"  # "a" is taken: the next free name
+    assert list(first) == ["c"]
+    assert list(second) == []

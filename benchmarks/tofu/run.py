@@ -11,10 +11,11 @@ quantization, rephrasing; each attack also on the oracle) and prints two markdow
 Every stage resumes: re-running with the same output folder skips finished models, methods,
 evaluations and attacks, and continues an interrupted training from its checkpoint.
 
-``--workers 2`` evaluates the models in two processes of one thread each, after the oracle
-(evaluated first, in this one): on the 2-core CPU box two evaluations side by side finish
-sooner than one after the other with two threads each (1.19×, BENCHMARKS.md). Training and
-the attacks (whose relearning trains) stay in one process with every thread.
+``--workers 2`` fine-tunes the target and the oracle, runs the methods and evaluates the models
+(after the oracle, evaluated first in this process) in two processes of one thread each, each
+taking the next name when it finishes one: on the 2-core CPU box two of these side by side
+finish sooner than one after the other with two threads each (BENCHMARKS.md). The attacks stay
+in one process with every thread.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from common import (  # noqa: E402
     add_stages,
     add_workers,
     chosen_stages,
+    claimed,
     command_line,
     fmt,
     machine,
@@ -88,6 +90,32 @@ def attack_table(attacks: dict[str, dict[str, Any]], run: RunDir) -> str:
     return markdown_table(head, rows) + "\n\n" + note
 
 
+ONE = {  # what one worker of --workers runs for each name it takes
+    "finetune": lambda recipe, run, task, name: pipeline.finetune_stage(
+        recipe, run, task, roles=(name,)),
+    "unlearn": lambda recipe, run, task, name: pipeline.unlearn_stage(
+        recipe, run, task, methods=[name]),
+    "evaluate": lambda recipe, run, task, name: pipeline.evaluate_stage(
+        recipe, run, task, models=[name]),
+}
+
+
+def finetune(recipe: LLMRecipe, run: RunDir, task: Any, args: Any) -> None:
+    """The target and the oracle, with ``--workers`` side by side."""
+    if args.workers <= 1:
+        pipeline.finetune_stage(recipe, run, task)
+    else:
+        run_in_workers(__file__, args, "finetune", ["target", "oracle"])
+
+
+def unlearn(recipe: LLMRecipe, run: RunDir, task: Any, args: Any) -> None:
+    """Every method of the recipe, with ``--workers`` in that many processes."""
+    if args.workers <= 1:
+        pipeline.unlearn_stage(recipe, run, task)
+    else:
+        run_in_workers(__file__, args, "unlearn", list(recipe.unlearn.methods))
+
+
 def evaluate(recipe: LLMRecipe, run: RunDir, task: Any, args: Any
              ) -> dict[str, Any]:
     """Every model's evaluation, the oracle's first (the others read it); with ``--workers``,
@@ -112,14 +140,14 @@ def main() -> None:
     run = pipeline.open_run(recipe, args.output, command)
     timed = StageTimer()
     task = timed("task", pipeline.prepare_task, recipe, run)
-    if args.models:  # one worker of --workers: its stage on its models, no tables
-        timed(f"evaluate {args.models}", pipeline.evaluate_stage, recipe, run, task,
-              models=args.models.split(","))
+    if args.models:  # one worker of --workers: the names it takes of its stage, no tables
+        for name in claimed(args.models.split(","), args.claims):
+            timed(f"{args.stages} {name}", ONE[args.stages], recipe, run, task, name)
         return
     if "finetune" in chosen:
-        timed("finetune", pipeline.finetune_stage, recipe, run, task)
+        timed("finetune", finetune, recipe, run, task, args)
     if "unlearn" in chosen:
-        timed("unlearn", pipeline.unlearn_stage, recipe, run, task)
+        timed("unlearn", unlearn, recipe, run, task, args)
     summaries = attacks = None
     if "evaluate" in chosen:
         summaries = timed("evaluate", evaluate, recipe, run, task, args)
