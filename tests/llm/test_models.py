@@ -89,3 +89,25 @@ def test_smollm2_loads_from_gguf(tmp_path, monkeypatch):
         out = model.generate(**ids, max_new_tokens=24, do_sample=False)
     text = tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in text, text
+
+
+def test_smollm2_is_converted_once_when_two_workers_start_together(tmp_path, monkeypatch):
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from obliviate.llm import models
+
+    calls = []
+
+    def convert(target):  # slow enough that the second caller arrives mid-conversion
+        calls.append(target)
+        time.sleep(0.3)
+        target.mkdir()
+        (target / "model.safetensors").write_bytes(b"weights")
+
+    monkeypatch.setattr(models, "cache_dir", lambda: tmp_path)
+    monkeypatch.setattr(models, "_convert_smollm2", convert)
+    with ThreadPoolExecutor(2) as pool:
+        paths = list(pool.map(lambda _: models.smollm2_path(), range(2)))
+    assert calls == [tmp_path / "smollm2-135m-instruct"]
+    assert paths == [tmp_path / "smollm2-135m-instruct"] * 2

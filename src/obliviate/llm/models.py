@@ -148,10 +148,21 @@ def smollm2_gguf_path() -> Path:
 
 
 def smollm2_path() -> Path:
-    """A safetensors copy of SmolLM2-135M-Instruct, converted from the GGUF on first use."""
+    """A safetensors copy of SmolLM2-135M-Instruct, converted from the GGUF on first use (under
+    a file lock: processes starting together, such as a benchmark's workers, convert it once)."""
+    from filelock import FileLock
+
     target = cache_dir() / "smollm2-135m-instruct"
     if (target / "model.safetensors").is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not (target / "model.safetensors").is_file():  # another process may have converted it
+            _convert_smollm2(target)
+    return target
+
+
+def _convert_smollm2(target: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = smollm2_gguf_path()
@@ -165,7 +176,6 @@ def smollm2_path() -> Path:
     if hasattr(model.config, "quantization_config"):
         delattr(model.config, "quantization_config")
     save_model(model, tokenizer, target)
-    return target
 
 
 def resolve_model_path(name_or_path: str) -> str:
