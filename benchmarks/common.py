@@ -8,13 +8,15 @@ and the machine, ready to paste into ``BENCHMARKS.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,49 +38,94 @@ def parser(doc: str, default_output: str) -> argparse.ArgumentParser:
 
 
 def add_workers(out: argparse.ArgumentParser) -> None:
-    """``--workers N``: a stage's models (or methods, or roles) taken by N processes at once;
-    ``--models`` and ``--claims`` (set by the script for each of them): the names to take
-    and the folder where a worker claims one."""
+    """``--workers N``: the stages' jobs taken by N processes at once; ``--jobs`` (set by the
+    script for each of them): the plan they share (:func:`run_in_workers`)."""
     out.add_argument("--workers", type=int, default=1,
-                     help="run a stage's models in this many processes at once, "
-                          "OMP_NUM_THREADS/N threads each (default 1: one process)")
-    out.add_argument("--models", default="", help=argparse.SUPPRESS)
-    out.add_argument("--claims", default="", help=argparse.SUPPRESS)
+                     help="run the stages' models, methods and roles in this many processes "
+                          "at once, OMP_NUM_THREADS/N threads each (default 1: one process)")
+    out.add_argument("--jobs", default="", help=argparse.SUPPRESS)
 
 
-def run_in_workers(script: str, args: argparse.Namespace, stage: str, names: list[str]
-                   ) -> None:
-    """Run ``stage`` of ``script`` for ``names`` in ``args.workers`` processes with
-    ``OMP_NUM_THREADS`` divided among them; wait for all of them.
+@dataclass(frozen=True)
+class Job:
+    """One piece of a worker's work: ``stage`` for ``name`` (a model, method or role), once the
+    jobs whose keys ``after`` lists are done (a key the plan does not hold counts as done)."""
 
-    Every worker is given every name and takes them in order, each one no other worker has
-    taken yet (:func:`claimed`), so a worker that finishes a short job takes the next name
-    instead of idling while the other finishes a long list. A process holds one model at a
-    time, so N processes hold N. They share the run folder, whose record takes concurrent
+    stage: str
+    name: str
+    after: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.stage}:{self.name}"
+
+
+def run_in_workers(script: str, args: argparse.Namespace, jobs: list[Job]) -> None:
+    """Run ``jobs`` of ``script`` in ``args.workers`` processes with ``OMP_NUM_THREADS``
+    divided among them; wait for all of them.
+
+    Every worker is given the whole plan (``--jobs``, a file in a temporary folder where the
+    workers claim jobs) and runs :func:`take_jobs`: each takes the first job in plan order that
+    no other worker has taken and whose prerequisites are done, so a worker never idles while
+    there is work it may start, whatever stage that work belongs to. A process holds one model
+    at a time, so N processes hold N. They share the run folder, whose record takes concurrent
     stages (:mod:`obliviate.core.rundir`)."""
     threads = max(1, int(os.environ.get("OMP_NUM_THREADS") or 2) // args.workers)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with tempfile.TemporaryDirectory(prefix=f"claims-{stage}-") as claims:
+    with tempfile.TemporaryDirectory(prefix="jobs-") as folder:
+        plan = Path(folder) / "plan.json"
+        plan.write_text(json.dumps([[j.stage, j.name, list(j.after)] for j in jobs]))
         processes = [subprocess.Popen(
-            [sys.executable, script, "--output", args.output, "--stages", stage,
-             "--models", ",".join(names), "--claims", claims, *args.overrides], env=env)
-            for _ in range(min(args.workers, len(names)))]
+            [sys.executable, script, "--output", args.output, "--jobs", str(plan),
+             *args.overrides], env=env) for _ in range(min(args.workers, len(jobs)))]
         failed = [i for i, process in enumerate(processes) if process.wait() != 0]
     if failed:
-        raise SystemExit(f"{stage}: {len(failed)} of {len(processes)} workers failed (their "
-                         "output is above)")
+        raise SystemExit(f"{len(failed)} of {len(processes)} workers failed (their output is "
+                         "above)")
 
 
-def claimed(names: list[str], claims: str | Path) -> Iterator[str]:
-    """Each of ``names`` that no other worker sharing the ``claims`` folder has taken, taken
-    for this one as it is reached (an exclusive create of a file named after it)."""
-    for name in names:
-        try:
-            os.close(os.open(Path(claims) / name.replace("/", "%2F"),
-                             os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
+def take_jobs(plan: str | Path, run: Callable[[Job], Any], poll: float = 0.5) -> list[Job]:
+    """Run, one after another, the jobs of ``plan`` (written by :func:`run_in_workers`) that
+    this worker takes, and return them: the first job in plan order that no worker sharing the
+    plan's folder has taken (an exclusive file create) and whose prerequisites are done; while
+    none is ready, wait. Stops when every job is taken, or when another worker's job failed
+    (its dependents would never start); a job that raises is marked failed and re-raised."""
+    folder = Path(plan).parent
+    jobs = [Job(stage, name, tuple(after)) for stage, name, after in json.loads(
+        Path(plan).read_text())]
+    keys = {job.key for job in jobs}
+
+    def marker(kind: str, key: str) -> Path:
+        return folder / f"{kind}-{key.replace('/', '%2F')}"
+
+    taken: list[Job] = []
+    while not any(folder.glob("failed-*")):
+        free = [job for job in jobs if not marker("taken", job.key).exists()]
+        if not free:
+            break
+        ready = (job for job in free
+                 if all(marker("done", a).exists() for a in job.after if a in keys))
+        job = next((job for job in ready if _create(marker("taken", job.key))), None)
+        if job is None:
+            time.sleep(poll)
             continue
-        yield name
+        try:
+            run(job)
+        except BaseException:
+            _create(marker("failed", job.key))
+            raise
+        _create(marker("done", job.key))
+        taken.append(job)
+    return taken
+
+
+def _create(path: Path) -> bool:
+    """Create ``path``; False if it exists (another worker got there first)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def add_stages(out: argparse.ArgumentParser, stages: tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ def load(script: str):
     sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(script.replace("/", "_"), BENCHMARKS / script)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # what a dataclass of the script looks its module up in
     spec.loader.exec_module(module)
     return module
 
@@ -62,46 +63,100 @@ def test_tofu_tables(tmp_path):
         "npo", "0.200", "0.250", "0.400 (0.350)", "answer_prefix", "0.100 → 0.600 (0.300)"]
 
 
-def test_workers_take_each_name_once_and_split_the_threads(tmp_path, monkeypatch):
+WORKER = """\
+import json, os, sys, time
+sys.path.insert(0, {benchmarks!r})
+from common import take_jobs
+args = sys.argv[1:]
+
+def run(job):
+    started = time.time()
+    if job.name == "broken":
+        sys.exit(3)
+    time.sleep(0.6 if job.name == "slow" else 0.05)
+    out = os.path.join(os.path.dirname(__file__), job.key.replace("/", "_") + ".json")
+    with open(out, "x") as f:  # "x": each job once
+        json.dump({{"argv": args, "threads": os.environ["OMP_NUM_THREADS"], "pid": os.getpid(),
+                   "started": started, "ended": time.time()}}, f)
+
+take_jobs(args[args.index("--jobs") + 1], run, poll=0.05)
+"""
+
+
+def test_workers_take_each_job_once_after_its_prerequisites(tmp_path, monkeypatch):
     import argparse
     import json
 
     common = load("common.py")
+    Job = common.Job
     script = tmp_path / "worker.py"
-    script.write_text(
-        "import json, os, sys\n"
-        f"sys.path.insert(0, {str(BENCHMARKS)!r})\n"
-        "from common import claimed\n"
-        "args = sys.argv[1:]\n"
-        "names = args[args.index('--models') + 1].split(',')\n"
-        "for name in claimed(names, args[args.index('--claims') + 1]):\n"
-        "    out = os.path.join(os.path.dirname(__file__), name.replace('/', '_') + '.json')\n"
-        "    with open(out, 'x') as f:\n"
-        "        json.dump({'argv': args, 'threads': os.environ['OMP_NUM_THREADS'],\n"
-        "                   'pid': os.getpid()}, f)\n"
-        "    if name == 'broken':\n"
-        "        sys.exit(3)\n")
+    script.write_text(WORKER.format(benchmarks=str(BENCHMARKS)))
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     args = argparse.Namespace(workers=2, output="runs/x", overrides=["seed=1"])
-    common.run_in_workers(str(script), args, "evaluate", ["oracle", "unlearned/a", "b"])
-    runs = {n: json.loads((tmp_path / f"{n}.json").read_text())  # "x": each name once
-            for n in ("oracle", "unlearned_a", "b")}
-    argv = runs["oracle"]["argv"]
-    assert argv[:6] == ["--output", "runs/x", "--stages", "evaluate", "--models",
-                        "oracle,unlearned/a,b"]
-    assert argv[6] == "--claims" and argv[8:] == ["seed=1"]
-    assert not Path(argv[7]).exists()  # the claims folder goes with the stage
+    jobs = [Job("finetune", "slow"), Job("evaluate", "unlearned/a", ("finetune:slow",)),
+            Job("evaluate", "b"), Job("evaluate", "c", ("evaluate:b", "elsewhere:d"))]
+    common.run_in_workers(str(script), args, jobs)
+    runs = {j.key: json.loads((tmp_path / f"{j.key.replace('/', '_')}.json").read_text())
+            for j in jobs}
+    slow, after_slow = runs["finetune:slow"], runs["evaluate:unlearned/a"]
+    assert after_slow["started"] >= slow["ended"]  # waited for its prerequisite
+    assert runs["evaluate:c"]["started"] >= runs["evaluate:b"]["ended"]
+    argv = slow["argv"]
+    assert argv[:3] == ["--output", "runs/x", "--jobs"] and argv[4:] == ["seed=1"]
+    assert not Path(argv[3]).exists()  # the plan's folder goes with the call
     assert {r["threads"] for r in runs.values()} == {"2"}
-    with pytest.raises(SystemExit, match="1 of 2 workers failed"):
-        common.run_in_workers(str(script), args, "attack", ["broken", "c"])
-    assert (tmp_path / "c.json").is_file()  # the other worker took the next name
 
 
-def test_claimed_gives_each_name_to_the_first_worker_reaching_it(tmp_path):
+def test_a_failed_job_stops_the_workers_waiting_for_it(tmp_path, monkeypatch):
+    import argparse
+
     common = load("common.py")
-    first = common.claimed(["a", "unlearned/b", "c"], tmp_path)
-    second = common.claimed(["a", "unlearned/b", "c"], tmp_path)
-    assert next(first) == "a"
-    assert next(second) == "unlearned/b"  # "a" is taken: the next free name
-    assert list(first) == ["c"]
-    assert list(second) == []
+    Job = common.Job
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER.format(benchmarks=str(BENCHMARKS)))
+    args = argparse.Namespace(workers=2, output="runs/x", overrides=[])
+    jobs = [Job("unlearn", "broken"), Job("evaluate", "unlearned/broken", ("unlearn:broken",))]
+    with pytest.raises(SystemExit, match="1 of 2 workers failed"):
+        common.run_in_workers(str(script), args, jobs)  # the waiting worker quits, no hang
+    assert not list(tmp_path.glob("evaluate*"))
+
+
+def test_take_jobs_runs_the_first_ready_job_in_plan_order(tmp_path):
+    import json
+
+    common = load("common.py")
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps([["evaluate", "a", ["finetune:c"]], ["unlearn", "b", []],
+                                ["finetune", "c", []]]))
+    order: list[str] = []
+    taken = common.take_jobs(plan, lambda job: order.append(job.key), poll=0.01)
+    assert order == ["unlearn:b", "finetune:c", "evaluate:a"]
+    assert [job.key for job in taken] == order
+    assert common.take_jobs(plan, lambda job: order.append(job.key)) == []  # all taken
+
+
+def test_tofu_plan_chains_each_model_to_the_job_that_makes_it(tmp_path):
+    from obliviate.core.recipe import load_recipe
+    from obliviate.core.rundir import RunDir
+    from obliviate.llm.recipe import LLMRecipe
+
+    bench = load("tofu/run.py")
+    recipe = load_recipe(LLMRecipe, bench.RECIPES / "tofu_smollm2.yaml",
+                         ["unlearn.methods=[npo,rmu]"])
+    run = RunDir(tmp_path / "run").create()
+    jobs = [(j.key, j.after) for j in bench.plan(recipe, run, ["finetune", "unlearn",
+                                                               "evaluate"])]
+    assert jobs == [
+        ("finetune:target", ()), ("finetune:oracle", ()),
+        ("evaluate:oracle", ("finetune:oracle",)),
+        ("unlearn:npo", ("finetune:target",)), ("unlearn:rmu", ("finetune:target",)),
+        ("evaluate:target", ("evaluate:oracle", "finetune:target")),
+        ("evaluate:unlearned/npo", ("evaluate:oracle", "unlearn:npo")),
+        ("evaluate:unlearned/rmu", ("evaluate:oracle", "unlearn:rmu"))]
+    # the evaluation alone: the models the run holds, each after the oracle's evaluation only
+    (run.model("oracle") / "config.json").parent.mkdir(parents=True)
+    (run.model("oracle") / "config.json").write_text("{}")
+    (run.model("target") / "config.json").parent.mkdir(parents=True)
+    (run.model("target") / "config.json").write_text("{}")
+    assert [(j.key, j.after) for j in bench.plan(recipe, run, ["evaluate"])] == [
+        ("evaluate:oracle", ()), ("evaluate:target", ("evaluate:oracle",))]

@@ -11,11 +11,12 @@ quantization, rephrasing; each attack also on the oracle) and prints two markdow
 Every stage resumes: re-running with the same output folder skips finished models, methods,
 evaluations and attacks, and continues an interrupted training from its checkpoint.
 
-``--workers 2`` fine-tunes the target and the oracle, runs the methods and evaluates the models
-(after the oracle, evaluated first in this process) in two processes of one thread each, each
-taking the next name when it finishes one: on the 2-core CPU box two of these side by side
-finish sooner than one after the other with two threads each (BENCHMARKS.md). The attacks stay
-in one process with every thread.
+``--workers 2`` runs the fine-tunings, the methods and the evaluations as one plan of jobs in
+two processes of one thread each, each taking the next job it may start when it finishes one
+(the oracle's evaluation while the target still trains, a finished method's evaluation while
+another method trains): on the 2-core CPU box two of these side by side finish sooner than one
+after the other with two threads each (BENCHMARKS.md). The attacks stay in one process with
+every thread.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common import (  # noqa: E402
     RECIPES,
+    Job,
     StageTimer,
     add_stages,
     add_workers,
     chosen_stages,
-    claimed,
     command_line,
     fmt,
     machine,
@@ -43,6 +44,7 @@ from common import (  # noqa: E402
     recorded_results,
     run_in_workers,
     set_threads,
+    take_jobs,
 )
 
 from obliviate.core import stages  # noqa: E402
@@ -90,7 +92,7 @@ def attack_table(attacks: dict[str, dict[str, Any]], run: RunDir) -> str:
     return markdown_table(head, rows) + "\n\n" + note
 
 
-ONE = {  # what one worker of --workers runs for each name it takes
+ONE = {  # what a worker of --workers runs for one job
     "finetune": lambda recipe, run, task, name: pipeline.finetune_stage(
         recipe, run, task, roles=(name,)),
     "unlearn": lambda recipe, run, task, name: pipeline.unlearn_stage(
@@ -100,32 +102,34 @@ ONE = {  # what one worker of --workers runs for each name it takes
 }
 
 
-def finetune(recipe: LLMRecipe, run: RunDir, task: Any, args: Any) -> None:
-    """The target and the oracle, with ``--workers`` side by side."""
-    if args.workers <= 1:
-        pipeline.finetune_stage(recipe, run, task)
-    else:
-        run_in_workers(__file__, args, "finetune", ["target", "oracle"])
+def plan(recipe: LLMRecipe, run: RunDir, chosen: list[str]) -> list[Job]:
+    """The jobs of the ``chosen`` stages for ``--workers``, in the order workers take them
+    when ready: both fine-tunings, the oracle's evaluation (every other evaluation reads it),
+    the methods (each after the target), then every other model's evaluation (each after the
+    job that makes it). A worker whose next stage must wait starts what it may (the oracle's
+    evaluation while the target trains, the evaluation of a finished method while the other
+    worker's method trains) instead of idling at a stage's end."""
+    jobs: list[Job] = []
+    made: dict[str, str] = {}  # model -> the job of this plan that makes it
 
+    def add(stage: str, name: str, *after: str | None) -> None:
+        jobs.append(Job(stage, name, tuple(a for a in after if a)))
 
-def unlearn(recipe: LLMRecipe, run: RunDir, task: Any, args: Any) -> None:
-    """Every method of the recipe, with ``--workers`` in that many processes."""
-    if args.workers <= 1:
-        pipeline.unlearn_stage(recipe, run, task)
-    else:
-        run_in_workers(__file__, args, "unlearn", list(recipe.unlearn.methods))
-
-
-def evaluate(recipe: LLMRecipe, run: RunDir, task: Any, args: Any
-             ) -> dict[str, Any]:
-    """Every model's evaluation, the oracle's first (the others read it); with ``--workers``,
-    the others in that many processes."""
-    if args.workers <= 1:
-        return pipeline.evaluate_stage(recipe, run, task)
-    pipeline.evaluate_stage(recipe, run, task, models=["oracle"])
-    others = [m for m in model_order(stages.available_models(run)) if m != "oracle"]
-    run_in_workers(__file__, args, "evaluate", others)
-    return recorded_results(run.read_record()["stages"])[0]
+    if "finetune" in chosen:
+        for role in ("target", "oracle"):
+            add("finetune", role)
+            made[role] = f"finetune:{role}"
+    if "evaluate" in chosen:
+        add("evaluate", "oracle", made.get("oracle"))
+    if "unlearn" in chosen:
+        for method in recipe.unlearn.methods:
+            add("unlearn", method, made.get("target"))
+            made[f"unlearned/{method}"] = f"unlearn:{method}"
+    if "evaluate" in chosen:
+        for model in model_order(list(dict.fromkeys([*stages.available_models(run), *made]))):
+            if model != "oracle":
+                add("evaluate", model, "evaluate:oracle", made.get(model))
+    return jobs
 
 
 def main() -> None:
@@ -140,17 +144,20 @@ def main() -> None:
     run = pipeline.open_run(recipe, args.output, command)
     timed = StageTimer()
     task = timed("task", pipeline.prepare_task, recipe, run)
-    if args.models:  # one worker of --workers: the names it takes of its stage, no tables
-        for name in claimed(args.models.split(","), args.claims):
-            timed(f"{args.stages} {name}", ONE[args.stages], recipe, run, task, name)
+    if args.jobs:  # a worker of --workers: the jobs it takes, no tables
+        take_jobs(args.jobs, lambda job: timed(job.key, ONE[job.stage], recipe, run, task,
+                                               job.name))
         return
-    if "finetune" in chosen:
-        timed("finetune", finetune, recipe, run, task, args)
-    if "unlearn" in chosen:
-        timed("unlearn", unlearn, recipe, run, task, args)
+    shared = [s for s in chosen if s != "attack"] if args.workers > 1 else []
+    if shared:  # the attacks stay in this process with every thread
+        timed(",".join(shared), run_in_workers, __file__, args, plan(recipe, run, shared))
+    if "finetune" in chosen and not shared:
+        timed("finetune", pipeline.finetune_stage, recipe, run, task)
+    if "unlearn" in chosen and not shared:
+        timed("unlearn", pipeline.unlearn_stage, recipe, run, task)
     summaries = attacks = None
-    if "evaluate" in chosen:
-        summaries = timed("evaluate", evaluate, recipe, run, task, args)
+    if "evaluate" in chosen and not shared:
+        summaries = timed("evaluate", pipeline.evaluate_stage, recipe, run, task)
     if "attack" in chosen:
         attacks = timed("attack", pipeline.attack_stage, recipe, run, task)
     sizes = {name: info["n"] for name, info in task.provenance()["splits"].items()}
