@@ -15,6 +15,7 @@ from obliviate.diffusion.metrics import (
     kernel_inception_distance,
     polynomial_mmd2,
 )
+from obliviate.diffusion.metrics.distances import trace_sqrt_product
 
 
 @pytest.fixture
@@ -29,6 +30,23 @@ def test_frechet_identical_is_zero(feats):
 def test_frechet_shift_is_squared_norm(feats):
     mu = np.array([1.0, -2.0, 0.5, 0.0, 3.0, 1.0])
     assert frechet_distance(feats, feats + mu) == pytest.approx(float(mu @ mu), rel=1e-6)
+
+
+@pytest.mark.parametrize("n, d", [(300, 20), (40, 64)])  # the second: singular covariances
+def test_frechet_trace_term_is_the_reference_codes_sqrtm(n, d):
+    """Tr((Σ₁Σ₂)^{1/2}) as pytorch-fid computes it, ``scipy.linalg.sqrtm`` of the product, on
+    covariances that do not commute (a mixed, anisotropic second set)."""
+    import scipy.linalg
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(n, d)) * np.linspace(0.5, 2.0, d)
+    b = rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) / np.sqrt(d) + 0.3
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    want = float(np.trace(np.real(scipy.linalg.sqrtm(s1 @ s2))))
+    assert trace_sqrt_product(s1, s2) == pytest.approx(want, rel=1e-6)
+    mu = a.mean(0) - b.mean(0)
+    assert frechet_distance(a, b) == pytest.approx(
+        float(mu @ mu + np.trace(s1) + np.trace(s2) - 2 * want), rel=1e-6)
 
 
 def test_frechet_scaling_by_two(feats):
