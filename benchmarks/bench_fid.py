@@ -5,7 +5,8 @@ eigendecompositions).
 Inception's 2,048 features by default, for ``--samples`` images per set (random features: the
 time depends on the shapes only; with fewer samples than features the covariances are singular,
 as in a small FID). The two alternate ``--repeats`` times in one process; the table gives each
-one's median, the speed-up and the relative difference of the traces.
+one's median, the speed-up and the relative difference of the traces. Both run in NumPy and
+SciPy, whose BLAS takes its threads from ``OMP_NUM_THREADS``.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_fid.py --samples 500 3000
 """
@@ -13,13 +14,14 @@ one's median, the speed-up and the relative difference of the traces.
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
 import time
 
 import numpy as np
 import scipy.linalg
-import torch
-from common import add_threads, machine
+from common import STARTED_AT
 
 from obliviate.diffusion.metrics.distances import trace_sqrt_product
 
@@ -33,11 +35,10 @@ def main() -> None:
     parser.add_argument("--samples", type=int, nargs="+", default=[500, 3000])
     parser.add_argument("--features", type=int, default=2048)
     parser.add_argument("--repeats", type=int, default=3)
-    add_threads(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
-    print(f"Machine: {machine()}.\n")
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, commit {STARTED_AT}.\n")
     print("| samples per set | features | sqrtm (s) | eigh (s) | speed-up | relative difference |")
     print("|---|---|---|---|---|---|")
     for n in args.samples:

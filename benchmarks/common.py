@@ -78,10 +78,35 @@ def run_in_workers(script: str, args: argparse.Namespace, jobs: list[Job]) -> No
         processes = [subprocess.Popen(
             [sys.executable, script, "--output", args.output, "--jobs", str(plan),
              *args.overrides], env=env) for _ in range(min(args.workers, len(jobs)))]
-        failed = [i for i, process in enumerate(processes) if process.wait() != 0]
+        try:
+            failed = _wait(processes, Path(folder))
+        finally:  # this process stopped early (an interrupt): its workers stop with it
+            for process in processes:
+                if process.poll() is None:
+                    process.terminate()
+                    process.wait()
     if failed:
-        raise SystemExit(f"{len(failed)} of {len(processes)} workers failed (their output is "
+        raise SystemExit(f"{failed} of {len(processes)} workers failed (their output is "
                          "above)")
+
+
+def _wait(processes: list[subprocess.Popen], folder: Path, poll: float = 0.5) -> int:
+    """Wait for every worker; return how many failed. A worker that ends badly without marking
+    its job failed (killed by a signal, out of memory) is marked here, so the workers waiting
+    for its job stop instead of waiting for ever."""
+    running = dict(enumerate(processes))
+    failed = 0
+    while running:
+        for i, process in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[i]
+            if code != 0:
+                failed += 1
+                _create(folder / f"failed-worker-{i}")
+        time.sleep(poll if running else 0)
+    return failed
 
 
 def take_jobs(plan: str | Path, run: Callable[[Job], Any], poll: float = 0.5) -> list[Job]:

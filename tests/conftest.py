@@ -3,12 +3,13 @@
 The same float rounding on every x86-64 CPU: many tests train a tiny model for hundreds of
 steps and bound what an unlearning method then does to it, and the rounding of the CPU's
 kernels decides the trained model. AVX-512 kernels (PyTorch's own, MKL's, oneDNN's) sum in
-another order than AVX2 ones, and on AVX-512 machines such tests fell on the other side of
-their bounds (an RMU retain accuracy of 0.75 instead of 0.89, a Forget-Me-Not loss rise of
-+0.13% instead of +2.3%). So the tests run every kernel at AVX2, which every x86-64 CPU of the
-last decade has: PyTorch's CPU dispatch (``ATEN_CPU_CAPABILITY``), MKL's conditional numerical
-reproducibility (``MKL_CBWR``) and oneDNN's instruction set (``ONEDNN_MAX_CPU_ISA``). They are
-read when torch loads, hence before the import below; a value set outside wins.
+another order than AVX2 ones, and on AVX-512 machines tests set on an AVX2 box fell on the other
+side of their bounds (an RMU retain accuracy of 0.80 on an AMD EPYC; a Forget-Me-Not loss rise
+of +0.13% there against +2.3% on the AVX2 box). So the tests run every kernel at AVX2, which
+every x86-64 CPU of the last decade has: PyTorch's CPU dispatch (``ATEN_CPU_CAPABILITY``), MKL's
+conditional numerical reproducibility (``MKL_CBWR``) and oneDNN's instruction set
+(``ONEDNN_MAX_CPU_ISA``). They are read when torch loads, hence before the import below; a
+value set outside wins.
 """
 
 from __future__ import annotations

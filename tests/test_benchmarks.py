@@ -64,7 +64,7 @@ def test_tofu_tables(tmp_path):
 
 
 WORKER = """\
-import json, os, sys, time
+import json, os, signal, sys, time
 sys.path.insert(0, {benchmarks!r})
 from common import take_jobs
 args = sys.argv[1:]
@@ -73,6 +73,8 @@ def run(job):
     started = time.time()
     if job.name == "broken":
         sys.exit(3)
+    if job.name == "killed":  # no exception, no marker: as the out-of-memory killer does it
+        os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.6 if job.name == "slow" else 0.05)
     out = os.path.join(os.path.dirname(__file__), job.key.replace("/", "_") + ".json")
     with open(out, "x") as f:  # "x": each job once
@@ -107,7 +109,8 @@ def test_workers_take_each_job_once_after_its_prerequisites(tmp_path, monkeypatc
     assert {r["threads"] for r in runs.values()} == {"2"}
 
 
-def test_a_failed_job_stops_the_workers_waiting_for_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["broken", "killed"])
+def test_a_failed_job_stops_the_workers_waiting_for_it(tmp_path, how):
     import argparse
 
     common = load("common.py")
@@ -115,7 +118,7 @@ def test_a_failed_job_stops_the_workers_waiting_for_it(tmp_path, monkeypatch):
     script = tmp_path / "worker.py"
     script.write_text(WORKER.format(benchmarks=str(BENCHMARKS)))
     args = argparse.Namespace(workers=2, output="runs/x", overrides=[])
-    jobs = [Job("unlearn", "broken"), Job("evaluate", "unlearned/broken", ("unlearn:broken",))]
+    jobs = [Job("unlearn", how), Job("evaluate", f"unlearned/{how}", (f"unlearn:{how}",))]
     with pytest.raises(SystemExit, match="1 of 2 workers failed"):
         common.run_in_workers(str(script), args, jobs)  # the waiting worker quits, no hang
     assert not list(tmp_path.glob("evaluate*"))
@@ -160,3 +163,8 @@ def test_tofu_plan_chains_each_model_to_the_job_that_makes_it(tmp_path):
     (run.model("target") / "config.json").write_text("{}")
     assert [(j.key, j.after) for j in bench.plan(recipe, run, ["evaluate"])] == [
         ("evaluate:oracle", ()), ("evaluate:target", ("evaluate:oracle",))]
+    # a run without an oracle: no oracle evaluation to wait for (evaluated without it, as
+    # --workers 1 does)
+    (run.model("oracle") / "config.json").unlink()
+    assert [(j.key, j.after) for j in bench.plan(recipe, run, ["evaluate"])] == [
+        ("evaluate:target", ("evaluate:oracle",))]

@@ -104,11 +104,12 @@ ONE = {  # what a worker of --workers runs for one job
 
 def plan(recipe: LLMRecipe, run: RunDir, chosen: list[str]) -> list[Job]:
     """The jobs of the ``chosen`` stages for ``--workers``, in the order workers take them
-    when ready: both fine-tunings, the oracle's evaluation (every other evaluation reads it),
-    the methods (each after the target), then every other model's evaluation (each after the
-    job that makes it). A worker whose next stage must wait starts what it may (the oracle's
-    evaluation while the target trains, the evaluation of a finished method while the other
-    worker's method trains) instead of idling at a stage's end."""
+    when ready: both fine-tunings, the oracle's evaluation (every other evaluation reads it;
+    none when the run has no oracle), the methods (each after the target), then every other
+    model's evaluation (each after the job that makes it). A worker whose next stage must wait
+    starts what it may (the oracle's evaluation while the target trains, the evaluation of a
+    finished method while the other worker's method trains) instead of idling at a stage's
+    end."""
     jobs: list[Job] = []
     made: dict[str, str] = {}  # model -> the job of this plan that makes it
 
@@ -119,7 +120,8 @@ def plan(recipe: LLMRecipe, run: RunDir, chosen: list[str]) -> list[Job]:
         for role in ("target", "oracle"):
             add("finetune", role)
             made[role] = f"finetune:{role}"
-    if "evaluate" in chosen:
+    available = stages.available_models(run)
+    if "evaluate" in chosen and ("oracle" in made or "oracle" in available):
         add("evaluate", "oracle", made.get("oracle"))
     if "unlearn" in chosen:
         for method in recipe.unlearn.methods:

@@ -104,9 +104,8 @@ def test_features_are_pool3_of_the_resized_image(files):
 
 def test_the_metric_is_the_frechet_distance_of_those_features(files, monkeypatch):
     """The distance itself is the judge FID's function (hand-checked on fixed features by the
-    registry's inception_fid case); here: the metric hands it the Inception features. (On
-    2048-d features scipy's matrix square root alone takes about 25 s on one core, so the call
-    is recorded rather than made.)"""
+    registry's inception_fid case); here: the metric hands it the Inception features, so the
+    call is recorded rather than made (its 2048-d eigendecompositions take seconds).)"""
     from obliviate.diffusion.metrics import feature_distance
 
     seen = []
