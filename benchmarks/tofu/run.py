@@ -128,7 +128,7 @@ def plan(recipe: LLMRecipe, run: RunDir, chosen: list[str]) -> list[Job]:
             add("unlearn", method, made.get("target"))
             made[f"unlearned/{method}"] = f"unlearn:{method}"
     if "evaluate" in chosen:
-        for model in model_order(list(dict.fromkeys([*stages.available_models(run), *made]))):
+        for model in model_order(list(dict.fromkeys([*available, *made]))):
             if model != "oracle":
                 add("evaluate", model, "evaluate:oracle", made.get(model))
     return jobs
@@ -150,16 +150,17 @@ def main() -> None:
         take_jobs(args.jobs, lambda job: timed(job.key, ONE[job.stage], recipe, run, task,
                                                job.name))
         return
+    summaries = attacks = None
     shared = [s for s in chosen if s != "attack"] if args.workers > 1 else []
     if shared:  # the attacks stay in this process with every thread
         timed(",".join(shared), run_in_workers, __file__, args, plan(recipe, run, shared))
-    if "finetune" in chosen and not shared:
-        timed("finetune", pipeline.finetune_stage, recipe, run, task)
-    if "unlearn" in chosen and not shared:
-        timed("unlearn", pipeline.unlearn_stage, recipe, run, task)
-    summaries = attacks = None
-    if "evaluate" in chosen and not shared:
-        summaries = timed("evaluate", pipeline.evaluate_stage, recipe, run, task)
+    else:
+        if "finetune" in chosen:
+            timed("finetune", pipeline.finetune_stage, recipe, run, task)
+        if "unlearn" in chosen:
+            timed("unlearn", pipeline.unlearn_stage, recipe, run, task)
+        if "evaluate" in chosen:
+            summaries = timed("evaluate", pipeline.evaluate_stage, recipe, run, task)
     if "attack" in chosen:
         attacks = timed("attack", pipeline.attack_stage, recipe, run, task)
     sizes = {name: info["n"] for name, info in task.provenance()["splits"].items()}
