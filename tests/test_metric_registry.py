@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from obliviate.core.metric import Need
-from obliviate.core.registry import METRICS
+from obliviate.core.registry import METRICS, Entry
 from obliviate.core.result import EvalResult, MetricResult
 from obliviate.llm.data.records import QARecord
 from obliviate.llm.evaluation.mia import TokenStats
@@ -573,3 +573,27 @@ def test_every_registered_metric_has_a_hand_computed_case():
 def test_metric_matches_its_hand_computed_case(key):
     assert key in METRICS, f"{key} has a case but is not registered"
     CASES[key]()
+
+
+def test_metrics_that_read_the_oracle_say_so_and_rules_reading_them_are_flagged(monkeypatch):
+    """``reads_oracle`` is what marks a key as oracle-derived (core names no metric): Forget
+    Quality and PrivLeak among the built-in ones, and a new metric by its declaration alone."""
+    from obliviate.core.axes import is_oracle_metric
+    from obliviate.core.metric import Metric, oracle_metric_names
+    from obliviate.core.pareto import ProxyRule
+
+    assert oracle_metric_names() == ["forget_quality", "privleak"]
+    for key in ("tofu/forget_quality", "mia/forget/privleak_min_k",
+                "muse/privleak_forget/privleak", "attack/relearning/rouge/recovery"):
+        assert is_oracle_metric(key), key
+    for key in ("tofu/forget/prob", "tofu/model_utility", "mia/forget/mia_loss"):
+        assert not is_oracle_metric(key), key
+    assert not ProxyRule(key="tofu/retain/distance_to_yardstick").uses_oracle
+
+    class DistanceToYardstick(Metric):
+        """A metric that compares the model with the oracle."""
+        reads_oracle = True
+
+    monkeypatch.setitem(METRICS._entries, ("testmod", "distance_to_yardstick"),
+                        Entry("distance_to_yardstick", "testmod", DistanceToYardstick, ""))
+    assert ProxyRule(key="tofu/retain/distance_to_yardstick").uses_oracle

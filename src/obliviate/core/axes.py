@@ -56,21 +56,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.metric import oracle_metric_names
 
 AXES = ("forgetting", "utility", "robustness")
 RAW = {axis: f"raw_{axis}" for axis in AXES}
 FLOOR = 0.05  # smallest target-to-oracle gap a normalisation divides by
 
-# Metrics computed relative to the oracle: an expression or rule that reads them "peeks".
-ORACLE_PATTERNS = ("*forget_quality*", "*privleak*", "*recovery*", "*oracle*")
+# What an attack record holds relative to the oracle (``oracle_plain``, ``oracle_attacked``,
+# ``recovery``: :class:`~obliviate.core.result.AttackResult`'s own fields); the metrics computed
+# relative to it declare ``reads_oracle`` (:func:`~obliviate.core.metric.oracle_metric_names`).
+# An expression or rule that reads either "peeks".
+ATTACK_ORACLE_FIELDS = ("recovery", "oracle")
 ORACLE_FUNCTIONS = ("close", "kept", "recovered")
 
 _CALL = re.compile(r"^(hmean|mean|max|min|close|kept|recovered)\((.*)\)$")
 
 
 def is_oracle_metric(key: str) -> bool:
-    """True when ``key`` is computed from the oracle model (Forget Quality, PrivLeak, ...)."""
-    return any(fnmatch.fnmatch(key.lower(), pat) for pat in ORACLE_PATTERNS)
+    """True when ``key`` is computed from the oracle model: an attack record's oracle fields,
+    or a registered metric that declares ``reads_oracle`` (Forget Quality, PrivLeak, ...)."""
+    names = (*ATTACK_ORACLE_FIELDS, *oracle_metric_names())
+    return any(fnmatch.fnmatch(key.lower(), f"*{name}*") for name in names)
 
 
 def _finite(value: Any) -> bool:

@@ -28,7 +28,6 @@ every modality.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -42,7 +41,7 @@ from pydantic import (
 )
 
 from obliviate.core.recipe import NestedKeyError, StrictModel
-from obliviate.core.registry import BENCHMARKS
+from obliviate.core.registry import BENCHMARKS, import_part
 from obliviate.core.task import UnlearningTask
 
 SplitRole = Literal["forget", "retain", "holdout", "evaluation"]
@@ -113,12 +112,7 @@ def registered(modality: str | None = None) -> list[type[Benchmark]]:
     process that has not imported it yet (``modality`` named by a run record) imports it here,
     by that name: core names no modality."""
     if modality and not BENCHMARKS.entries(modality):
-        package = f"obliviate.{modality}"
-        try:
-            importlib.import_module(f"{package}.benchmarks")
-        except ModuleNotFoundError as exc:  # an unknown modality has no benchmarks
-            if exc.name not in (package, f"{package}.benchmarks"):
-                raise
+        import_part(modality, "benchmarks")  # an unknown modality has no benchmarks
     return [e.obj for e in BENCHMARKS.entries(modality)]
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Protocol
 
-from obliviate.core.registry import METRICS
+from obliviate.core.registry import METRICS, import_every
 from obliviate.core.result import EvalResult, MetricResult
 
 NeedKind = Literal["answer_scores", "token_stats", "generations", "reference_stats", "oracle",
@@ -128,6 +128,10 @@ class Metric:
     modality: ClassVar[str] = ""
     suite: ClassVar[str] = ""
     higher_is_better: ClassVar[bool | None] = None
+    reads_oracle: ClassVar[bool] = False
+    """Its value compares the model with the oracle's (Forget Quality, PrivLeak): a selection
+    rule or score that reads it peeks at the yardstick (:func:`oracle_metric_names`). Results
+    are named after the metric (``privleak`` gives ``privleak_<attack>``)."""
 
     def __init__(self, options: Any = None) -> None:
         self.options = options
@@ -143,6 +147,14 @@ class Metric:
 
 def get_metric(name: str, modality: str) -> type[Metric]:
     return METRICS.get(name, modality)
+
+
+def oracle_metric_names() -> list[str]:
+    """The names of the registered metrics that read the oracle (``reads_oracle``), of every
+    installed modality (imported here by name: :func:`~obliviate.core.registry.import_every`),
+    so that no caller can miss one by not having imported its modality yet."""
+    import_every("metrics")
+    return sorted({e.name for e in METRICS.entries() if getattr(e.obj, "reads_oracle", False)})
 
 
 def metrics_of(suite: str, modality: str) -> list[type[Metric]]:
@@ -194,4 +206,5 @@ def as_results(value: MetricResult | list[MetricResult] | None) -> list[MetricRe
 
 
 __all__ = ["METRICS", "Inputs", "Metric", "Need", "NeedKind", "ResolvedInputs", "as_results",
-           "collect_needs", "get_metric", "load_oracle_results", "metrics_of"]
+           "collect_needs", "get_metric", "load_oracle_results", "metrics_of",
+           "oracle_metric_names"]

@@ -10,6 +10,8 @@ Lookups of an unknown name raise a :class:`ConfigError` listing what is known.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -65,6 +67,30 @@ class Registry(Generic[T]):
     def __contains__(self, item: tuple[str, str]) -> bool:
         modality, name = item
         return (modality, name.lower()) in self._entries
+
+
+def import_part(modality: str, part: str) -> bool:
+    """Import ``obliviate.<modality>.<part>`` (a package whose import registers its entries, e.g.
+    ``benchmarks`` or ``metrics``) by name, so that core reaches a modality's parts without
+    importing the modality itself; ``False`` when there is no such modality or part."""
+    package = f"obliviate.{modality}"
+    try:
+        importlib.import_module(f"{package}.{part}")
+    except ModuleNotFoundError as exc:
+        if exc.name not in (package, f"{package}.{part}"):
+            raise
+        return False
+    return True
+
+
+def import_every(part: str) -> list[str]:
+    """:func:`import_part` for every modality installed beside core (the ``obliviate.*``
+    packages that have ``part``); the modalities found."""
+    import obliviate
+
+    skip = {"core", "cli"}
+    return [info.name for info in pkgutil.iter_modules(obliviate.__path__)
+            if info.ispkg and info.name not in skip and import_part(info.name, part)]
 
 
 METHODS: Registry[Any] = Registry("method")

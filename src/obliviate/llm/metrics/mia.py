@@ -135,6 +135,7 @@ class PrivLeak(Metric):
     oracle's recorded one (:func:`obliviate.llm.evaluation.mia.privleak`)."""
 
     suite = SUITE
+    reads_oracle = True
     options: MiaOptions
 
     def __init__(self, options: MiaOptions | None = None) -> None:

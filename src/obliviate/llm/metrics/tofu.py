@@ -275,6 +275,8 @@ class ForgetQuality(TofuAggregate):
     """TOFU Forget Quality (Maini et al. 2024): the KS-test p-value between the forget split's
     truth ratios and the oracle's."""
 
+    reads_oracle = True
+
     def compute(self, inputs: Any, split: str | None = None) -> MetricResult | None:
         forget = _complete(inputs, self.options).get("forget")
         if forget is None:  # no truth ratio (no perturbed answers): skipped, see _skipped
