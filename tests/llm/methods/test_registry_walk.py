@@ -5,6 +5,7 @@ either fails here."""
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,19 @@ def test_every_trained_method_resumes_to_the_uninterrupted_weights(memorised, tm
     for (key, a), (_, b) in zip(straight.state_dict().items(),
                                 outcome.model.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), (name, key)
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_trained_method_trains_bfloat16_weights(memorised, name):
+    """``model.dtype: bfloat16``: every method trains float32 masters of the bf16 weights under
+    bf16 autocast (its reference caches, teachers and losses included) and hands back bf16
+    weights that moved."""
+    model = memorised.model().to(torch.bfloat16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    outcome = METHODS.get(name, "llm")(**OPTIONS.get(name, {})).run(
+        model, memorised.task, ctx=memorised.context(max_steps=2, learning_rate=1e-3),
+        save=False)
+    after = outcome.model.state_dict()
+    assert {v.dtype for v in after.values() if v.is_floating_point()} == {torch.bfloat16}
+    assert any(not torch.equal(before[k], after[k]) for k in before), name
+    assert all(math.isfinite(h["loss"]) for h in outcome.history), name

@@ -104,8 +104,10 @@ class UNDIAL(LLMUnlearningMethod):
             return logits[mask].float()
         if not self.reference_logits:
             raise RuntimeError("UNDIAL needs its teacher cache (set by run())")
-        rows = [self.reference_logits[i] for i in batch["index"].tolist()]
-        return torch.cat(rows).to(mask.device).float()
+        # each row to float32 first: under bf16 autocast (mixed precision, bf16 weights) a
+        # concatenation of float16 rows is refused by autocast's type promotion
+        rows = [self.reference_logits[i].float() for i in batch["index"].tolist()]
+        return torch.cat(rows).to(mask.device)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]
              ) -> tuple[torch.Tensor, dict[str, float]]:
