@@ -91,6 +91,34 @@ def test_bf16_mixed_precision_runs_the_loss_under_autocast():
     assert plain == [False]
 
 
+@pytest.mark.parametrize("master_weights", ["float32", "model"])
+def test_bf16_weights_keep_float32_masters_so_small_updates_add_up(master_weights):
+    """A bf16 weight of 1.0 sits on a grid of 2**-7; Adam moves it by the learning rate (1e-4)
+    a step, always down here (the loss is the weight itself). In bf16 each step rounds back to
+    1.0 and 40 steps change nothing; a float32 master goes to 1 - 40e-4 = 0.996, which casts
+    back to the nearest bf16 value, 1 - 2**-8. The weight is bf16 again after the loop and
+    the steps run under bf16 autocast."""
+    model = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    seen = []
+
+    def loss_fn(m, batch):
+        seen.append((torch.is_autocast_enabled("cpu"), m.weight.dtype))
+        return m.weight.float().sum(), {}
+
+    train_loop(model, loss_fn, StepBatches(0),
+               LoopSettings(total_steps=40, learning_rate=1e-4, max_grad_norm=None,
+                            master_weights=master_weights))
+    assert model.weight.dtype == torch.bfloat16
+    if master_weights == "float32":
+        assert float(model.weight.detach()) == 1 - 2 ** -8
+        assert set(seen) == {(True, torch.float32)}
+    else:
+        assert float(model.weight.detach()) == 1.0  # every update lost to rounding
+        assert set(seen) == {(False, torch.bfloat16)}
+
+
 def test_checkpoints_only_at_the_interval_never_at_the_last_step(tmp_path, monkeypatch):
     """The last step is the caller's final save: a checkpoint there wrote the weights twice.
     Without it the weights are bit-identical to a run that writes no checkpoint at all, and a

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 import torch
 
-from obliviate.core.errors import ModelLoadError
+from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.llm.models import (
     LoraSettings,
     TinyModelConfig,
@@ -28,6 +28,32 @@ def test_tiny_llama_is_seeded(tiny_tokenizer):
     c = tiny_llama(tiny_tokenizer, SMALL, seed=4)
     assert torch.equal(a.model.embed_tokens.weight, b.model.embed_tokens.weight)
     assert not torch.equal(a.model.embed_tokens.weight, c.model.embed_tokens.weight)
+
+
+def test_weights_take_the_recipe_dtype_where_built_saved_and_loaded(tiny_tokenizer, tmp_path):
+    fp32 = tiny_llama(tiny_tokenizer, SMALL, seed=3)
+    bf16 = tiny_llama(tiny_tokenizer, SMALL, seed=3, dtype="bfloat16")
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    # the same draws as the fp32 model, rounded: a dtype changes precision, not the init
+    assert torch.equal(bf16.model.embed_tokens.weight,
+                       fp32.model.embed_tokens.weight.to(torch.bfloat16))
+    save_model(fp32, tiny_tokenizer, tmp_path / "fp32")
+    save_model(bf16, tiny_tokenizer, tmp_path / "bf16")
+    loaded, _ = load_pretrained(str(tmp_path / "fp32"), dtype="bfloat16")
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert torch.equal(loaded.lm_head.weight, bf16.lm_head.weight)
+    auto, _ = load_pretrained(str(tmp_path / "bf16"), dtype="auto")  # the checkpoint's own
+    assert {p.dtype for p in auto.parameters()} == {torch.bfloat16}
+    default, _ = load_pretrained(str(tmp_path / "bf16"))
+    assert {p.dtype for p in default.parameters()} == {torch.float32}
+
+
+def test_float16_weights_need_an_accelerator(tiny_tokenizer, monkeypatch):
+    import obliviate.core.training as training
+
+    monkeypatch.setattr(training, "has_accelerator", lambda: False)
+    with pytest.raises(ConfigError, match="model.dtype: float16 needs a GPU"):
+        tiny_llama(tiny_tokenizer, SMALL, dtype="float16")
 
 
 def test_lora_switch_trains_only_adapters_and_merges(tiny_tokenizer, tmp_path):

@@ -147,6 +147,26 @@ def test_tofu_values_match_hand_formulas(outputs, model, tok, fmt, splits):
     assert outputs["tofu"].artifacts["tofu_score"] is not None
 
 
+def test_bfloat16_evaluation_matches_the_hand_formulas_on_the_bf16_model(tok, fmt, splits):
+    """``model.dtype: bfloat16``: the shared scoring pass (prefix once, packed answers, the LM
+    head on answer rows) gives the Prob and truth ratio the plain per-answer forward of the same
+    bf16 model gives, to bf16 rounding (the two sum in other orders)."""
+    model = peaked_model(tok, 0).to(torch.bfloat16)
+    roles = ("forget", "retain")
+    result = evaluate(model, tok, fmt, {r: splits[r] for r in roles}, suites=("tofu",),
+                      options={"tofu": {"max_new_tokens": NEW_TOKENS}})["tofu"].result
+    naive = AnswerScorer(model, tok, fmt, mode="naive")
+    for role in roles:
+        scores = naive.score_records(list(splits[role]))
+        gt = np.array([s.gt.mean_nll for s in scores])
+        pert = np.array([[p.mean_nll for p in s.perturbed] for s in scores])
+        para = np.array([s.paraphrased.mean_nll for s in scores])
+        assert np.isfinite(gt).all() and gt.std() > 0.1  # real, varied losses
+        np.testing.assert_allclose(-np.log(_per_item(result, f"{role}/prob")), gt, rtol=0.02)
+        np.testing.assert_allclose(result.metrics[f"{role}/truth_ratio"].details[
+            "raw_truth_ratio"], np.exp(pert.mean(axis=1) - para), rtol=0.05)
+
+
 def test_legacy_log_round_trips_through_tofu_aggregate(outputs, tmp_path):
     out = outputs["tofu"]
     log = out.artifacts["tofu_log"]

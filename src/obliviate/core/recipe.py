@@ -122,6 +122,11 @@ class TrainSection(StrictModel):
     """record the loss (training curve, trackers) every this many steps"""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """autocast precision: no (fp32), bf16 (CPU or GPU) or fp16 (GPU); weights stay fp32"""
+    master_weights: Literal["float32", "model"] = "float32"
+    """for weights stored in bf16 or fp16 (model.dtype): float32 trains a float32 copy of the
+    trained weights under autocast to their dtype and casts it back at the end, so no update is
+    lost to bf16 rounding (Micikevicius et al. 2018); model updates them in their own dtype (as
+    OpenUnlearning trains bf16 models)"""
 
 
 class EvaluationSection(StrictModel):

@@ -31,10 +31,10 @@ import itertools
 import math
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -118,6 +118,7 @@ class LoopSettings:
     max_grad_norm: float | None = 1.0
     gradient_accumulation_steps: int = 1
     mixed_precision: MixedPrecision = "no"
+    master_weights: Literal["float32", "model"] = "float32"
     ema_decay: float | None = None
     checkpoint_every: int = 100
     log_every: int = 10
@@ -139,6 +140,46 @@ class LoopOutcome:
     @property
     def final_loss(self) -> float:
         return float(self.history[-1]["loss"]) if self.history else float("nan")
+
+
+_AUTOCAST = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def low_precision(params: Iterable[torch.nn.Parameter]) -> torch.dtype | None:
+    """The bf16 or fp16 dtype of the parameters to train, or ``None`` (float32, or mixed)."""
+    dtypes = {p.dtype for p in params}
+    return next(iter(dtypes)) if len(dtypes) == 1 and dtypes <= set(_AUTOCAST) else None
+
+
+def loop_precision(params: Iterable[torch.nn.Parameter], master_weights: str,
+                   mixed_precision: MixedPrecision) -> MixedPrecision:
+    """The autocast precision a loop over ``params`` runs under: with float32 master weights of
+    bf16 or fp16 parameters, their own dtype (unless ``mixed_precision`` names one), else
+    ``mixed_precision`` as given."""
+    low = low_precision(params)
+    if low is None or master_weights != "float32" or mixed_precision != "no":
+        return mixed_precision
+    return _AUTOCAST[low]  # type: ignore[return-value]
+
+
+@contextmanager
+def master_copies(tensors: Sequence[torch.nn.Parameter], master_weights: str) -> Iterator[None]:
+    """Train float32 copies of bf16/fp16 ``tensors`` (``master_weights == "float32"``): each is
+    upcast in place (same ``Parameter``, so optimizers and hooks still hold it) and cast back to
+    its dtype on the way out, as mixed-precision training keeps master weights (Micikevicius et
+    al. 2018, "Mixed Precision Training"). Updates smaller than bf16's rounding of a weight
+    then add up instead of vanishing."""
+    low = low_precision(tensors) if master_weights == "float32" else None
+    if low is None:
+        yield
+        return
+    for p in tensors:
+        p.data = p.data.float()
+    try:
+        yield
+    finally:
+        for p in tensors:
+            p.data = p.data.to(low)
 
 
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
@@ -389,13 +430,29 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
     ``settings.ema_decay`` the EMA of the weights is copied into the model at the end.
     """
     name = settings.description
-    accelerator = accelerator or make_accelerator(
-        settings.mixed_precision,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps)
     named = params if params is not None else [
         (n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError(f"{name}: the model has no trainable parameters")
+    settings = replace(settings, mixed_precision=loop_precision(
+        (p for _, p in named), settings.master_weights, settings.mixed_precision))
+    accelerator = accelerator or make_accelerator(
+        settings.mixed_precision,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps)
+    with master_copies([p for _, p in named], settings.master_weights):
+        return _train(model, loss_fn, batches, settings, named, params, accelerator,
+                      checkpoint_dir, wrap_model, on_step, grad_hook, extra_state,
+                      aux_optimizers)
+
+
+def _train(model: torch.nn.Module, loss_fn: LossFn, batches: Batches, settings: LoopSettings,
+           named: NamedParams, params: NamedParams | None, accelerator: Any,
+           checkpoint_dir: str | Path | None, wrap_model: bool,
+           on_step: Callable[[int, torch.nn.Module], None] | None,
+           grad_hook: Callable[[], None] | None, extra_state: dict[str, torch.Tensor] | None,
+           aux_optimizers: dict[str, torch.optim.Optimizer] | None) -> LoopOutcome:
+    """:func:`train_loop`'s loop, on parameters already in the dtype they are trained in."""
+    name = settings.description
     was_trainable = [(p, p.requires_grad) for p in model.parameters()]
     if params is not None:
         chosen = {id(p) for _, p in params}
@@ -461,7 +518,8 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
             ema.update(inner, step)
         bar.update(1)
         if on_step is not None:
-            on_step(step, inner)
+            with accelerator.autocast():  # master weights: computed as the loop computes
+                on_step(step, inner)
         if step % settings.log_every == 0 or step == total:
             entry = {"step": step, "loss": sum(running) / len(running),
                      "lr": scheduler.get_last_lr()[0],

@@ -30,11 +30,13 @@ def load_model_for_eval(path: str | Path, model_config: ModelConfig
         weights = path / "model" if (path / "model").is_dir() else path \
             if (path / "config.json").is_file() else \
             base_model_path(path, info["base_model"])  # relative to the run root
-        model, tokenizer = load_pretrained(str(weights), model_config.trust_remote_code)
+        model, tokenizer = load_pretrained(str(weights), model_config.trust_remote_code,
+                                           model_config.dtype)
         if info.get("prompt_format"):
             return model.eval(), tokenizer, PromptFormat.from_dict(info["prompt_format"])
     elif path.exists() or not str(path).startswith(("/", ".")) and path.name != "tiny":
-        model, tokenizer = load_pretrained(str(path), model_config.trust_remote_code)
+        model, tokenizer = load_pretrained(str(path), model_config.trust_remote_code,
+                                           model_config.dtype)
     else:
         raise ModelLoadError(f"{path}: no model here (run `obliviate finetune` first?)")
     fmt = resolve_format(tokenizer, model_config.prompt_style, model_config.system_prompt)

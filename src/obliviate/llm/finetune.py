@@ -78,8 +78,8 @@ def _save_tokenizer(tokenizer: Any, path: Path) -> None:
 def base_model(config: ModelConfig, tokenizer: Any, seed: int) -> Any:
     """Fresh base weights: a seeded tiny Llama, or the pretrained model."""
     if config.name_or_path == "tiny":
-        return tiny_llama(tokenizer, config.tiny, seed=seed)
-    model, _ = load_pretrained(config.name_or_path, config.trust_remote_code)
+        return tiny_llama(tokenizer, config.tiny, seed=seed, dtype=config.dtype)
+    model, _ = load_pretrained(config.name_or_path, config.trust_remote_code, config.dtype)
     return model
 
 

@@ -25,6 +25,7 @@ from obliviate.core.recipe import ModelSection, StrictModel
 from obliviate.core.safety import check_safetensors
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+Dtype = Literal["float32", "bfloat16", "float16", "auto"]
 SPECIAL_TOKENS = {"pad": "<pad>", "eos": "</s>", "bos": "<s>", "unk": "<unk>"}
 
 
@@ -89,6 +90,9 @@ class ModelConfig(ModelSection):
     """recompute activations in the backward pass (less memory, more time)"""
     lora: LoraSettings = LoraSettings()
     """LoRA adapters for fine-tuning the target and oracle"""
+    dtype: Dtype = "float32"
+    """dtype of the weights wherever a model is loaded or built (transformers' ``dtype``):
+    float32, bfloat16, float16 (GPU only), or auto (the checkpoint's own)"""
 
 
 # -- tokenizers ---------------------------------------------------------------------------------
@@ -109,8 +113,10 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512) -> Any:
         bos_token=SPECIAL_TOKENS["bos"], unk_token=SPECIAL_TOKENS["unk"])
 
 
-def tiny_llama(tokenizer: Any, config: TinyModelConfig | None = None, seed: int = 0) -> Any:
-    """A randomly initialised ``LlamaForCausalLM`` sized by ``config``."""
+def tiny_llama(tokenizer: Any, config: TinyModelConfig | None = None, seed: int = 0,
+               dtype: Dtype = "float32") -> Any:
+    """A randomly initialised ``LlamaForCausalLM`` sized by ``config`` (initialised in fp32,
+    then cast to ``dtype``: the same draws in every dtype)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = config or TinyModelConfig()
@@ -127,7 +133,8 @@ def tiny_llama(tokenizer: Any, config: TinyModelConfig | None = None, seed: int 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(hf_config)
-    return model
+    weights_dtype = torch_dtype(dtype)
+    return model if weights_dtype in ("auto", torch.float32) else model.to(weights_dtype)
 
 
 # -- pretrained models ----------------------------------------------------------------------------
@@ -182,10 +189,25 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(smollm2_path()) if name_or_path.lower() == "smollm2" else name_or_path
 
 
-def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Load a causal LM and its tokenizer (safetensors only), with one-line errors."""
+def torch_dtype(dtype: Dtype) -> torch.dtype | str:
+    """The ``torch.dtype`` a recipe's ``model.dtype`` names (``"auto"`` passes through); float16
+    on a machine without an accelerator is refused (CPU kernels for it are slow or missing)."""
+    if dtype == "float16":
+        from obliviate.core.training import has_accelerator
+
+        if not has_accelerator():
+            raise ConfigError("model.dtype: float16 needs a GPU; on a CPU use bfloat16 or "
+                              "float32")
+    return dtype if dtype == "auto" else getattr(torch, dtype)
+
+
+def load_pretrained(name_or_path: str, trust_remote_code: bool = False,
+                    dtype: Dtype = "float32") -> tuple[Any, Any]:
+    """Load a causal LM and its tokenizer (safetensors only) with its weights in ``dtype``,
+    with one-line errors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    weights_dtype = torch_dtype(dtype)
     path = resolve_model_path(name_or_path)
     local = Path(path)
     looks_local = path.startswith(("/", ".", "~")) or path.count("/") > 1 or "\\" in path
@@ -201,7 +223,7 @@ def load_pretrained(name_or_path: str, trust_remote_code: bool = False) -> tuple
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             path, trust_remote_code=trust_remote_code, use_safetensors=True,
-            dtype=torch.float32)
+            dtype=weights_dtype)
     except (OSError, ValueError) as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         raise ModelLoadError(f"cannot load model {path!r}: {first}") from None

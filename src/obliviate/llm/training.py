@@ -34,6 +34,7 @@ from obliviate.core.training import (  # noqa: F401  (re-exported for the LLM mo
     has_accelerator,
     is_main_process,
     latest_checkpoint,
+    loop_precision,
     make_accelerator,
     make_optimizer,
     remove_checkpoints,
@@ -94,8 +95,10 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
     """
     if len(dataset) == 0:
         raise ConfigError(f"{description}: nothing to train on (empty dataset)")
+    precision = loop_precision((p for p in model.parameters() if p.requires_grad),
+                               config.master_weights, config.mixed_precision)
     accelerator = accelerator or make_accelerator(
-        config.mixed_precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
+        precision, gradient_accumulation_steps=config.gradient_accumulation_steps)
     torch.manual_seed(config.seed)
     batches = EpochBatches(dataset, config.batch_size, collate_fn, config.seed,
                            config.gradient_accumulation_steps)
@@ -106,7 +109,8 @@ def train(model: torch.nn.Module, dataset: Sequence[Any], collate_fn: Callable[[
         weight_decay=config.weight_decay, optimizer="adamw", lr_scheduler=config.lr_scheduler,
         warmup_steps=int(config.warmup_ratio * total), max_grad_norm=config.max_grad_norm,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision, checkpoint_every=config.checkpoint_every,
+        mixed_precision=precision, master_weights=config.master_weights,
+        checkpoint_every=config.checkpoint_every,
         log_every=config.log_every, divergence_threshold=config.divergence_threshold,
         description=description)
     return train_loop(model, loss_fn, batches, settings, accelerator=accelerator,

@@ -37,6 +37,25 @@ class Memorised:
         return UnlearnContext(tokenizer=self.tokenizer, fmt=self.fmt, task=self.task,
                               train=UnlearnTrainConfig(**settings), max_length=96)
 
+    def unlearn_and_check(self, method: Any, model: torch.nn.Module, out_dir: Any = None,
+                          **train_overrides: Any) -> Any:
+        """Run ``method`` on ``model`` and assert "forgetting happened, utility held" as the
+        method tests state it here: the forget NLL up by >= 1.5 nats, the retain NLL below
+        1.0 and rising less than half as much (the tiny model shares sentence templates between
+        people, so forgetting one costs some retain likelihood). Returns the outcome."""
+        forget_before = self.mean_nll(model, "forget")
+        retain_before = self.mean_nll(model, "retain")
+        outcome = method.run(model, self.task, out_dir, ctx=self.context(**train_overrides))
+        unlearned = outcome.model.eval()
+        forget_rise = self.mean_nll(unlearned, "forget") - forget_before
+        retain_after = self.mean_nll(unlearned, "retain")
+        name = type(method).__name__
+        assert forget_rise >= 1.5, (name, forget_rise)
+        assert retain_after < 1.0, (name, retain_after)
+        assert forget_rise > 2 * (retain_after - retain_before), (name, forget_rise,
+                                                                  retain_after)
+        return outcome
+
     @torch.no_grad()
     def mean_nll(self, model: torch.nn.Module, split: str) -> float:
         """Mean per-question answer NLL (length-normalised), as TOFU's avg_gt_loss."""

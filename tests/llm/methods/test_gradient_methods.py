@@ -17,9 +17,7 @@ def test_memorised_fixture_knows_its_facts(memorised):
     assert memorised.mean_nll(model, "retain") < 0.1
 
 
-# The tiny model shares sentence templates between people, so forgetting one person costs some
-# retain likelihood; the bounds below state what "forgetting happened, utility held" means here:
-# forget NLL up by >= 1.5 nats, retain NLL below 1.0 and rising less than half as much.
+# "forgetting happened, utility held": the bounds of Memorised.unlearn_and_check (conftest.py)
 @pytest.mark.parametrize("name, steps, lr", [
     ("grad_ascent", 12, 3e-4),
     ("grad_diff", 6, 1e-3),
@@ -27,19 +25,24 @@ def test_memorised_fixture_knows_its_facts(memorised):
 ])
 def test_method_forgets_and_keeps_utility(memorised, tmp_path, name, steps, lr):
     method = METHODS.get(name, "llm")()
-    model = memorised.model()
-    forget_before = memorised.mean_nll(model, "forget")
-    retain_before = memorised.mean_nll(model, "retain")
-    ctx = memorised.context(max_steps=steps, learning_rate=lr)
-    outcome = method.run(model, memorised.task, tmp_path, ctx=ctx)
-    unlearned = outcome.model.eval()
-    forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
-    retain_after = memorised.mean_nll(unlearned, "retain")
-    assert forget_rise >= 1.5, (name, forget_rise)
-    assert retain_after < 1.0, (name, retain_after)
-    assert forget_rise > 2 * (retain_after - retain_before), (name, forget_rise, retain_after)
+    outcome = memorised.unlearn_and_check(method, memorised.model(), tmp_path, max_steps=steps,
+                                          learning_rate=lr)
     assert (tmp_path / "model.safetensors").is_file()
     assert outcome.steps == steps and outcome.trainable_parameters > 0
+
+
+@pytest.mark.parametrize("name", ["grad_diff", "npo"])
+def test_method_forgets_in_bfloat16_weights(memorised, tmp_path, name):
+    """``model.dtype: bfloat16`` (float32 master weights trained under bf16 autocast, the
+    default ``master_weights``): the same bounds as in fp32, and the weights stay bf16."""
+    from safetensors.torch import load_file
+
+    method = METHODS.get(name, "llm")()
+    outcome = memorised.unlearn_and_check(method, memorised.model().to(torch.bfloat16),
+                                          tmp_path, max_steps=6, learning_rate=1e-3)
+    assert outcome.model.lm_head.weight.dtype == torch.bfloat16
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert {t.dtype for t in saved.values()} == {torch.bfloat16}
 
 
 def test_npo_uses_the_cached_reference_and_no_model_copy(memorised, tmp_path):

@@ -91,17 +91,8 @@ def test_defaults_are_the_papers():
 ])
 def test_new_method_forgets_and_keeps_utility(memorised, name, options, steps, lr):
     method = METHODS.get(name, "llm")(**options)
-    model = memorised.model()
-    forget_before = memorised.mean_nll(model, "forget")
-    retain_before = memorised.mean_nll(model, "retain")
-    outcome = method.run(model, memorised.task,
-                         ctx=memorised.context(max_steps=steps, learning_rate=lr))
-    unlearned = outcome.model.eval()
-    forget_rise = memorised.mean_nll(unlearned, "forget") - forget_before
-    retain_after = memorised.mean_nll(unlearned, "retain")
-    assert forget_rise >= 1.5, (name, forget_rise)
-    assert retain_after < 1.0, (name, retain_after)
-    assert forget_rise > 2 * (retain_after - retain_before), (name, forget_rise, retain_after)
+    outcome = memorised.unlearn_and_check(method, memorised.model(), max_steps=steps,
+                                          learning_rate=lr)
     assert outcome.steps == steps
 
 
