@@ -59,3 +59,32 @@ def test_gradient_checkpointing_reuses_the_run_as_it_is(modality, defining, tmp_
     other = load_recipe(schema, None, [defining], base=data)
     with pytest.raises(Exception, match="another recipe"):
         pipeline.open_run(other, tmp_path / "run", "obliviate test")
+
+
+def test_keys_added_later_at_their_implicit_value_reuse_the_run(tmp_path, monkeypatch):
+    """``model.dtype`` and ``finetune.master_weights`` came after runs were recorded without
+    them: at float32 such a run reopens and its target is reused (what defines the run and the
+    stage's inputs leaves them out); another dtype is another run, other master weights
+    another fine-tuning."""
+    schema, data, pipeline, (module, trainer) = _modality("llm")
+    recipe = load_recipe(schema, None, base=data)
+    run = pipeline.open_run(recipe, tmp_path / "run", "obliviate test")
+    pipeline.finetune_stage(recipe, run, pipeline.prepare_task(recipe, run), roles=("target",))
+    record = json.loads((run.root / "run.json").read_text())
+    inputs = record["stages"]["finetune_target"]["inputs"]
+    assert "master_weights" not in inputs["finetune"] and "dtype" not in inputs["model"]
+    del record["recipe"]["model"]["dtype"], record["recipe"]["finetune"]["master_weights"]
+    (run.root / "run.json").write_text(json.dumps(record))  # as an older run recorded it
+
+    calls = []
+    monkeypatch.setattr(module, trainer, lambda *a, **k: calls.append(1) or {"status": "done"})
+    again = pipeline.open_run(recipe, tmp_path / "run", "obliviate test")
+    pipeline.finetune_stage(recipe, again, pipeline.prepare_task(recipe, again), roles=("target",))
+    assert calls == []  # reused, not trained again
+    masters = load_recipe(schema, None, ["finetune.master_weights=model"], base=data)
+    pipeline.finetune_stage(masters, pipeline.open_run(masters, tmp_path / "run", "obliviate"),
+                            pipeline.prepare_task(masters, again), roles=("target",))
+    assert calls == [1]  # what the stage computes changed: it runs again
+    bf16 = load_recipe(schema, None, ["model.dtype=bfloat16"], base=data)
+    with pytest.raises(Exception, match="another recipe"):
+        pipeline.open_run(bf16, tmp_path / "run", "obliviate test")

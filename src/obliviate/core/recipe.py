@@ -28,6 +28,12 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=(),
                               allow_inf_nan=False, use_attribute_docstrings=True)
 
+    implicit_defaults: ClassVar[dict[str, Any]] = {}
+    """Keys added after runs were recorded without them, each with the value that does what
+    those runs did: at that value a key is left out of what defines a run and a stage's inputs
+    (:func:`defining`), so such a run reopens and reuses its stages; any other value is another
+    run."""
+
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
@@ -89,12 +95,21 @@ class ModelSection(StrictModel):
 
 
 def defining(section: Any) -> Any:
-    """``section`` as a run's record compares it: its :attr:`~ModelSection.execution_only`
-    keys left out (``section`` itself when it has none)."""
-    skip = getattr(type(section), "execution_only", frozenset())
-    if not skip:
+    """``section`` as a run's record compares it (``section`` itself when nothing is left out);
+    a recorded section (a dict) is compared as its class would: :func:`defining_keys`."""
+    cls = type(section)
+    if not getattr(cls, "execution_only", None) and not getattr(cls, "implicit_defaults", None):
         return section
-    return {k: v for k, v in section.model_dump().items() if k not in skip}
+    return defining_keys(cls, section.model_dump())
+
+
+def defining_keys(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` of a ``cls`` section without its :attr:`~ModelSection.execution_only` keys
+    and the :attr:`~StrictModel.implicit_defaults` keys at their implicit value."""
+    skip = getattr(cls, "execution_only", frozenset())
+    implicit = getattr(cls, "implicit_defaults", {})
+    return {k: v for k, v in values.items()
+            if k not in skip and not (k in implicit and v == implicit[k])}
 
 
 class TrainSection(StrictModel):
@@ -120,6 +135,8 @@ class TrainSection(StrictModel):
     """save a resumable checkpoint every this many steps"""
     log_every: int = Field(default=10, ge=1)
     """record the loss (training curve, trackers) every this many steps"""
+    implicit_defaults: ClassVar[dict[str, Any]] = {"master_weights": "float32"}
+
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """autocast precision: no (fp32), bf16 (CPU or GPU) or fp16 (GPU); weights stay fp32"""
     master_weights: Literal["float32", "model"] = "float32"

@@ -32,7 +32,14 @@ from obliviate.core.integrity import (
     verify_model,
 )
 from obliviate.core.io import canonical_json
-from obliviate.core.recipe import RecipeBase, StrictModel, defining, dump_recipe, validate
+from obliviate.core.recipe import (
+    RecipeBase,
+    StrictModel,
+    defining,
+    defining_keys,
+    dump_recipe,
+    validate,
+)
 from obliviate.core.result import AttackResult
 from obliviate.core.rundir import RunDir, diff_inputs, environment_info, utc_now
 from obliviate.core.safety import check_run_name, check_utf8_path, output_name, printable
@@ -79,8 +86,8 @@ def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str,
 def _defining(recipe: RecipeBase, section: str, value: Any) -> Any:
     """A recorded or dumped recipe section without its execution-only keys
     (:func:`obliviate.core.recipe.defining`)."""
-    skip = getattr(type(getattr(recipe, section, None)), "execution_only", frozenset())
-    return {k: v for k, v in value.items() if k not in skip} if isinstance(value, dict) else value
+    cls = type(getattr(recipe, section, None))
+    return defining_keys(cls, value) if isinstance(value, dict) else value
 
 
 def record_task(run: RunDir, task: UnlearningTask) -> UnlearningTask:
@@ -135,7 +142,7 @@ def finetune_loop(recipe: RecipeBase, run: RunDir, roles: Sequence[Role],
     out = {}
     for role in roles:
         stage, data = f"finetune_{role}", split_sha256(role)
-        depends = {"model": defining(recipe.model), "finetune": recipe.finetune,
+        depends = {"model": defining(recipe.model), "finetune": defining(recipe.finetune),
                    "seed": recipe.seed, "data": data}
         done = run.stage_done(stage, depends, run.checkpoints(role)) and \
             (run.model(role) / "config.json").is_file()

@@ -72,6 +72,7 @@ class ModelConfig(ModelSection):
     """Which model to load and how to prompt it."""
 
     execution_only: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
+    implicit_defaults: ClassVar[dict[str, Any]] = {"dtype": "float32"}
 
     name_or_path: str = "tiny"
     """a Hugging Face model id or folder, smollm2, or tiny (a random Llama built here)"""

@@ -13,6 +13,7 @@ from typing import Any
 from obliviate.core import stages
 from obliviate.core.benchmark import headline
 from obliviate.core.integrity import model_digest, recorded, verify_model
+from obliviate.core.recipe import defining
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
@@ -118,7 +119,8 @@ def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     return stages.unlearn_loop(run, task, resolved, target, unlearn_one, recipe.seed,
                         verify_target=not cfg.target,
-                        depends={"train": cfg.train, "lora": cfg.lora, "selection": cfg.selection})
+                        depends={"train": defining(cfg.train), "lora": cfg.lora,
+                                 "selection": cfg.selection})
 
 
 def resolve_eval_model(run: RunDir, name: str) -> Path | str:
