@@ -96,8 +96,8 @@ def test_bf16_weights_keep_float32_masters_so_small_updates_add_up(master_weight
     """A bf16 weight of 1.0 sits on a grid of 2**-7; Adam moves it by the learning rate (1e-4)
     a step, always down here (the loss is the weight itself). In bf16 each step rounds back to
     1.0 and 40 steps change nothing; a float32 master goes to 1 - 40e-4 = 0.996, which casts
-    back to the nearest bf16 value, 1 - 2**-8. The weight is bf16 again after the loop and
-    the steps run under bf16 autocast."""
+    back to the nearest bf16 value, 1 - 2**-8. The weight is bf16 again after the loop, and
+    the steps and ``on_step`` run under bf16 autocast."""
     model = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
     with torch.no_grad():
         model.weight.fill_(1.0)
@@ -107,16 +107,20 @@ def test_bf16_weights_keep_float32_masters_so_small_updates_add_up(master_weight
         seen.append((torch.is_autocast_enabled("cpu"), m.weight.dtype))
         return m.weight.float().sum(), {}
 
+    probed = []
     train_loop(model, loss_fn, StepBatches(0),
                LoopSettings(total_steps=40, learning_rate=1e-4, max_grad_norm=None,
-                            master_weights=master_weights))
+                            master_weights=master_weights),
+               on_step=lambda step, m: probed.append(torch.is_autocast_enabled("cpu")))
     assert model.weight.dtype == torch.bfloat16
-    if master_weights == "float32":
+    masters = master_weights == "float32"
+    if masters:
         assert float(model.weight.detach()) == 1 - 2 ** -8
         assert set(seen) == {(True, torch.float32)}
     else:
         assert float(model.weight.detach()) == 1.0  # every update lost to rounding
         assert set(seen) == {(False, torch.bfloat16)}
+    assert set(probed) == {masters}  # a step's probe computes as the loop does
 
 
 def test_checkpoints_only_at_the_interval_never_at_the_last_step(tmp_path, monkeypatch):

@@ -439,10 +439,24 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
     accelerator = accelerator or make_accelerator(
         settings.mixed_precision,
         gradient_accumulation_steps=settings.gradient_accumulation_steps)
-    with master_copies([p for _, p in named], settings.master_weights):
+    tensors = [p for _, p in named]
+    if on_step is not None and settings.master_weights == "float32" and \
+            low_precision(tensors) is not None:
+        on_step = _under_autocast(on_step, accelerator)  # sees the masters as the loop does
+    with master_copies(tensors, settings.master_weights):
         return _train(model, loss_fn, batches, settings, named, params, accelerator,
                       checkpoint_dir, wrap_model, on_step, grad_hook, extra_state,
                       aux_optimizers)
+
+
+def _under_autocast(on_step: Callable[[int, torch.nn.Module], None], accelerator: Any
+                    ) -> Callable[[int, torch.nn.Module], None]:
+    """``on_step`` run under the loop's autocast: with float32 masters of bf16 weights, what it
+    measures (a relearning probe, a checkpoint proxy) is computed in bf16 as the loop is."""
+    def step(number: int, model: torch.nn.Module) -> None:
+        with accelerator.autocast():
+            on_step(number, model)
+    return step
 
 
 def _train(model: torch.nn.Module, loss_fn: LossFn, batches: Batches, settings: LoopSettings,
@@ -518,8 +532,7 @@ def _train(model: torch.nn.Module, loss_fn: LossFn, batches: Batches, settings: 
             ema.update(inner, step)
         bar.update(1)
         if on_step is not None:
-            with accelerator.autocast():  # master weights: computed as the loop computes
-                on_step(step, inner)
+            on_step(step, inner)
         if step % settings.log_every == 0 or step == total:
             entry = {"step": step, "loss": sum(running) / len(running),
                      "lr": scheduler.get_last_lr()[0],
