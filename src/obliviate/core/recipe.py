@@ -117,6 +117,8 @@ class TrainSection(StrictModel):
     shares: the ``finetune`` section and the training of the methods. Each modality's
     ``TrainConfig`` adds how long to train (epochs or steps) and sets its own defaults."""
 
+    implicit_defaults: ClassVar[dict[str, Any]] = {"master_weights": "float32"}
+
     learning_rate: float = Field(default=1e-3, gt=0)
     """peak learning rate of the optimiser (AdamW)"""
     weight_decay: float = Field(default=0.0, ge=0)
@@ -135,8 +137,6 @@ class TrainSection(StrictModel):
     """save a resumable checkpoint every this many steps"""
     log_every: int = Field(default=10, ge=1)
     """record the loss (training curve, trackers) every this many steps"""
-    implicit_defaults: ClassVar[dict[str, Any]] = {"master_weights": "float32"}
-
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """autocast precision: no (fp32), bf16 (CPU or GPU) or fp16 (GPU); weights stay fp32"""
     master_weights: Literal["float32", "model"] = "float32"

@@ -10,6 +10,7 @@ Lookups of an unknown name raise a :class:`ConfigError` listing what is known.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -83,14 +84,15 @@ def import_part(modality: str, part: str) -> bool:
     return True
 
 
-def import_every(part: str) -> list[str]:
+@functools.cache
+def import_every(part: str) -> tuple[str, ...]:
     """:func:`import_part` for every modality installed beside core (the ``obliviate.*``
-    packages that have ``part``); the modalities found."""
+    packages that have ``part``), once per process; the modalities found."""
     import obliviate
 
     skip = {"core", "cli"}
-    return [info.name for info in pkgutil.iter_modules(obliviate.__path__)
-            if info.ispkg and info.name not in skip and import_part(info.name, part)]
+    return tuple(info.name for info in pkgutil.iter_modules(obliviate.__path__)
+                 if info.ispkg and info.name not in skip and import_part(info.name, part))
 
 
 METHODS: Registry[Any] = Registry("method")

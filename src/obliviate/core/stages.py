@@ -84,8 +84,8 @@ def open_run(recipe: RecipeBase, output_dir: str | Path | None, command: str,
 
 
 def _defining(recipe: RecipeBase, section: str, value: Any) -> Any:
-    """A recorded or dumped recipe section without its execution-only keys
-    (:func:`obliviate.core.recipe.defining`)."""
+    """A recorded or dumped recipe section without its execution-only keys and its later-added
+    keys at their implicit value (:func:`obliviate.core.recipe.defining_keys`)."""
     cls = type(getattr(recipe, section, None))
     return defining_keys(cls, value) if isinstance(value, dict) else value
 

@@ -434,12 +434,12 @@ def train_loop(model: torch.nn.Module, loss_fn: LossFn, batches: Batches,
         (n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise ConfigError(f"{name}: the model has no trainable parameters")
+    tensors = [p for _, p in named]
     settings = replace(settings, mixed_precision=loop_precision(
-        (p for _, p in named), settings.master_weights, settings.mixed_precision))
+        tensors, settings.master_weights, settings.mixed_precision))
     accelerator = accelerator or make_accelerator(
         settings.mixed_precision,
         gradient_accumulation_steps=settings.gradient_accumulation_steps)
-    tensors = [p for _, p in named]
     if on_step is not None and settings.master_weights == "float32" and \
             low_precision(tensors) is not None:
         on_step = _under_autocast(on_step, accelerator)  # sees the masters as the loop does
