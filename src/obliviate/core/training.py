@@ -45,19 +45,19 @@ from tqdm.auto import tqdm
 from obliviate.core.checkpoint import latest_checkpoint, read_checkpoint, write_checkpoint
 from obliviate.core.errors import ConfigError, TrainingDivergedError
 from obliviate.core.io import read_json
+from obliviate.core.precision import (
+    AUTOCAST_DTYPES,
+    MixedPrecision,
+    check_precision,
+    has_accelerator,
+)
 from obliviate.core.profiling import peak_memory, reset_peak
 
 LossFn = Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]]
-MixedPrecision = Literal["no", "fp16", "bf16"]
 NamedParams = list[tuple[str, torch.nn.Parameter]]
 
 
 # -- processes ------------------------------------------------------------------------------------
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU-like device (CUDA, ROCm, XPU, MPS, ...)."""
-    return bool(getattr(torch, "accelerator", None) and torch.accelerator.is_available())
-
-
 def make_accelerator(mixed_precision: MixedPrecision = "no", **kwargs: Any) -> Any:
     """An ``Accelerator`` that also forms a multi-process (gloo) group on CPU-only machines.
 
@@ -69,8 +69,7 @@ def make_accelerator(mixed_precision: MixedPrecision = "no", **kwargs: Any) -> A
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    if mixed_precision == "fp16" and not has_accelerator():
-        raise ConfigError("mixed_precision: fp16 needs a GPU; on a CPU use bf16 or no")
+    check_precision(mixed_precision)
     if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
         AcceleratorState._reset_state()
     return Accelerator(cpu=not has_accelerator(), mixed_precision=mixed_precision, **kwargs)
@@ -142,7 +141,7 @@ class LoopOutcome:
         return float(self.history[-1]["loss"]) if self.history else float("nan")
 
 
-_AUTOCAST = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+_AUTOCAST = {dtype: name for name, dtype in AUTOCAST_DTYPES.items()}
 
 
 def low_precision(params: Iterable[torch.nn.Parameter]) -> torch.dtype | None:

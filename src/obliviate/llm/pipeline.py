@@ -13,6 +13,7 @@ from typing import Any
 from obliviate.core import stages
 from obliviate.core.benchmark import headline
 from obliviate.core.integrity import model_digest, recorded, verify_model
+from obliviate.core.precision import measured_in, precision_input
 from obliviate.core.recipe import defining
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
@@ -167,8 +168,9 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         stage = f"eval_{output_name(name)}"
         out_dir = run.eval_dir(name)
         depends = {"suites": cfg.suites, "options": cfg.options, "seed": recipe.seed,
-                  "model": model_digest(run, resolve_eval_model(run, name)),
-                  "oracle": None if name == "oracle" else model_digest(run, oracle_dir)}
+                   "model": model_digest(run, resolve_eval_model(run, name)),
+                   "oracle": None if name == "oracle" else model_digest(run, oracle_dir),
+                   **precision_input(cfg.mixed_precision)}
         if not force and run.stage_done(stage, depends):
             summaries[name] = recorded(run, stage)["summary"]
             continue
@@ -178,14 +180,16 @@ def evaluate_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
         path = resolve_eval_model(run, name)
         verify_model(run, name)
         model, tokenizer, fmt = load_model_for_eval(path, recipe.model)
-        (outputs, _), _ = runner.evaluate(
-            model, tokenizer, fmt, task, suites=cfg.suites, options=cfg.options, name=name,
-            seed=recipe.seed, inputs=inputs, out_dir=out_dir, run=run, stage=stage,
-            provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
-                        # oracle logs are artefacts reused by later runs
-                        "obliviate": environment_info()["obliviate"], "task": task.name},
-            record={"model": str(path), "weights_sha256": weights_sha256(path),
-                    **({"left_out": left_out} if left_out else {})})
+        with measured_in(cfg.mixed_precision):
+            (outputs, _), _ = runner.evaluate(
+                model, tokenizer, fmt, task, suites=cfg.suites, options=cfg.options, name=name,
+                seed=recipe.seed, inputs=inputs, out_dir=out_dir, run=run, stage=stage,
+                provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
+                            # oracle logs are artefacts reused by later runs
+                            "obliviate": environment_info()["obliviate"], "task": task.name,
+                            **precision_input(cfg.mixed_precision)},
+                record={"model": str(path), "weights_sha256": weights_sha256(path),
+                        **({"left_out": left_out} if left_out else {})})
         summaries[name] = runner.summary(outputs)
     return summaries
 
@@ -219,7 +223,9 @@ def attack_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     def attack_one(name: str, cls: Any, config: Any) -> Any:
         ctx = AttackContext(task=task, target=target(name), oracle=target("oracle"),
                             probe=cfg.probe, seed=recipe.seed)
-        return run_attack(cls, config, ctx, recipe.seed)
+        with measured_in(cfg.mixed_precision):
+            return run_attack(cls, config, ctx, recipe.seed)
 
     return stages.attack_loop(run, targets, resolved, attack_one, force=force,
-                       depends={"probe": cfg.probe, "seed": recipe.seed})
+                              depends={"probe": cfg.probe, "seed": recipe.seed,
+                                       **precision_input(cfg.mixed_precision)})

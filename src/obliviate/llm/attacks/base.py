@@ -21,6 +21,7 @@ import torch
 
 from obliviate.core.attack import Attack, AttackContextBase
 from obliviate.core.io import atomic_write_json, read_json
+from obliviate.core.precision import measurement_precision
 from obliviate.core.recipe import StrictModel
 from obliviate.core.result import AttackResult
 from obliviate.core.task import UnlearningTask
@@ -52,8 +53,8 @@ class AttackTarget:
     weights: str = field(default="", init=False, repr=False, compare=False)
     probed: dict[Hashable, dict[Hashable, dict[str, Any]]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
-    """Forget-probe values per record and question, under each prompt format and probe
-    options: a probe of records already probed on this model (relearning's held-out half, then
+    """Forget-probe values per record and question, under each prompt format, probe options
+    and measurement precision: a probe of records already probed on this model (relearning's held-out half, then
     the whole forget set) computes only the others. In memory only; a copy starts empty."""
 
     def copy(self) -> AttackTarget:
@@ -70,7 +71,10 @@ class AttackTarget:
         return self
 
     def remember(self, key: Hashable, compute: Callable[[], T]) -> T:
-        """``compute()`` once per ``key`` on this model; later calls return a copy of it."""
+        """``compute()`` once per ``key`` and measurement precision on this model; later calls
+        return a copy of it."""
+        precision = measurement_precision()
+        key = key if precision == "no" else (key, precision)
         if key not in self.memo:
             path = self._stored(key)
             if path is not None and path.is_file():
@@ -164,7 +168,8 @@ def _probe_by_item(target: AttackTarget, records: Sequence[QARecord], options: P
     Prob the same up to float rounding."""
     # plain-text records without questions take MUSE's verbatim probe (:func:`_forget_probe`)
     verbatim = bool(records) and not any(asked) and all(r.is_text for r in records)
-    known = target.probed.setdefault((fmt, options_key(options), verbatim), {})
+    known = target.probed.setdefault(
+        (fmt, options_key(options), verbatim, measurement_precision()), {})
     items = [(r.key(), r.paraphrased_question, tuple(r.perturbed_answers), q)
              for r, q in zip(records, asked, strict=True)]
     first: dict[Hashable, int] = {}

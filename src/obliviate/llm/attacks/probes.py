@@ -30,8 +30,8 @@ output can still be read from intermediate layers. Neither probe changes weights
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -39,6 +39,7 @@ import torch
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.precision import evaluating
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
@@ -87,18 +88,6 @@ def _head(model: Any) -> torch.nn.Module:
     if head is None:
         raise ConfigError(f"logit lens: {type(model).__name__} has no output embeddings")
     return head
-
-
-@contextmanager
-def _inference(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients for the block; the model's training flag is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -164,7 +153,7 @@ def logit_lens_ranks(model: Any, tokenizer: Any, fmt: Any, records: Sequence[QAR
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     norm, head, device = final_norm(model), _head(model), _device(model)
     rows: list[torch.Tensor] = []
-    with _inference(model):
+    with evaluating(model):
         for start in range(0, len(records), batch_size):
             batch = prompts[start:start + batch_size]
             width = max(len(p) for p in batch)
@@ -280,7 +269,7 @@ def answer_features(model: Any, tokenizer: Any, fmt: Any,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = _device(model)
     feats: list[torch.Tensor] = []
-    with _inference(model):
+    with evaluating(model):
         for start in range(0, len(examples), batch_size):
             batch = collate(examples[start:start + batch_size], pad)
             out = model(input_ids=batch["input_ids"].to(device),

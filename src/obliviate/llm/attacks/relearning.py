@@ -52,6 +52,7 @@ import torch
 from pydantic import Field, field_validator
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.precision import measurement_precision
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
@@ -235,7 +236,7 @@ def relearn_curve(target: AttackTarget, train_records: Sequence[QARecord],
         max_steps=last, learning_rate=config.learning_rate, batch_size=config.batch_size,
         weight_decay=config.weight_decay, warmup_ratio=0.0, lr_scheduler=config.lr_scheduler,
         max_grad_norm=config.max_grad_norm, seed=seed, log_every=max(1, last),
-        checkpoint_every=max(1, last))
+        checkpoint_every=max(1, last), mixed_precision=measurement_precision())
     train(model_copy, examples, lambda b: collate(b, pad), train_config, loss_fn=loss_fn,
           description=f"relearning {target.name}", on_step=on_step)
     return points

@@ -48,10 +48,10 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.precision import evaluating
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import ATTACKS
 from obliviate.core.result import AttackResult
@@ -215,18 +215,13 @@ def prefix_probe(target: AttackTarget, records: Sequence[QARecord], prefix_words
     prob: list[float] = []
     model = target.model
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for s in range(0, len(prompts), options.batch_size):
-                examples = [build_example(p, r, None) for p, r in
-                            zip(prompts[s:s + options.batch_size],
-                                rest_ids[s:s + options.batch_size], strict=True)]
-                batch = {k: v.to(device) for k, v in collate(examples, pad).items()}
-                prob += [float(np.exp(-x)) for x in row_answer_nll(model, batch).tolist()]
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        for s in range(0, len(prompts), options.batch_size):
+            examples = [build_example(p, r, None) for p, r in
+                        zip(prompts[s:s + options.batch_size],
+                            rest_ids[s:s + options.batch_size], strict=True)]
+            batch = {k: v.to(device) for k, v in collate(examples, pad).items()}
+            prob += [float(np.exp(-x)) for x in row_answer_nll(model, batch).tolist()]
     return {"rouge": rouge, "prob": prob, "generations": texts, "indices": kept}
 
 

@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.precision import evaluating
 from obliviate.llm.data.formatting import PromptFormat, encode_prompt
 from obliviate.llm.evaluation.llama_steps import hooked, llama_steps
 from obliviate.llm.evaluation.prompt_cache import (
@@ -298,19 +299,14 @@ def greedy_generate_ids(model: Any, prompts: Sequence[Sequence[int]],
     if not prompts:
         return []
     start = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            split = body_and_head(model) if takes_custom_masks(model) else None
-            if split is None:
-                out = _generate_hf(model, prompts, budgets, batch_size, pad_token_id, eos_ids,
-                                   stop_strings, tokenizer, progress, desc)
-            else:
-                out = _generate(model, split, prompts, budgets, batch_size, pad_token_id,
-                                eos_ids, stop_strings, tokenizer, progress, desc, stats)
-    finally:
-        model.train(was_training)
+    with evaluating(model):
+        split = body_and_head(model) if takes_custom_masks(model) else None
+        if split is None:
+            out = _generate_hf(model, prompts, budgets, batch_size, pad_token_id, eos_ids,
+                               stop_strings, tokenizer, progress, desc)
+        else:
+            out = _generate(model, split, prompts, budgets, batch_size, pad_token_id,
+                            eos_ids, stop_strings, tokenizer, progress, desc, stats)
     if stats is not None:
         stats.seconds += time.perf_counter() - start
     return out

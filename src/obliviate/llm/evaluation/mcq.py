@@ -42,6 +42,7 @@ from pydantic import Field
 from obliviate.core.errors import DataError
 from obliviate.core.metric import Metric, ResolvedInputs, metrics_of
 from obliviate.core.metric import Need as MetricNeed
+from obliviate.core.precision import evaluating
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
@@ -70,7 +71,6 @@ def encode_pair(tokenizer: Any, context: str, continuation: str,
     return ctx, whole[len(ctx):]
 
 
-@torch.no_grad()
 def choice_loglikelihoods(model: Any, tokenizer: Any, items: Sequence[MCQItem],
                           description: str = "", batch_size: int = 16,
                           add_special_tokens: bool | None = None) -> list[list[float]]:
@@ -78,8 +78,6 @@ def choice_loglikelihoods(model: Any, tokenizer: Any, items: Sequence[MCQItem],
     continuation's tokens. Each (prompt, letter) pair is one sequence, right-padded in batches;
     an item whose letters are all single tokens after the same context runs once."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     requests: list[tuple[int, int, list[int], list[int]]] = []  # item, choice, context, cont
     for i, item in enumerate(items):
         context = mcq_prompt(item, description)
@@ -101,7 +99,7 @@ def choice_loglikelihoods(model: Any, tokenizer: Any, items: Sequence[MCQItem],
         else:
             whole.append((i, c, ctx, cont))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    try:
+    with evaluating(model):
         contexts = list(shared)
         for start in range(0, len(contexts), batch_size):
             chunk = contexts[start:start + batch_size]
@@ -121,8 +119,6 @@ def choice_loglikelihoods(model: Any, tokenizer: Any, items: Sequence[MCQItem],
                 positions = torch.arange(len(ctx) - 1, len(ctx) + len(cont) - 1, device=device)
                 targets = torch.tensor(cont, device=device)
                 out[i][c] = float(logp[row, positions, targets].sum())
-    finally:
-        model.train(was_training)
     return out
 
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.precision import evaluating
 from obliviate.llm.data.formatting import (
     IGNORE_INDEX,
     PromptFormat,
@@ -406,20 +407,14 @@ class AnswerScorer:
 
     def _compute(self, requests: list[_Request], desc: str
                  ) -> dict[Key, AnswerScore]:
-        model = self.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                if self.mode == "packed":
-                    return self._run_packed(requests, desc)
-                if self.mode == "prefix":
-                    return self._run_prefix(requests, desc)
-                if self.mode == "batched":
-                    return self._run_batched(requests, desc)
-                return self._run_naive(requests, desc)
-        finally:
-            model.train(was_training)
+        with evaluating(self.model):
+            if self.mode == "packed":
+                return self._run_packed(requests, desc)
+            if self.mode == "prefix":
+                return self._run_prefix(requests, desc)
+            if self.mode == "batched":
+                return self._run_batched(requests, desc)
+            return self._run_naive(requests, desc)
 
     def _blocks(self, requests: list[_Request]) -> list[tuple[tuple[int, ...], list[_Request]]]:
         """One block per prompt: the prompt and its answers (split when over ``row_tokens``)."""

@@ -16,7 +16,7 @@ VOCAB_CHUNK = 2048
 """Columns of the head computed at once (fastest of 2k/4k/8k/full on the 2-core CPU box)."""
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: autocast caches weight casts only outside it
 def head_token_logprobs(hidden: torch.Tensor, head: torch.nn.Linear, labels: torch.Tensor,
                         vocab_chunk: int | None = None) -> torch.Tensor:
     """``log softmax(head(hidden))[i, labels[i]]`` for each row ``i`` of ``hidden`` ``[N, H]``,
