@@ -29,6 +29,7 @@ from typing import Any
 
 from obliviate.core.errors import ConfigError, DataError
 from obliviate.core.method import check_names
+from obliviate.core.precision import measured_in
 from obliviate.core.recipe import validate
 from obliviate.core.result import AttackResult, EvalResult
 from obliviate.core.task import DataSplit, UnlearningTask
@@ -529,7 +530,7 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
              judge: Any = None, name: str = "model", output_dir: str | Path | None = None,
              log_with: str | Sequence[str] | None = None,
              logging_dir: str | Path | None = None, seed: int = 0,
-             **splits: Any) -> EvaluationResult:
+             mixed_precision: str = "no", **splits: Any) -> EvaluationResult:
     """Evaluate ``model`` on the forget and retain data (and ``holdout``, other named splits).
 
     LLM suites default to what applies to the data: TOFU (question-answer records) or MUSE's
@@ -539,7 +540,8 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     ``judge`` classifier (trained on forget ∪ retain when not given). ``oracle`` is the
     oracle's :class:`EvaluationResult` or the oracle model itself (evaluated first): it adds
     Forget Quality, PrivLeak and the gaps to the oracle. ``output_dir`` saves each suite's
-    JSON; without it nothing is written.
+    JSON; without it nothing is written. ``mixed_precision="bf16"`` runs an LLM's forward passes
+    under bf16 autocast (the recipe's ``evaluation.mixed_precision``; weights unchanged).
     """
     start = time.perf_counter()
     logs = _logging_dir(log_with, logging_dir, output_dir)
@@ -555,6 +557,7 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
         oracle = evaluate(oracle, tokenizer, forget=task.forget, retain=task.retain,
                           holdout=task.eval_splits.get("holdout"), suites=suites,
                           options=options, judge=judge, name="oracle", seed=seed,
+                          mixed_precision=mixed_precision,
                           **{k: v for k, v in task.eval_splits.items() if k != "holdout"})
     runner = importlib.import_module(f"obliviate.{modality}.runner")
     left_out: dict[str, str] = {}
@@ -568,13 +571,15 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
             chosen = list(suites)
         # each suite's metrics read the oracle's result of that suite, as in a run
         inputs = {"oracle_results": dict(oracle.suites)} if oracle is not None else {}
-        (outputs, _), _ = runner.evaluate(
-            model, tokenizer, _llm_format(tokenizer, fmt), task, suites=chosen, options=options,
-            name=name, seed=seed, inputs=inputs, out_dir=output_dir)
+        with measured_in(mixed_precision):
+            (outputs, _), _ = runner.evaluate(
+                model, tokenizer, _llm_format(tokenizer, fmt), task, suites=chosen,
+                options=options, name=name, seed=seed, inputs=inputs, out_dir=output_dir)
         results = {k: v.result for k, v in outputs.items()}
     else:
         from obliviate.diffusion.evaluation import SUITE, EvaluationConfig
 
+        _llm_only(mixed_precision)
         config = validate(EvaluationConfig, dict(options or {}), source="evaluate(options=...)")
         judge = judge if judge is not None else _train_judge(task, config)
         results = {SUITE: runner.evaluate(
@@ -596,14 +601,15 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
            probe: Mapping[str, Any] | None = None, judge: Any = None, holdout: Any = None,
            name: str = "model", output_dir: str | Path | None = None,
            log_with: str | Sequence[str] | None = None, logging_dir: str | Path | None = None,
-           seed: int = 0) -> AttackReport:
+           seed: int = 0, mixed_precision: str = "no") -> AttackReport:
     """Try to bring the forgotten data back (relearning, quantization, rephrasing, probes for
     LLMs; embedding, concept-vector and relearning attacks for diffusion).
 
     Each attack measures the same forget probe on ``model`` and on ``oracle`` (a model that
     never saw the forget data; required for diffusion), so a recovery is "above what the
     oracle shows". Attacks work on copies: ``model`` is never changed. ``options`` maps an
-    attack to its settings. ``output_dir`` saves each result's JSON.
+    attack to its settings. ``output_dir`` saves each result's JSON. ``mixed_precision="bf16"``
+    runs an LLM's probes and relearning under bf16 autocast (``attack.mixed_precision``).
     """
     from obliviate.core.registry import ATTACKS
     from obliviate.core.runner import run_attack
@@ -634,6 +640,7 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
         from obliviate.diffusion.attacks import ProbeOptions as ImageProbe
         from obliviate.diffusion.recipe import AttackSettings as ImageAttackConfig
 
+        _llm_only(mixed_precision)
         if oracle is None:
             raise ConfigError("diffusion attacks compare with the oracle: pass oracle=MODEL")
         chosen = list(attacks or ImageAttackConfig().attacks)
@@ -648,10 +655,11 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     results = {}
     for attack_name in chosen:
         cls = ATTACKS.get(attack_name, modality)
-        results[attack_name] = run_attack(
-            cls, validate(cls.config_class, dict(options.get(attack_name, {})),
-                          source=f"attack {attack_name}"), ctx, seed,
-            Path(output_dir) / f"{attack_name}.json" if output_dir is not None else None)
+        with measured_in(mixed_precision):
+            results[attack_name] = run_attack(
+                cls, validate(cls.config_class, dict(options.get(attack_name, {})),
+                              source=f"attack {attack_name}"), ctx, seed,
+                Path(output_dir) / f"{attack_name}.json" if output_dir is not None else None)
     out = AttackReport(name, results)
     if log_with:
         from obliviate.core.tracking import log_metrics
@@ -660,6 +668,12 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
                      for k in ("plain", "attacked", "recovery") if r[k] is not None},
                     log_with, logs, run_name=f"attack-{name}")
     return out
+
+
+def _llm_only(mixed_precision: str) -> None:
+    if mixed_precision != "no":
+        raise ConfigError(f"mixed_precision={mixed_precision!r}: measurement autocast is built "
+                          "for LLMs; diffusion models are measured in their weights' dtype")
 
 
 def report(results: Mapping[str, Any] | str | Path, attacks: Mapping[str, AttackReport]

@@ -118,3 +118,36 @@ def test_the_oracles_relearning_curve_comes_back_from_disk(setup, tmp_path, monk
     assert fitted == ["model", "oracle", "model"]
     assert results[0].curve == results[1].curve
     assert [c["k"] for c in results[1].curve] == [0, 2]
+
+
+def test_a_bf16_measurement_is_its_own_probe_and_relearns_in_bf16(setup, tmp_path, monkeypatch):
+    """``attack.mixed_precision: bf16`` measures anew (the fp32 probe on disk is not its value),
+    close to fp32; relearning's fine-tune runs under the same autocast."""
+    import obliviate.llm.attacks.base as base
+    import obliviate.llm.attacks.relearning as relearning
+    from obliviate.core.precision import measured_in
+
+    records, tok, model = setup
+    fmt = resolve_format(tok)
+    options = ProbeOptions(max_new_tokens=6)
+    fp32 = forget_probe(AttackTarget("oracle", model, tok, fmt).persist(tmp_path), records, options)
+    calls = []
+    real = base._forget_probe
+    monkeypatch.setattr(base, "_forget_probe", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with measured_in("bf16"):
+        low = forget_probe(AttackTarget("oracle", model, tok, fmt).persist(tmp_path), records,
+                           options)
+    assert calls == [1] and len(list(tmp_path.glob("*.json"))) == 2
+    assert low["prob"] != fp32["prob"]
+    assert low["prob"] == pytest.approx(fp32["prob"], rel=0.05)
+
+    precisions: list[str] = []
+    real_train = relearning.train
+    monkeypatch.setattr(relearning, "train", lambda model, examples, collate, config, **k:
+                        precisions.append(config.mixed_precision)
+                        or real_train(model, examples, collate, config, **k))
+    config = relearning.RelearningConfig(settings=["forget_split"], steps=[2])
+    with measured_in("bf16"):
+        curve = relearning.relearn_curve(AttackTarget("model", model, tok, fmt), records[:2],
+                                         records[2:], config, options)
+    assert precisions == ["bf16"] and sorted(curve) == [0, 2]

@@ -54,8 +54,9 @@ class AttackTarget:
     probed: dict[Hashable, dict[Hashable, dict[str, Any]]] = field(
         default_factory=dict, init=False, repr=False, compare=False)
     """Forget-probe values per record and question, under each prompt format, probe options
-    and measurement precision: a probe of records already probed on this model (relearning's held-out half, then
-    the whole forget set) computes only the others. In memory only; a copy starts empty."""
+    and measurement precision: a probe of records already probed on this model (relearning's
+    held-out half, then the whole forget set) computes only the others. In memory only; a copy
+    starts empty."""
 
     def copy(self) -> AttackTarget:
         """A deep copy of the model (for attacks that change weights)."""

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from obliviate.core.errors import ConfigError
 from obliviate.core.metric import Metric, Need, ResolvedInputs
+from obliviate.core.precision import evaluating
 from obliviate.core.recipe import StrictModel
 from obliviate.core.registry import METRICS, SUITES
 from obliviate.core.result import MetricResult
@@ -69,9 +70,7 @@ def _harness() -> tuple[Any, Any, Any]:
 def run_lm_eval(model: Any, tokenizer: Any, options: LmEvalOptions) -> dict[str, Any]:
     """The harness's result dictionary for ``options.tasks`` on ``model``."""
     simple_evaluate, HFLM, TaskManager = _harness()
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):  # the harness's forward passes take the measurement precision
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch_size)
         manager = TaskManager(include_path=options.include_path) if options.include_path \
             else TaskManager()
@@ -81,8 +80,6 @@ def run_lm_eval(model: Any, tokenizer: Any, options: LmEvalOptions) -> dict[str,
             task_manager=manager, apply_chat_template=options.apply_chat_template,
             random_seed=options.seed, numpy_random_seed=options.seed,
             torch_random_seed=options.seed, fewshot_random_seed=options.seed)
-    finally:
-        model.train(was_training)
     if not results:
         raise ConfigError(f"lm_eval returned no results for tasks {options.tasks}")
     return results
