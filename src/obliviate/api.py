@@ -653,9 +653,9 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
             seed=seed)
     check_names(list(options), chosen, "attack(options=...)")
     results = {}
-    for attack_name in chosen:
-        cls = ATTACKS.get(attack_name, modality)
-        with measured_in(mixed_precision):
+    with measured_in(mixed_precision):
+        for attack_name in chosen:
+            cls = ATTACKS.get(attack_name, modality)
             results[attack_name] = run_attack(
                 cls, validate(cls.config_class, dict(options.get(attack_name, {})),
                               source=f"attack {attack_name}"), ctx, seed,

@@ -19,13 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from contextvars import ContextVar
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from obliviate.core.errors import ConfigError
+from obliviate.core.recipe import MixedPrecision
 
-MixedPrecision = Literal["no", "fp16", "bf16"]
+__all__ = ["AUTOCAST_DTYPES", "MixedPrecision", "check_precision", "evaluating",
+           "has_accelerator", "measured_in", "measurement_precision", "precision_input"]
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _MEASURED_IN: ContextVar[MixedPrecision] = ContextVar("measured_in", default="no")

@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from obliviate.core.errors import ConfigError
 
+MixedPrecision = Literal["no", "fp16", "bf16"]
+"""Autocast precision of a section's forward passes (accelerate's ``mixed_precision``)."""
+
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -137,7 +140,7 @@ class TrainSection(StrictModel):
     """save a resumable checkpoint every this many steps"""
     log_every: int = Field(default=10, ge=1)
     """record the loss (training curve, trackers) every this many steps"""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: MixedPrecision = "no"
     """autocast precision: no (fp32), bf16 (CPU or GPU) or fp16 (GPU); weights stay fp32"""
     master_weights: Literal["float32", "model"] = "float32"
     """for weights stored in bf16 or fp16 (model.dtype): float32 trains a float32 copy of the

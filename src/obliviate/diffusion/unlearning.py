@@ -5,11 +5,9 @@ importing the whole recipe (the recipe's task section imports the benchmarks).""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from obliviate.core.recipe import StrictModel, UnlearnSection
+from obliviate.core.recipe import MixedPrecision, StrictModel, UnlearnSection
 
 
 class UnlearnTrainConfig(StrictModel):
@@ -28,7 +26,7 @@ class UnlearnTrainConfig(StrictModel):
     """loss logging interval for every method (None: each method's)"""
     gradient_accumulation_steps: int | None = Field(default=None, ge=1)
     """micro-batches per step for every method (None: each method's)"""
-    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    mixed_precision: MixedPrecision | None = None
     """autocast precision for every method (None: each method's)"""
     seed: int | None = None
     """the unlearning seed of every method (None: each method's; a sweep's seeds set it)"""
