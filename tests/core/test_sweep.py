@@ -281,3 +281,19 @@ def test_killed_sweep_resumes_and_ends_with_the_same_results(swept, recipe_path,
     skipped = [line for line in result.stdout.splitlines() if " skipped" in line]
     assert len(skipped) == len(finished) * 2  # progress line + table row per skipped cell
     assert semantic(results) == semantic(load_results(swept))
+
+
+def test_a_cells_oracle_copy_cut_short_by_a_kill_is_rewritten(tmp_path):
+    """A sweep killed while a cell copied the oracle's results left an empty ``tofu.json`` that
+    the resume took as copied; the copy is now atomic and any copy that differs is rewritten."""
+    from obliviate.core.modality_sweep import share_oracle
+    from obliviate.core.rundir import RunDir
+
+    root, cell = RunDir(tmp_path / "root").create(), RunDir(tmp_path / "cell").create()
+    (root.root / "eval" / "oracle").mkdir(parents=True)
+    (root.root / "eval" / "oracle" / "tofu.json").write_text('{"suite": "tofu"}')
+    (cell.root / "eval" / "oracle").mkdir(parents=True)
+    (cell.root / "eval" / "oracle" / "tofu.json").write_text("")  # what the kill left
+    share_oracle(root, cell)
+    assert json.loads((cell.root / "eval" / "oracle" / "tofu.json").read_text()) == {
+        "suite": "tofu"}

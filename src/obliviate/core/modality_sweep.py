@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from obliviate.core.axes import AxisMap, References
 from obliviate.core.benchmark import run_benchmark
 from obliviate.core.cost import cost_from_stage, cost_metrics
 from obliviate.core.errors import ConfigError
-from obliviate.core.io import read_json, sha256_records
+from obliviate.core.io import atomic_write_bytes, read_json, sha256_records
 from obliviate.core.recipe import RecipeBase, dump_recipe, validate
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.search import SearchSpec, method_space, run_search
@@ -203,13 +202,15 @@ class CellRunner:
 
 def share_oracle(root: RunDir, run: RunDir) -> None:
     """Give a cell the root's oracle: its evaluation results (for Forget Quality, PrivLeak, the
-    gaps to the oracle) as copies, its weights as a symlink (for attacks)."""
+    gaps to the oracle) as copies, its weights as a symlink (for attacks). Each copy is written
+    atomically and rewritten whenever it differs from the root's, so a sweep killed mid-copy (a
+    truncated file, as a plain copy leaves) resumes with the oracle's results intact."""
     source = root.root / "eval" / "oracle"
     for src in sorted(source.glob("*.json")) if source.is_dir() else []:
         dst = run.root / "eval" / "oracle" / src.name
-        if not dst.is_file():
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+        data = src.read_bytes()
+        if not dst.is_file() or dst.read_bytes() != data:
+            atomic_write_bytes(dst, data)
     link = run.model("oracle")
     if root.model("oracle").is_dir() and not link.exists():
         link.parent.mkdir(parents=True, exist_ok=True)
