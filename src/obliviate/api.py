@@ -540,8 +540,10 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     ``judge`` classifier (trained on forget ∪ retain when not given). ``oracle`` is the
     oracle's :class:`EvaluationResult` or the oracle model itself (evaluated first): it adds
     Forget Quality, PrivLeak and the gaps to the oracle. ``output_dir`` saves each suite's
-    JSON; without it nothing is written. ``mixed_precision="bf16"`` runs an LLM's forward passes
-    under bf16 autocast (the recipe's ``evaluation.mixed_precision``; weights unchanged).
+    JSON; without it nothing is written. ``mixed_precision="bf16"`` runs the model's forward
+    passes under bf16 autocast (an LLM's scoring and generation, a denoiser's sampling; the
+    judge and the metrics stay in float32, the weights unchanged), as the recipe's
+    ``evaluation.mixed_precision``.
     """
     start = time.perf_counter()
     logs = _logging_dir(log_with, logging_dir, output_dir)
@@ -579,13 +581,13 @@ def evaluate(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     else:
         from obliviate.diffusion.evaluation import SUITE, EvaluationConfig
 
-        _llm_only(mixed_precision)
         config = validate(EvaluationConfig, dict(options or {}), source="evaluate(options=...)")
         judge = judge if judge is not None else _train_judge(task, config)
-        results = {SUITE: runner.evaluate(
-            model, judge, task, config, name=name, seed=seed,
-            oracle=oracle.suites.get(SUITE) if oracle is not None else None,
-            out_dir=output_dir)[0]}
+        with measured_in(mixed_precision):
+            results = {SUITE: runner.evaluate(
+                model, judge, task, config, name=name, seed=seed,
+                oracle=oracle.suites.get(SUITE) if oracle is not None else None,
+                out_dir=output_dir)[0]}
     result = EvaluationResult(name, results, oracle, seconds=time.perf_counter() - start,
                               modality=modality, left_out=left_out)
     if log_with:
@@ -609,7 +611,8 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
     never saw the forget data; required for diffusion), so a recovery is "above what the
     oracle shows". Attacks work on copies: ``model`` is never changed. ``options`` maps an
     attack to its settings. ``output_dir`` saves each result's JSON. ``mixed_precision="bf16"``
-    runs an LLM's probes and relearning under bf16 autocast (``attack.mixed_precision``).
+    runs the attacks' forward passes under bf16 autocast, their optimisation included
+    (relearning, optimised prompts), as the recipe's ``attack.mixed_precision``.
     """
     from obliviate.core.registry import ATTACKS
     from obliviate.core.runner import run_attack
@@ -640,7 +643,6 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
         from obliviate.diffusion.attacks import ProbeOptions as ImageProbe
         from obliviate.diffusion.recipe import AttackSettings as ImageAttackConfig
 
-        _llm_only(mixed_precision)
         if oracle is None:
             raise ConfigError("diffusion attacks compare with the oracle: pass oracle=MODEL")
         chosen = list(attacks or ImageAttackConfig().attacks)
@@ -668,12 +670,6 @@ def attack(model: Any, tokenizer: Any = None, *, forget: Any, retain: Any,
                      for k in ("plain", "attacked", "recovery") if r[k] is not None},
                     log_with, logs, run_name=f"attack-{name}")
     return out
-
-
-def _llm_only(mixed_precision: str) -> None:
-    if mixed_precision != "no":
-        raise ConfigError(f"mixed_precision={mixed_precision!r}: measurement autocast is built "
-                          "for LLMs; diffusion models are measured in their weights' dtype")
 
 
 def report(results: Mapping[str, Any] | str | Path, attacks: Mapping[str, AttackReport]

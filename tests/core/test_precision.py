@@ -12,6 +12,7 @@ from obliviate.core.precision import (
     evaluating,
     measured_in,
     measurement_precision,
+    measuring,
     precision_input,
 )
 
@@ -66,3 +67,19 @@ def test_bad_precision_is_refused_in_one_line(monkeypatch):
 def test_only_a_precision_other_than_no_is_a_stage_input():
     assert precision_input("no") == {}
     assert precision_input("bf16") == {"mixed_precision": "bf16"}
+
+
+def test_measuring_keeps_gradients_and_leaves_an_outer_autocast_alone():
+    """``measuring`` is the autocast alone (attacks optimise through it); at ``"no"`` it adds
+    nothing, so a training loop's own autocast around it still applies."""
+    layer = torch.nn.Linear(16, 8)
+    x = torch.randn(4, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16), measuring(layer):
+        assert layer(x).dtype == torch.bfloat16
+    with measuring(layer):
+        assert layer(x).dtype == torch.float32
+    with measured_in("bf16"), measuring(layer):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16 and out.requires_grad
+    out.float().sum().backward()
+    assert layer.weight.grad is not None and layer.weight.grad.dtype == torch.float32

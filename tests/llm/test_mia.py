@@ -295,6 +295,20 @@ def test_gradnorm_restores_existing_gradients_and_works_under_no_grad():
     assert model.bias.grad is None
 
 
+def test_gradnorm_runs_its_forward_in_the_measurement_precision():
+    from obliviate.core.precision import measured_in
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
+    items = [(torch.randn(64), torch.tensor(0.3)) for _ in range(4)]
+    fp32 = gradnorm_scores(model, items, _half_squared_error)
+    with measured_in("bf16"):
+        bf16 = gradnorm_scores(model, items, _half_squared_error)
+    assert not np.array_equal(fp32, bf16)  # the products ran in bf16
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05)
+    assert all(q.dtype == torch.float32 and q.grad is None for q in model.parameters())
+
+
 # ------------------------------------------------------------------------------------------
 # Memorisation
 # ------------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from obliviate.core.errors import ConfigError
 from obliviate.core.recipe import MixedPrecision
 
 __all__ = ["AUTOCAST_DTYPES", "MixedPrecision", "check_precision", "evaluating",
-           "has_accelerator", "measured_in", "measurement_precision", "precision_input"]
+           "has_accelerator", "measured_in", "measurement_precision", "measuring",
+           "precision_input"]
 AUTOCAST_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _MEASURED_IN: ContextVar[MixedPrecision] = ContextVar("measured_in", default="no")
@@ -69,13 +70,18 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), _autocast(model, measurement_precision()):
+        with torch.no_grad(), measuring(model):
             yield
     finally:
         model.train(was_training)
 
 
-def _autocast(model: torch.nn.Module, mixed_precision: MixedPrecision) -> Any:
+def measuring(model: torch.nn.Module) -> Any:
+    """The block's measurement autocast for ``model``'s forward passes, and nothing else: no
+    change of mode or of gradients (an attack may optimise through the model). Outside a
+    :func:`measured_in` block, or in one of ``"no"``, it is a no-op, so a training loop's own
+    autocast around it stays in force."""
+    mixed_precision = measurement_precision()
     if mixed_precision == "no":
         return nullcontext()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -154,6 +154,13 @@ class EvaluationSection(StrictModel):
     suites and their options; a denoiser's samples and judge). Each modality's
     ``EvaluationConfig`` subclasses it."""
 
+    implicit_defaults: ClassVar[dict[str, Any]] = {"mixed_precision": "no"}
+
+    mixed_precision: MixedPrecision = "no"
+    """autocast precision of the models' forward passes while they are measured: no (the
+    weights' dtype), bf16 (CPU or GPU) or fp16 (GPU); the weights stay as they are
+    (obliviate.core.precision)"""
+
 
 class UnlearnSection(StrictModel):
     """The ``unlearn`` section's shared part: which methods, their hyperparameters, the target.
@@ -183,6 +190,8 @@ class AttackSection(StrictModel):
     """The ``attack`` section's shared part: which attacks run against which models, with
     which options. Modalities set the default ``attacks`` and add their forget probe."""
 
+    implicit_defaults: ClassVar[dict[str, Any]] = {"mixed_precision": "no"}
+
     attacks: list[str] = Field(min_length=1)
     """the attacks to run, by registered name (`obliviate attack --attack` picks from them)"""
     options: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -191,6 +200,10 @@ class AttackSection(StrictModel):
     models: list[str] | None = Field(
         default=None, description="models to attack, e.g. [unlearned/npo]; default: all but the "
                                   "oracle")
+    mixed_precision: MixedPrecision = "no"
+    """autocast precision of the attacks' forward passes, their optimisation (relearning,
+    optimised prompts) included: no, bf16 or fp16 (GPU); the weights stay as they are
+    (obliviate.core.precision)"""
 
 
 TaskT = TypeVar("TaskT", bound=StrictModel)

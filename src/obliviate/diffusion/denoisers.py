@@ -54,6 +54,7 @@ from torch.utils.checkpoint import checkpoint
 
 from obliviate.core.errors import ConfigError, ModelLoadError
 from obliviate.core.io import read_json
+from obliviate.core.precision import measurement_precision, measuring
 from obliviate.core.recipe import ModelSection
 
 FORMAT = "obliviate-denoiser"
@@ -381,13 +382,31 @@ class Denoiser(nn.Module):
                                       config.beta_end)
         self.codec: LatentCodec | None = None
 
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """ε_θ(x_t, t, c): the forward pass, under the block's measurement autocast
+        (:func:`~obliviate.core.precision.measured_in`: an evaluation or attack stage's
+        ``mixed_precision``). Under autocast ε comes back in ``x``'s dtype, so the sampler's
+        DDIM arithmetic and the losses stay in float32 while the network's products run in
+        bf16; outside one nothing changes (a training loop's own autocast stays in force)."""
+        return self._measured(lambda: super(Denoiser, self).__call__(x, t, cond), x.dtype)
+
+    def _measured(self, run: Callable[[], torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        if measurement_precision() == "no":
+            return run()
+        with measuring(self):
+            return run().to(dtype)
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [−1, 1] → the space the network denoises (the identity without a VAE)."""
-        return images if self.codec is None else self.codec.encode(images)
+        """Images in [−1, 1] → the space the network denoises (the identity without a VAE),
+        the VAE under the block's measurement autocast."""
+        codec = self.codec
+        return images if codec is None else self._measured(lambda: codec.encode(images),
+                                                           images.dtype)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """The denoised space → images in [−1, 1]."""
-        return x if self.codec is None else self.codec.decode(x)
+        """The denoised space → images in [−1, 1] (as :meth:`encode`)."""
+        codec = self.codec
+        return x if codec is None else self._measured(lambda: codec.decode(x), x.dtype)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -17,6 +17,8 @@ from obliviate.core import stages
 from obliviate.core.errors import ObliviateError
 from obliviate.core.integrity import MANIFEST, model_digest, verify_model
 from obliviate.core.integrity import recorded as _recorded
+from obliviate.core.precision import measured_in, precision_input
+from obliviate.core.recipe import defining
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
@@ -202,10 +204,11 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     for name in names:
         stage = f"eval_{output_name(name)}"
         out_dir = run.eval_dir(name)
-        depends = {"evaluation": cfg, "seed": recipe.seed,
-                  "model": model_digest(run, model_path(run, name)),
-                  "judge": model_digest(run, run.model("judge")),
-                  "oracle": None if name == "oracle" else model_digest(run, oracle_file)}
+        depends = {"evaluation": defining(cfg),
+                   "seed": recipe.seed, "model": model_digest(run, model_path(run, name)),
+                   "judge": model_digest(run, run.model("judge")),
+                   "oracle": None if name == "oracle" else model_digest(run, oracle_file),
+                   **precision_input(cfg.mixed_precision)}
         if not force and run.stage_done(stage, depends) and (out_dir / f"{SUITE}.json").is_file():
             summaries[name] = _recorded(run, stage)["summary"]
             continue
@@ -221,12 +224,14 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
             else None
         path = model_path(run, name)
         model = load_model(recipe, run, task, name)
-        result, _ = runner.evaluate(
-            model, judge, task, cfg, name=name, seed=recipe.seed, oracle=oracle,
-            out_dir=out_dir, run=run, stage=stage, reference_features=reference,
-            neighbours=neighbours, record={"model": str(path)},
-            provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
-                        "obliviate": environment_info()["obliviate"], "task": task.name})
+        with measured_in(cfg.mixed_precision):
+            result, _ = runner.evaluate(
+                model, judge, task, cfg, name=name, seed=recipe.seed, oracle=oracle,
+                out_dir=out_dir, run=run, stage=stage, reference_features=reference,
+                neighbours=neighbours, record={"model": str(path)},
+                provenance={"model": str(path), "model_name": name, "seed": recipe.seed,
+                            "obliviate": environment_info()["obliviate"], "task": task.name,
+                            **precision_input(cfg.mixed_precision)})
         summaries[name] = runner.summary(result)
     return summaries
 
@@ -253,5 +258,7 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                             judge=judge, probe=cfg.probe, seed=recipe.seed, oracle_cache=cache)
         return run_attack(cls, config, ctx, recipe.seed)
 
-    return stages.attack_loop(run, targets, resolved, attack_one, force=force,
-                       depends={"probe": cfg.probe, "seed": recipe.seed})
+    with measured_in(cfg.mixed_precision):
+        return stages.attack_loop(run, targets, resolved, attack_one, force=force,
+                                  depends={"probe": cfg.probe, "seed": recipe.seed,
+                                           **precision_input(cfg.mixed_precision)})

@@ -6,7 +6,6 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from obliviate.core.precision import MixedPrecision
 from obliviate.core.recipe import (
     AttackSection,
     EvaluationSection,
@@ -31,9 +30,6 @@ class EvaluationConfig(EvaluationSection):
         default=None, description="suites to run; unset: the benchmark's for the task's data")
     options: dict[str, Any] = Field(default_factory=dict)
     """each suite's options, keyed by its name (evaluation.options.<suite>.<key>)"""
-    mixed_precision: MixedPrecision = "no"
-    """autocast precision of the evaluation's forward passes: no (the weights' dtype), bf16 (CPU
-    or GPU) or fp16 (GPU); weights stay in model.dtype (obliviate.core.precision)"""
 
     def for_task(self, bench: Any, task: Any) -> tuple[EvaluationConfig, dict[str, str]]:
         """``(this section with suites, the benchmark's suites left out -> why)``: where the
@@ -69,9 +65,6 @@ class AttackSettings(AttackSection):
     """the attacks to run, by registered name"""
     probe: ProbeOptions = ProbeOptions()
     """how the forget set is probed on the attacked model and the oracle"""
-    mixed_precision: MixedPrecision = "no"
-    """autocast precision of the attacks' forward passes and of relearning's fine-tune: no,
-    bf16 or fp16 (GPU); weights stay in model.dtype (obliviate.core.precision)"""
 
 
 class LLMRecipe(RecipeBase[TaskConfig, ModelConfig, TrainConfig, UnlearnConfig, EvaluationConfig,

@@ -37,6 +37,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from obliviate.core.errors import ConfigError, DataError
+from obliviate.core.precision import measuring
 from obliviate.core.result import MetricResult
 
 DEFAULT_K = 0.4
@@ -297,7 +298,9 @@ def gradnorm_scores(
     (``p: 2`` in its TOFU config), ``reduction="mean"`` takes the p-norm of each parameter
     tensor's gradient and averages over tensors; ``"global"`` takes the p-norm of all gradients
     concatenated. Only parameters with ``requires_grad`` count. The model's mode (train/eval) is
-    left as it is, and gradients already accumulated in ``.grad`` are restored afterwards.
+    left as it is, and gradients already accumulated in ``.grad`` are restored afterwards. The
+    forward passes run in the block's measurement precision (:mod:`obliviate.core.precision`);
+    the gradients are those of the weights, in their dtype.
     """
     if p not in (1.0, 2.0, math.inf):
         raise ConfigError(f"p must be 1, 2 or inf, got {p}")
@@ -312,7 +315,7 @@ def gradnorm_scores(
         for item in items:
             for q in params:
                 q.grad = None
-            with torch.enable_grad():
+            with torch.enable_grad(), measuring(model):
                 loss = loss_fn(model, item)
                 if loss.ndim != 0:
                     raise DataError("loss_fn must return a scalar loss per item")
