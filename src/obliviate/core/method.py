@@ -35,7 +35,8 @@ StartsFrom = Literal["target", "base"]
 class MethodConfig(StrictModel):
     """Fields every method shares; subclasses add theirs with the paper's defaults."""
 
-    seed: int = Field(default=0, description="seeds the method's own random choices")
+    seed: int = Field(default=0, description="seeds the method's own random choices (added to "
+                      "the recipe's seed)")
 
 
 class UnlearnContextBase:

@@ -7,6 +7,7 @@ result against the modality's recipe schema; every error names the offending key
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -95,6 +96,15 @@ class ModelSection(StrictModel):
     """Keys that change how the model is run, never what it computes (gradient checkpointing):
     left out of what defines a run and a stage's inputs (:func:`defining`), so turning one on
     reuses the run as it is."""
+
+
+def offset_seed(section: M, seed: int) -> M:
+    """``section`` with its ``seed`` moved by the recipe's ``seed`` (unchanged at 0): the seeds
+    of ``finetune``, ``unlearn.train``, a method's config and the judge are relative to the
+    recipe's, so one top-level key re-draws every data order and every training's noise."""
+    if not seed:
+        return section
+    return section.model_copy(update={"seed": section.seed + seed})  # type: ignore[attr-defined]
 
 
 def defining(section: Any) -> Any:
@@ -323,8 +333,9 @@ def validate(schema: type[M], data: dict[str, Any], source: str = "recipe") -> M
 
 def load_recipe(schema: type[M], path: str | Path | None, overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> M:
-    """Load ``path`` (or ``base``), apply ``overrides`` and validate against ``schema``."""
-    data = read_yaml(path) if path is not None else dict(base or {})
+    """Load ``path`` (or ``base``, which is left as it is), apply ``overrides`` and validate
+    against ``schema``."""
+    data = read_yaml(path) if path is not None else copy.deepcopy(base or {})
     data = apply_overrides(data, list(overrides or []))
     return validate(schema, data, source=str(path) if path else "recipe")
 

@@ -18,7 +18,7 @@ from obliviate.core.errors import ObliviateError
 from obliviate.core.integrity import MANIFEST, model_digest, verify_model
 from obliviate.core.integrity import recorded as _recorded
 from obliviate.core.precision import measured_in, precision_input
-from obliviate.core.recipe import defining
+from obliviate.core.recipe import defining, offset_seed
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
@@ -69,7 +69,7 @@ def train_role(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, role:
     device = _device()
     x, y = to_tensor(split.records, device)
     model = build_denoiser(recipe.model, *_shape(task), seed=recipe.seed).to(device)
-    config = recipe.finetune.model_copy(update={"seed": recipe.finetune.seed + recipe.seed})
+    config = offset_seed(recipe.finetune, recipe.seed)
     run.record_stage(stage, status="running", role=role, split=split.provenance())
     outcome = train_denoiser(model, x, y, config, checkpoint_dir=run.checkpoints(role),
                              description=f"finetune {role}")
@@ -103,8 +103,7 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
     holdout = task.eval_splits.get("holdout")
     x_val, y_val = to_tensor(holdout.records, device) if holdout and len(holdout) else (None,
                                                                                          None)
-    config = recipe.evaluation.judge.model_copy(
-        update={"seed": recipe.evaluation.judge.seed + recipe.seed})
+    config = offset_seed(recipe.evaluation.judge, recipe.seed)
     run.record_stage(stage, status="running", split=full.provenance())
     net, info = train_judge(x, y, task.metadata["num_classes"], config, x_val, y_val)
     save_judge(net, path, info)
@@ -122,8 +121,10 @@ def method_config(recipe: DiffusionRecipe, name: str) -> tuple[Any, Any]:
     import obliviate.diffusion.methods  # noqa: F401  (registers the catalogue)
     from obliviate.core import precedence
 
-    return precedence.method_config(name, "diffusion", recipe.unlearn.method_args.get(name, {}),
-                                    shared=precedence.explicit(recipe.unlearn.train))
+    cls, config = precedence.method_config(name, "diffusion",
+                                           recipe.unlearn.method_args.get(name, {}),
+                                           shared=precedence.explicit(recipe.unlearn.train))
+    return cls, offset_seed(config, recipe.seed)
 
 
 def load_target(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, path: Path,

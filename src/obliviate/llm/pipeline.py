@@ -14,7 +14,7 @@ from obliviate.core import stages
 from obliviate.core.benchmark import headline
 from obliviate.core.integrity import model_digest, recorded, verify_model
 from obliviate.core.precision import measured_in, precision_input
-from obliviate.core.recipe import defining
+from obliviate.core.recipe import defining, offset_seed
 from obliviate.core.record import relative_to_run
 from obliviate.core.rundir import RunDir, environment_info
 from obliviate.core.safety import output_name
@@ -44,7 +44,8 @@ def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
 
     return stages.finetune_loop(
         recipe, run, roles, lambda role: training_split(task, role).sha256,
-        lambda role: finetune(role, recipe.model, recipe.finetune, task, run, seed=recipe.seed))
+        lambda role: finetune(role, recipe.model, offset_seed(recipe.finetune, recipe.seed), task,
+                              run, seed=recipe.seed))
 
 
 def _train_keys(cls: Any, args: dict[str, Any]) -> dict[str, Any]:
@@ -65,8 +66,9 @@ def method_config(recipe: LLMRecipe, name: str) -> tuple[Any, Any]:
 
     args = recipe.unlearn.method_args.get(name, {})
     train = _train_keys(METHODS.get(name, MODALITY), args)
-    return precedence.method_config(name, MODALITY,
-                                    {k: v for k, v in args.items() if k not in train})
+    cls, config = precedence.method_config(name, MODALITY,
+                                           {k: v for k, v in args.items() if k not in train})
+    return cls, offset_seed(config, recipe.seed)
 
 
 def method_train(recipe: LLMRecipe, name: str, cls: Any) -> tuple[Any, dict[str, str]]:
@@ -76,8 +78,9 @@ def method_train(recipe: LLMRecipe, name: str, cls: Any) -> tuple[Any, dict[str,
     from obliviate.core.precedence import resolve
 
     args = recipe.unlearn.method_args.get(name, {})
-    return resolve(recipe.unlearn.train, name, paper=cls.train_defaults,
-                   own=_train_keys(cls, args))
+    train, sources = resolve(recipe.unlearn.train, name, paper=cls.train_defaults,
+                             own=_train_keys(cls, args))
+    return offset_seed(train, recipe.seed), sources
 
 
 def unlearn_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
