@@ -58,6 +58,7 @@ from obliviate.llm.data.formatting import (
     encode_record,
 )
 from obliviate.llm.data.records import QARecord
+from obliviate.llm.evaluation.prompt_cache import sharded
 
 _NORM_NAMES = ("norm", "final_layer_norm", "final_layernorm", "ln_f")
 
@@ -84,6 +85,9 @@ def final_norm(model: Any) -> torch.nn.Module:
 
 
 def _head(model: Any) -> torch.nn.Module:
+    if sharded(model):  # the lens applies the norm and the head outside the model's forward
+        raise ConfigError(f"logit lens: {type(model).__name__} is sharded by FSDP; probe the "
+                          "saved model loaded whole in one process")
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is None:
         raise ConfigError(f"logit lens: {type(model).__name__} has no output embeddings")

@@ -18,6 +18,7 @@ body: callers apply it only to the positions whose logits they need.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,29 @@ def body_and_head(model: Any) -> tuple[Any, Any] | None:
         return None
     if not isinstance(head, torch.nn.Linear) or body is None or body is model:
         return None
+    if sharded(model) or not _plain_weight(head):
+        return None
     return body, head
+
+
+def sharded(model: Any) -> bool:
+    """Whether FSDP shards ``model`` (FSDP2's ``fully_shard`` or FSDP1 wrappers anywhere in it):
+    its parameters are gathered only inside its own forward, so the body and the head cannot be
+    run apart (the body's embedding would meet a sharded weight)."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")  # not imported: nothing can be wrapped
+    if fsdp is None:
+        return False
+    kinds = tuple(k for k in (getattr(fsdp, "FSDPModule", None),
+                              getattr(fsdp, "FullyShardedDataParallel", None)) if k is not None)
+    return bool(kinds) and any(isinstance(m, kinds) for m in model.modules())
+
+
+def _plain_weight(head: torch.nn.Linear) -> bool:
+    """A head weight the scorer can slice: a whole local tensor (not a DTensor shard, nor a
+    DeepSpeed ZeRO-3 partition, whose local shape is empty)."""
+    weight = head.weight
+    return type(weight.data) is torch.Tensor and tuple(weight.shape) == (head.out_features,
+                                                                          head.in_features)
 
 
 def run_body(body: Any, ids: torch.Tensor, positions: torch.Tensor,
