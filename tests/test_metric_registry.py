@@ -528,7 +528,7 @@ def canvas():
 
     rows = [("A", "x", "A", "x"), ("A", "y", "B", "y"), ("B", "x", "B", "y"),
             ("B", "y", "B", "y"), ("C", "x", "A", "x"), ("C", "y", "C", "y")]
-    return Inputs({}, {Need.judge("grid"): [CanvasSample(*r) for r in rows]})
+    return Inputs({}, {Need.judge("grid", suite="unlearncanvas"): [CanvasSample(*r) for r in rows]})
 
 
 def canvas_metric(name, target="A"):

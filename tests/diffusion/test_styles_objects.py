@@ -114,3 +114,50 @@ def test_the_prompt_attack_leaves_the_model_alone(task, judge, tmp_path):
     assert result["prompts"] == [20, 25]  # evenly spread over the 10 "inverted" prompts
     assert 0 <= result["plain"] <= 1 and 0 <= result["attacked"] <= 1
     assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
+
+
+PIPELINE = {"name": "canvas", "modality": "diffusion",
+            "task": {"benchmark": "styles_objects", "per_object": 6, "image_size": 8,
+                     "erase": "object", "target": "7"},
+            "model": {"architecture": "prompt_unet", "channels": [8, 16], "sample_steps": 3},
+            "finetune": {"steps": 6, "batch_size": 16},
+            "unlearn": {"methods": ["uce"]},
+            "evaluation": {"samples_per_class": 3, "sample_steps": 3, "batch_size": 64,
+                           "judge": {"epochs": 2}}}
+
+
+def test_a_pipeline_run_scores_unlearncanvas_accuracies_with_a_two_head_judge(tmp_path):
+    """The CLI's path: the judge gets a style head and a digit head, and the evaluation's UA /
+    IRA / CRA equal what the benchmark script's grid evaluation computes on the same samples."""
+    from obliviate.diffusion import pipeline
+    from obliviate.diffusion.benchmarks.styles_objects import GridEvalConfig, evaluate_grid
+    from obliviate.diffusion.recipe import DiffusionRecipe
+
+    recipe = load_recipe(DiffusionRecipe, None, base=PIPELINE)
+    run = pipeline.open_run(recipe, tmp_path / "run", "obliviate test")
+    task = pipeline.prepare_task(recipe, run)
+    pipeline.finetune_stage(recipe, run, task, roles=("target",))
+    judge, _ = pipeline.ensure_judge(recipe, run, task)
+    assert judge.factors == (4, 10)
+    summary = pipeline.evaluate_stage(recipe, run, task, models=["target"])["target"]
+    model = pipeline.load_target(recipe, run, task, run.model("target"))
+    cfg = recipe.evaluation
+    grid = evaluate_grid(model, judge, task, GridEvalConfig(
+        samples_per_prompt=cfg.samples_per_class, sample_steps=cfg.sample_steps,
+        guidance_scale=cfg.guidance_scale, batch_size=cfg.batch_size, seed=cfg.seed))
+    for name in ("ua", "ira", "cra"):
+        assert summary[f"generation/classes/{name}"] == pytest.approx(grid[name]), name
+    assert summary["generation/retain/fid"] == pytest.approx(grid["fid"], rel=1e-6)
+    assert len({round(grid[n], 6) for n in ("ua", "ira", "cra")}) > 1  # not one constant
+
+
+def test_the_cli_points_the_multi_task_recipe_to_its_script(tmp_path):
+    from typer.testing import CliRunner
+
+    from obliviate.cli.main import app
+
+    out = CliRunner().invoke(app, ["finetune", "styles_objects", "--output", str(tmp_path)])
+    assert out.exit_code != 0
+    assert "benchmarks/styles_objects/run.py" in out.output
+    assert "task.benchmark: styles_objects" in out.output
+    assert not any(tmp_path.iterdir())  # nothing was written

@@ -98,7 +98,25 @@ def load_any_recipe(recipe: str, overrides: list[str]) -> Any:
                                  f"{section} {recipe}`; this command runs a recipe without one "
                                  f"({section}=null drops it)")
         data.pop(section, None)
-    return validate(recipe_schema(path, data), data, source=str(path))
+    schema = recipe_schema(path, data)
+    own = own_recipe_benchmark(path, data)
+    if own is not None and "task" not in data:
+        raise ObliviateError(
+            f"{path}: the {own.name} benchmark's own recipe (several tasks, its script "
+            f"benchmarks/{own.name}/run.py runs it); these commands run one task: use a recipe "
+            f"with task.benchmark: {own.name} (e.g. {own.name}_erase_style)")
+    return validate(schema, data, source=str(path))
+
+
+def own_recipe_benchmark(path: Path, data: dict[str, Any]) -> Any:
+    """The registered benchmark whose own recipe class (its ``recipe_schema``, read by a script
+    of its own) recipe ``data`` from ``path`` is (its ``name`` or file stem is that benchmark's
+    packaged recipe); ``None`` for a pipeline recipe."""
+    from obliviate.core.benchmark import registered
+
+    return next((cls for cls in registered(str(data.get("modality", "llm")))
+                 if cls.recipe_schema is not None and cls.recipe in (data.get("name"), path.stem)),
+                None)
 
 
 def recipe_schema(path: Path, data: dict[str, Any]) -> type[Any]:

@@ -11,7 +11,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from obliviate.cli.common import friendly_errors, recipe_schema, resolve_recipe_path
+from obliviate.cli.common import (
+    friendly_errors,
+    own_recipe_benchmark,
+    recipe_schema,
+    resolve_recipe_path,
+)
 
 recipe_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                          help="Show what a recipe's keys are and mean.")
@@ -101,7 +106,6 @@ def _recipe_and_sections(recipe: str, overrides: list[str]) -> tuple[BaseModel,
     A recipe that a benchmark script of its own runs (its ``name`` is the packaged recipe of a
     benchmark with a :attr:`~obliviate.core.benchmark.Benchmark.recipe_schema`) is read with
     that schema."""
-    from obliviate.core.benchmark import registered
     from obliviate.core.recipe import apply_overrides, read_yaml, validate
     from obliviate.core.search import split_search
     from obliviate.core.sweep import split_sweep
@@ -114,9 +118,9 @@ def _recipe_and_sections(recipe: str, overrides: list[str]) -> tuple[BaseModel,
             sections[name] = split(data, str(path))[1]
     data = {k: v for k, v in data.items() if k not in ("sweep", "search")}
     schema = recipe_schema(path, data)  # also checks the modality
-    own = [cls.recipe_schema for cls in registered(str(data.get("modality", "llm")))
-           if cls.recipe_schema is not None and cls.recipe in (data.get("name"), path.stem)]
-    return validate(own[0] if own else schema, data, source=str(path)), sections
+    own = own_recipe_benchmark(path, data)
+    return validate(own.recipe_schema if own is not None else schema, data,
+                    source=str(path)), sections
 
 
 @recipe_app.command("show")

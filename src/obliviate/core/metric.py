@@ -105,10 +105,11 @@ class Need:
         return cls("samples", split, real=real)
 
     @classmethod
-    def judge(cls, split: str, *, real: bool = False) -> Need:
+    def judge(cls, split: str, *, real: bool = False, suite: str | None = None) -> Need:
         """A judge's predictions and features on the samples of ``split`` (``real``: on the
-        split's real images no model trained on)."""
-        return cls("judge", split, real=real)
+        split's real images no model trained on; ``suite``: in the form that suite reads, e.g.
+        one prediction per head of a two-domain judge for ``unlearncanvas``)."""
+        return cls("judge", split, real=real, suite=suite)
 
 
 class Inputs(Protocol):

@@ -43,6 +43,7 @@ from obliviate.diffusion.data import to_tensor, to_uint8
 from obliviate.diffusion.judge import JudgeConfig, JudgeNet, features, predict
 from obliviate.diffusion.metrics.base import Judged, Samples
 from obliviate.diffusion.metrics.generation import KidOptions
+from obliviate.diffusion.metrics.unlearncanvas import SUITE as CANVAS_SUITE
 from obliviate.diffusion.models import Denoiser
 from obliviate.diffusion.sampling import sample
 from obliviate.diffusion.task import forget_classes, retain_classes
@@ -54,6 +55,9 @@ HEADLINE = headline(MODALITY)
 GENERATION = (("forget_accuracy", "forget"), ("unlearning_accuracy", "forget"),
               ("retain_accuracy", "retain"), ("class_accuracy", "classes"),
               ("neighbour_accuracy", "retain"), ("fid", "retain"), ("kid", "retain"))
+# UnlearnCanvas's accuracies, for a task whose classes pair two domains (styles × objects) read
+# by a judge with one head per domain: over every prompt's samples
+CANVAS = ("ua", "ira", "cra")
 GAP_METRICS = [("forget", "unlearning_accuracy"), ("forget", "forget_accuracy"),
                ("retain", "retain_accuracy"), ("retain", "neighbour_accuracy"),
                ("retain", "fid"), ("retain", "kid")]
@@ -171,6 +175,7 @@ class GenerationSession:
         self._samples: Samples | None = None
         self._judged: Judged | None = None
         self._real: dict[str, Judged] = {}
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def neighbours(self) -> dict[int, list[int]]:
@@ -215,7 +220,39 @@ class GenerationSession:
             self._real[split] = Judged(y_ref[keep], None, feats, self.names, self.forget)
         return self._real[split]
 
+    @property
+    def factored(self) -> bool:
+        """Whether the task's classes pair two domains (``metadata["factors"]``, an erased
+        ``target`` of the ``erase`` domain) and the judge reads each domain with its own head:
+        UnlearnCanvas's accuracies apply."""
+        meta = self.task.metadata
+        return bool(meta.get("factors")) and self.judge.factors is not None and \
+            "erase" in meta and "target" in meta
+
+    def canvas(self, split: str) -> list[Any]:
+        """One :class:`~obliviate.diffusion.metrics.unlearncanvas.CanvasSample` per sample of
+        ``split``'s classes: the two concepts its prompt names and each head's prediction."""
+        from obliviate.diffusion.judge import predict_factors
+        from obliviate.diffusion.metrics.unlearncanvas import CanvasSample
+
+        if not self.factored:
+            raise ConfigError("unlearncanvas metrics need a task whose classes pair two "
+                              "domains (metadata 'factors', e.g. task.benchmark: styles_objects)")
+        if self._factors is None:
+            self._factors = predict_factors(self.judge, self.samples().images)
+        (first, firsts), (second, seconds) = self.task.metadata["factors"].items()
+        labels = self.samples().labels
+        keep = torch.isin(labels, torch.tensor(self.classes(split)))
+        n = len(seconds)
+        return [CanvasSample(**{first: firsts[k // n], second: seconds[k % n],
+                                f"predicted_{first}": firsts[a],
+                                f"predicted_{second}": seconds[b]})
+                for k, a, b in zip(labels[keep].tolist(), self._factors[0][keep].tolist(),
+                                   self._factors[1][keep].tolist(), strict=True)]
+
     def get(self, need: Need) -> Any:
+        if need.kind == "judge" and need.suite == CANVAS_SUITE:
+            return self.canvas(need.split or "")
         if need.kind == "oracle":
             return self.oracle if need.suite == SUITE else None
         if need.kind == "judge" and need.real:
@@ -258,6 +295,10 @@ def evaluate_denoiser(model: Denoiser, judge: JudgeNet, task: UnlearningTask,
         metric = get_metric(name, MODALITY)(kid if name == "kid" else None)
         for item in as_results(metric.compute(session, split)):
             result.add(item)
+    if session.factored:
+        erased = {"target": task.metadata["target"], "domain": task.metadata["erase"]}
+        for name in CANVAS:
+            result.add(get_metric(name, MODALITY)(erased).compute(session, "classes"))
     for name, options in config.metrics.items():
         try:
             extra = get_metric(name, MODALITY)(options)

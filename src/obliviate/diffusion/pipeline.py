@@ -84,6 +84,13 @@ def train_role(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, role:
         images_seen=outcome.steps * config.batch_size, config=config.model_dump(mode="json"))
 
 
+def judge_factors(task: UnlearningTask) -> tuple[int, int] | None:
+    """The sizes of the two domains whose pairs are the task's classes (styles × objects,
+    ``metadata["factors"]``), for a judge with one head per domain; ``None`` for plain classes."""
+    factors = task.metadata.get("factors")
+    return tuple(len(names) for names in factors.values()) if factors else None  # type: ignore
+
+
 def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
                  ) -> tuple[Any, dict[str, Any]]:
     """Load the run's judge, training it first (on forget ∪ retain) when it is missing."""
@@ -93,7 +100,9 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
     stage, path = "finetune_judge", run.model("judge")
     device = _device()
     full = task.full
-    depends = {"judge": recipe.evaluation.judge, "seed": recipe.seed, "data": full.sha256}
+    factors = judge_factors(task)
+    depends = {"judge": recipe.evaluation.judge, "seed": recipe.seed, "data": full.sha256,
+               **({"factors": factors} if factors else {})}
     if run.stage_done(stage, depends) and (path / "config.json").is_file():
         stages.check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
                         full.sha256)
@@ -105,7 +114,7 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
                                                                                          None)
     config = offset_seed(recipe.evaluation.judge, recipe.seed)
     run.record_stage(stage, status="running", split=full.provenance())
-    net, info = train_judge(x, y, task.metadata["num_classes"], config, x_val, y_val)
+    net, info = train_judge(x, y, task.metadata["num_classes"], config, x_val, y_val, factors)
     save_judge(net, path, info)
     record = run.record_stage(stage, status="done", model_path=str(path),
                               final_loss=info["final_loss"], seconds=info["seconds"],

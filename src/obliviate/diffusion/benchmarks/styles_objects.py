@@ -196,7 +196,8 @@ def grid_task(config: StylesObjectsConfig, seed: int = 0,
         metadata={"num_classes": len(names), "class_names": names, "prompts": names,
                   "forget_classes": forget, "image_size": config.image_size, "channels": 1,
                   "styles": styles, "objects": list(DIGITS), "erase": config.erase,
-                  "target": shown, "target_index": which}).validate()
+                  "target": shown, "target_index": which,
+                  "factors": {"style": styles, "object": list(DIGITS)}}).validate()
 
 
 def concepts(task: UnlearningTask, label: int) -> tuple[int, int]:
@@ -212,9 +213,12 @@ class StylesObjects(Benchmark):
     config_class = StylesObjectsConfig
     splits: ClassVar[dict[str, Any]] = {"forget": "forget", "retain": "retain",
                                         "holdout": "holdout"}
-    suites = (SUITE,)
-    headline = (Headline("UA", f"{SUITE}/ua"), Headline("IRA", f"{SUITE}/ira"),
-                Headline("CRA", f"{SUITE}/cra"), Headline("FID (judge)", f"{SUITE}/fid", 2))
+    # a pipeline run scores UA / IRA / CRA over every prompt's samples within its generation
+    # suite (the judge has a style head and an object head: metadata "factors")
+    suites = ("generation", SUITE)
+    headline = (Headline("UA", "generation/classes/ua"), Headline("IRA", "generation/classes/ira"),
+                Headline("CRA", "generation/classes/cra"),
+                Headline("FID (judge)", "generation/retain/fid", 2))
     axes: ClassVar[dict[str, tuple[str, ...]]] = {
         "forgetting": ("close(*ua)",), "utility": ("kept(*ira)", "kept(*cra)"),
         "robustness": ("1-recovered(attack/*/accuracy/recovery)",),

@@ -161,10 +161,10 @@ class _CanvasMetric(ImageMetric):
         super().__init__(CanvasOptions.model_validate(options))
 
     def needs(self, split: str) -> list[Need]:
-        return [Need.judge(split)]
+        return [Need.judge(split, suite=SUITE)]
 
     def compute(self, inputs: Inputs, split: str) -> MetricResult:
-        samples: Sequence[CanvasSample] = inputs.get(Need.judge(split))
+        samples: Sequence[CanvasSample] = inputs.get(Need.judge(split, suite=SUITE))
         result = type(self).function(samples, self.options.target, self.options.domain)
         result.split = split
         return result
