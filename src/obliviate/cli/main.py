@@ -203,14 +203,15 @@ def attack(
 
 def format_attacks(results: dict[str, dict[str, dict]]) -> str:
     """A fixed-width table: the probe plain, under attack, the oracle's, and the recovery."""
-    lines = [f"{'model':<26}{'attack':<14}{'metric':<20}{'plain':>9}{'attacked':>10}"
+    wide = max([24, *(len(m) for m in results)]) + 2  # a long method name keeps its column
+    lines = [f"{'model':<{wide}}{'attack':<14}{'metric':<20}{'plain':>9}{'attacked':>10}"
              f"{'oracle':>9}{'recovery':>10}"]
     for model_name, by_attack in results.items():
         for attack_name, r in by_attack.items():
             recovery = r.get("recovery")
-            cells = [r.get("plain"), r.get("attacked"), r.get("oracle_attacked")]
-            shown = "".join(f"{v:>9.3f}" if v is not None else f"{'-':>9}" for v in cells)
-            lines.append(f"{model_name:<26}{attack_name:<14}{r.get('metric', ''):<20}{shown}"
+            cells = [(r.get("plain"), 9), (r.get("attacked"), 10), (r.get("oracle_attacked"), 9)]
+            shown = "".join(f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in cells)
+            lines.append(f"{model_name:<{wide}}{attack_name:<14}{r.get('metric', ''):<20}{shown}"
                          + (f"{recovery:>+10.3f}" if recovery is not None else ""))
     return "\n".join(lines)
 
