@@ -161,3 +161,39 @@ def test_the_cli_points_the_multi_task_recipe_to_its_script(tmp_path):
     assert "benchmarks/styles_objects/run.py" in out.output
     assert "task.benchmark: styles_objects" in out.output
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+def _fixed_judge(style: int, digit: int):
+    """A two-head judge that calls every image style ``style`` and digit ``digit``."""
+    from obliviate.diffusion.judge import JudgeNet
+
+    net = JudgeNet(1, 40, 12, factors=(4, 10))
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        net.head.bias[style] = 5.0
+        net.head.bias[4 + digit] = 5.0
+    return net.eval()
+
+
+@pytest.mark.parametrize(("erase", "target", "style", "digit", "expected"), [
+    ("style", "inverted", 2, 0, 1.0),   # the style head sees "inverted" in every image
+    ("style", "inverted", 1, 0, 0.0),   # it sees "slanted": the style stays erased
+    ("object", "7", 0, 7, 1.0),         # the digit head sees a seven, whatever the style
+    ("object", "7", 2, 3, 0.0)])
+def test_an_attack_succeeds_when_the_erased_domains_head_sees_the_target(
+        erase, target, style, digit, expected):
+    """UnlearnCanvas's attack success: the erased concept's head alone decides, so the whole
+    (style, digit) class need not be right; the joint judge would count 1 in 10 or 1 in 4."""
+    from obliviate.diffusion.attacks.base import AttackContext
+    from obliviate.diffusion.judge import predict
+
+    task = grid_task(STYLE_TASK.model_copy(update={"erase": erase, "target": target,
+                                                   "per_object": 10}))
+    judge = _fixed_judge(style, digit)
+    ctx = AttackContext(task=task, model=None, model_name="m", oracle=None, judge=judge)
+    labels = torch.tensor(task.metadata["forget_classes"])
+    images = torch.zeros(len(labels), 1, 12, 12)
+    assert ctx.hits(images, labels).tolist() == [expected] * len(labels)
+    joint = (predict(judge, images) == labels).float().mean()
+    assert joint <= 0.25 + 1e-6  # the whole-class verdict would be another number

@@ -59,7 +59,7 @@ class World:
     def rate(self, model: Any, label: int) -> float:
         """Share of ``PROBE.samples`` samples of prompt ``label`` the judge reads as ``label``."""
         labels = torch.full((PROBE.samples,), label)
-        hits = probe(model, self.judge, model.embed(labels), labels, PROBE)
+        hits = probe(model, self.context(), model.embed(labels), labels)
         return sum(hits) / len(hits)
 
     def context(self, seed: int = 0) -> AttackContext:

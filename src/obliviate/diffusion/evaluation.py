@@ -46,7 +46,7 @@ from obliviate.diffusion.metrics.generation import KidOptions
 from obliviate.diffusion.metrics.unlearncanvas import SUITE as CANVAS_SUITE
 from obliviate.diffusion.models import Denoiser
 from obliviate.diffusion.sampling import sample
-from obliviate.diffusion.task import forget_classes, retain_classes
+from obliviate.diffusion.task import erased_domain, forget_classes, retain_classes
 
 # (label, summary key) of the numbers a table of diffusion results shows first: every
 # registered benchmark's headline declaration (diffusion/benchmarks/), in one list
@@ -225,9 +225,8 @@ class GenerationSession:
         """Whether the task's classes pair two domains (``metadata["factors"]``, an erased
         ``target`` of the ``erase`` domain) and the judge reads each domain with its own head:
         UnlearnCanvas's accuracies apply."""
-        meta = self.task.metadata
-        return bool(meta.get("factors")) and self.judge.factors is not None and \
-            "erase" in meta and "target" in meta
+        return erased_domain(self.task, self.judge.factors) is not None and \
+            "target" in self.task.metadata
 
     def canvas(self, split: str) -> list[Any]:
         """One :class:`~obliviate.diffusion.metrics.unlearncanvas.CanvasSample` per sample of

@@ -10,7 +10,7 @@ still reads as it did.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import obliviate.diffusion.benchmarks  # noqa: F401  (registers the benchmarks)
 from obliviate.core.benchmark import TaskSection
@@ -45,3 +45,15 @@ def forget_classes(task: UnlearningTask) -> list[int]:
 def retain_classes(task: UnlearningTask) -> list[int]:
     gone = set(forget_classes(task))
     return [c for c in range(task.metadata["num_classes"]) if c not in gone]
+
+
+def erased_domain(task: UnlearningTask, judge_factors: Any) -> int | None:
+    """For a task whose classes pair two domains (``metadata["factors"]``: domain → concept
+    names, class ``k`` = ``(k // len(second), k % len(second))``, as styles × objects), judged by
+    a two-head judge (``judge_factors``): which domain the task erases (0 or 1, from
+    ``metadata["erase"]``). ``None`` for plain classes, where the judge reads whole classes."""
+    meta = task.metadata
+    factors = meta.get("factors")
+    if not factors or judge_factors is None or meta.get("erase") not in factors:
+        return None
+    return list(factors).index(meta["erase"])

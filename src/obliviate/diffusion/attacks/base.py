@@ -17,10 +17,10 @@ from obliviate.core.recipe import StrictModel
 from obliviate.core.result import AttackResult
 from obliviate.core.task import UnlearningTask
 from obliviate.diffusion.data import to_tensor
-from obliviate.diffusion.judge import JudgeNet, predict
+from obliviate.diffusion.judge import JudgeNet, predict, predict_factors
 from obliviate.diffusion.models import Denoiser
 from obliviate.diffusion.sampling import sample_cond
-from obliviate.diffusion.task import forget_classes
+from obliviate.diffusion.task import erased_domain, forget_classes
 
 METRIC = "accuracy"  # the judge's accuracy on the forget class = attack success rate
 
@@ -57,6 +57,18 @@ class AttackContext(AttackContextBase):
         classes = torch.tensor(forget_classes(self.task))
         return classes.repeat(self.probe.samples // len(classes) + 1)[:self.probe.samples]
 
+    def hits(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """1.0 where the judge still sees the forgotten concept in an image drawn for
+        ``labels``: the judge names its class; or, for a task whose classes pair two domains
+        (styles × objects), the erased domain's head names the erased concept (UnlearnCanvas's
+        attack success: the style stays erased whatever digit is drawn)."""
+        domain = erased_domain(self.task, self.judge.factors)
+        if domain is None:
+            return (predict(self.judge, images) == labels).float()
+        seen = predict_factors(self.judge, images)[domain]
+        second = self.judge.factors[1]  # type: ignore[index]
+        return (seen == (labels // second if domain == 0 else labels % second)).float()
+
     def forget_images(self, model: Denoiser, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The attacker's images of the forgotten concept: the task's first ``count`` forget
         images and their labels, on ``model``'s device and in the space it denoises (a VAE's
@@ -66,9 +78,11 @@ class AttackContext(AttackContextBase):
 
 
 @torch.no_grad()
-def probe(model: Denoiser, judge: JudgeNet, cond: torch.Tensor, labels: torch.Tensor,
-          options: ProbeOptions) -> list[float]:
-    """Per sample: 1 when the judge assigns the image drawn from ``cond`` to ``labels``."""
+def probe(model: Denoiser, ctx: AttackContext, cond: torch.Tensor, labels: torch.Tensor
+          ) -> list[float]:
+    """Per sample: 1 when the judge still sees the forgotten concept of ``labels`` in the image
+    drawn from ``cond`` (:meth:`AttackContext.hits`), sampled as ``ctx.probe`` says."""
+    options = ctx.probe
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(options.seed)
@@ -79,7 +93,7 @@ def probe(model: Denoiser, judge: JudgeNet, cond: torch.Tensor, labels: torch.Te
                                                guidance=options.guidance_scale,
                                                generator=gen)).cpu())
     model.train(was_training)
-    return (predict(judge, torch.cat(images)) == labels.cpu()).float().tolist()
+    return ctx.hits(torch.cat(images), labels.cpu()).tolist()
 
 
 def mean(values: list[float]) -> float:
@@ -98,14 +112,12 @@ class DiffusionAttack(Attack):
     def run(self, ctx: AttackContext) -> AttackResult:
         start = time.perf_counter()
         labels = ctx.forget_labels()
-        plain = mean(probe(ctx.model, ctx.judge, ctx.model.embed(labels.to(ctx.model.device)),
-                           labels, ctx.probe))
+        plain = mean(probe(ctx.model, ctx, ctx.model.embed(labels.to(ctx.model.device)), labels))
         variants, curve = self.attack(ctx.model, ctx)
         key = f"{self.name}:{self.config.model_dump_json()}:{ctx.probe.model_dump_json()}"
         if key not in ctx.oracle_cache:
-            oracle_plain = mean(probe(ctx.oracle, ctx.judge,
-                                      ctx.oracle.embed(labels.to(ctx.oracle.device)), labels,
-                                      ctx.probe))
+            oracle_plain = mean(probe(ctx.oracle, ctx,
+                                      ctx.oracle.embed(labels.to(ctx.oracle.device)), labels))
             ctx.oracle_cache[key] = (oracle_plain, *self.attack(ctx.oracle, ctx))
         oracle_plain, oracle_variants, oracle_curve = ctx.oracle_cache[key]
         return AttackResult(
@@ -116,7 +128,8 @@ class DiffusionAttack(Attack):
                                    for k, v in variants.items()},
             options={"attack": self.config.model_dump(mode="json"),
                      "probe": ctx.probe.model_dump(mode="json")},
-            details={"metric": "attack success rate: fraction of forget-condition samples the "
-                               "judge classifies as the forgotten class",
+            details={"metric": "attack success rate: fraction of forget-condition samples in "
+                               "which the judge still sees the forgotten concept (its class; "
+                               "for paired domains, the erased domain's concept)",
                      "oracle_curve": oracle_curve},
             seconds=time.perf_counter() - start)

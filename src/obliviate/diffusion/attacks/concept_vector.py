@@ -39,6 +39,6 @@ class ConceptVectorAttack(DiffusionAttack):
         vectors = model.embed(labels) - others
         out = {}
         for eta in self.config.strengths:
-            out[f"eta={eta:g}"] = mean(probe(model, ctx.judge, null + eta * vectors,
-                                             labels.cpu(), ctx.probe))
+            out[f"eta={eta:g}"] = mean(probe(model, ctx, null + eta * vectors,
+                                             labels.cpu()))
         return out, []

@@ -67,10 +67,10 @@ class EmbeddingAttack(DiffusionAttack):
                     p.requires_grad_(flag)
             curve.append({"class": c, "final_loss": float(loss.detach())})
             mask = labels == c
-            out[f"class_{c}"] = mean(probe(model, ctx.judge,
+            out[f"class_{c}"] = mean(probe(model, ctx,
                                            cond.detach().expand(int(mask.sum()),
                                                                 *cond.shape[1:]),
-                                           labels[mask], ctx.probe))
+                                           labels[mask]))
         total = len(labels)
         overall = sum(out[f"class_{c}"] * int((labels == c).sum()) for c in
                       forget_classes(ctx.task)) / total

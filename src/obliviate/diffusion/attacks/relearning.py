@@ -52,7 +52,7 @@ class RelearningAttack(DiffusionAttack):
             torch.nn.utils.clip_grad_norm_(victim.parameters(), 1.0)
             opt.step()
             if step + 1 in points:
-                value = mean(probe(victim, ctx.judge, victim.embed(labels.to(victim.device)),
-                                   labels, ctx.probe))
+                value = mean(probe(victim, ctx, victim.embed(labels.to(victim.device)),
+                                   labels))
                 curve.append({"k": step + 1, METRIC: value, "loss": float(loss.detach())})
         return {f"k={cfg.steps}": curve[-1][METRIC]}, curve

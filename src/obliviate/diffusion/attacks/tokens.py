@@ -71,8 +71,8 @@ class TokenAttack(DiffusionAttack):
             plain = model.embed(torch.tensor([c], device=model.device))
             losses = {"plain_loss": concept_loss(model, mine, plain, ctx.seed),
                       "attacked_loss": concept_loss(model, mine, found["cond"], ctx.seed)}
-            rates[c] = mean(probe(model, ctx.judge, found["cond"].expand(int(mask.sum()), -1, -1),
-                                  labels[mask], ctx.probe))
+            rates[c] = mean(probe(model, ctx, found["cond"].expand(int(mask.sum()), -1, -1),
+                                  labels[mask]))
             curve.append({"class": c, "first_loss": found["losses"][0],
                           "final_loss": found["losses"][-1], **losses,
                           "success_rate": rates[c],
