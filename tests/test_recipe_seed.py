@@ -53,6 +53,9 @@ def test_the_fine_tuning_and_unlearning_record_the_seed_they_trained_with(tmp_pa
     llm_pipeline.unlearn_stage(recipe, run, task)
     stages = run.read_record()["stages"]
     assert stages["finetune_target"]["config"]["train"]["seed"] == 3
+    # a run at another seed names the seed it trained with, so an older run's target (trained
+    # before the offset) is not taken as this one's; at seed 0 the inputs stay as they were
+    assert stages["finetune_target"]["inputs"]["finetune_seed"] == 3
     assert stages["unlearn_grad_diff"]["train"]["seed"] == 2
     assert stages["unlearn_grad_diff"]["config"]["seed"] == 2
 
@@ -63,3 +66,12 @@ def test_loading_a_recipe_with_overrides_leaves_the_callers_base_as_it_was():
     recipe = load_recipe(LLMRecipe, None, ["unlearn.train.seed=7"], base=base)
     assert recipe.unlearn.train.seed == 7
     assert base == {"unlearn": {"train": {"epochs": 1}}}
+
+
+def test_a_seed_0_fine_tuning_records_the_inputs_it_always_did(tmp_path):
+    recipe = load_recipe(LLMRecipe, None, base=LLM)
+    run = llm_pipeline.open_run(recipe, tmp_path / "run", "obliviate test")
+    task = llm_pipeline.prepare_task(recipe, run)
+    llm_pipeline.finetune_stage(recipe, run, task, roles=("oracle",))
+    inputs = run.read_record()["stages"]["finetune_oracle"]["inputs"]
+    assert set(inputs) == {"model", "finetune", "seed", "data"}

@@ -140,6 +140,9 @@ def test_a_pipeline_run_scores_unlearncanvas_accuracies_with_a_two_head_judge(tm
     judge, _ = pipeline.ensure_judge(recipe, run, task)
     assert judge.factors == (4, 10)
     summary = pipeline.evaluate_stage(recipe, run, task, models=["target"])["target"]
+    stages = run.read_record()["stages"]
+    for stage in ("finetune_judge", "eval_target"):  # a run before the two heads re-runs these
+        assert stages[stage]["inputs"]["factors"] == [4, 10], stage
     model = pipeline.load_target(recipe, run, task, run.model("target"))
     cfg = recipe.evaluation
     grid = evaluate_grid(model, judge, task, GridEvalConfig(

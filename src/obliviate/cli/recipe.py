@@ -75,7 +75,8 @@ def method_sections(recipe: BaseModel) -> Iterator[tuple[str, str, str, str, str
     for name in getattr(unlearn, "methods", []):
         # as a run resolves it: an LLM method's training keys (wmdp's RMU learning_rate) are
         # training settings, not the method's hyperparameters
-        cls, config = pipeline.method_config(recipe, name)
+        # the method's own seed as the recipe writes it (a run adds the recipe's seed to it)
+        cls, config = pipeline.method_config(recipe.model_copy(update={"seed": 0}), name)
         key = f"unlearn.method_args.{name}"
         yield key, cls.__name__, "", "", f"{_doc(cls)} [{cls.paper}]"
         yield from describe(config, f"{key}.")

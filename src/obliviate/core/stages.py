@@ -134,16 +134,18 @@ TrainOne = Callable[[Role], dict[str, Any]]
 
 
 def finetune_loop(recipe: RecipeBase, run: RunDir, roles: Sequence[Role],
-                  split_sha256: Callable[[Role], str], train_one: TrainOne) -> dict[str, Any]:
+                  split_sha256: Callable[[Role], str], train_one: TrainOne,
+                  depends_also: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fine-tune each role unless it is done with the same inputs (the recipe's ``model``,
-    ``finetune`` and seed, the sha256 of the role's training split, ``split_sha256(role)``);
-    ``train_one(role)`` resumes from the role's last checkpoint. A stage done or checkpointed on
-    other data is refused (:func:`check_same_data`). Returns each role's stage record."""
+    ``finetune`` and seed, the sha256 of the role's training split, ``split_sha256(role)``, and
+    ``depends_also``); ``train_one(role)`` resumes from the role's last checkpoint. A stage done
+    or checkpointed on other data is refused (:func:`check_same_data`). Returns each role's
+    stage record."""
     out = {}
     for role in roles:
         stage, data = f"finetune_{role}", split_sha256(role)
         depends = {"model": defining(recipe.model), "finetune": defining(recipe.finetune),
-                   "seed": recipe.seed, "data": data}
+                   "seed": recipe.seed, "data": data, **(depends_also or {})}
         done = run.stage_done(stage, depends, run.checkpoints(role)) and \
             (run.model(role) / "config.json").is_file()
         if done or latest_checkpoint(run.checkpoints(role)) is not None:

@@ -225,7 +225,7 @@ class GenerationSession:
         """Whether the task's classes pair two domains (``metadata["factors"]``, an erased
         ``target`` of the ``erase`` domain) and the judge reads each domain with its own head:
         UnlearnCanvas's accuracies apply."""
-        return erased_domain(self.task, self.judge.factors) is not None and \
+        return erased_domain(self.task, getattr(self.judge, "factors", None)) is not None and \
             "target" in self.task.metadata
 
     def canvas(self, split: str) -> list[Any]:

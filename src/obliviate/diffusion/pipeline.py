@@ -26,6 +26,7 @@ from obliviate.core.stages import open_run  # noqa: F401  (every pipeline offers
 from obliviate.core.task import TRAINING_SPLIT, Role, UnlearningTask
 from obliviate.diffusion.evaluation import HEADLINE  # noqa: F401  (the CLI's table columns)
 from obliviate.diffusion.recipe import DiffusionRecipe
+from obliviate.diffusion.task import factors_input
 
 
 def prepare_task(recipe: DiffusionRecipe, run: RunDir) -> UnlearningTask:
@@ -87,8 +88,8 @@ def train_role(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask, role:
 def judge_factors(task: UnlearningTask) -> tuple[int, int] | None:
     """The sizes of the two domains whose pairs are the task's classes (styles × objects,
     ``metadata["factors"]``), for a judge with one head per domain; ``None`` for plain classes."""
-    factors = task.metadata.get("factors")
-    return tuple(len(names) for names in factors.values()) if factors else None  # type: ignore
+    sizes = factors_input(task).get("factors")
+    return (sizes[0], sizes[1]) if sizes else None
 
 
 def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
@@ -102,7 +103,7 @@ def ensure_judge(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask
     full = task.full
     factors = judge_factors(task)
     depends = {"judge": recipe.evaluation.judge, "seed": recipe.seed, "data": full.sha256,
-               **({"factors": factors} if factors else {})}
+               **factors_input(task)}
     if run.stage_done(stage, depends) and (path / "config.json").is_file():
         stages.check_same_data(run, stage, _recorded(run, stage).get("split", {}).get("sha256"),
                         full.sha256)
@@ -210,6 +211,8 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     cfg = recipe.evaluation
     oracle_file = run.root / "eval" / "oracle" / f"{SUITE}.json"
     judge, reference, neighbours = None, None, None
+    if factors_input(task):  # its judge may be retrained (a head per domain) before the digest
+        ensure_judge(recipe, run, task)
     summaries = {}
     for name in names:
         stage = f"eval_{output_name(name)}"
@@ -218,7 +221,7 @@ def evaluate_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
                    "seed": recipe.seed, "model": model_digest(run, model_path(run, name)),
                    "judge": model_digest(run, run.model("judge")),
                    "oracle": None if name == "oracle" else model_digest(run, oracle_file),
-                   **precision_input(cfg.mixed_precision)}
+                   **precision_input(cfg.mixed_precision), **factors_input(task)}
         if not force and run.stage_done(stage, depends) and (out_dir / f"{SUITE}.json").is_file():
             summaries[name] = _recorded(run, stage)["summary"]
             continue
@@ -271,4 +274,5 @@ def attack_stage(recipe: DiffusionRecipe, run: RunDir, task: UnlearningTask,
     with measured_in(cfg.mixed_precision):
         return stages.attack_loop(run, targets, resolved, attack_one, force=force,
                                   depends={"probe": cfg.probe, "seed": recipe.seed,
-                                           **precision_input(cfg.mixed_precision)})
+                                           **precision_input(cfg.mixed_precision),
+                                           **factors_input(task)})

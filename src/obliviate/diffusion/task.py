@@ -17,6 +17,9 @@ from obliviate.core.benchmark import TaskSection
 from obliviate.core.task import UnlearningTask
 from obliviate.diffusion import MODALITY
 
+DOMAINS = ("style", "object")
+"""The two domains a paired-domain task's classes combine (UnlearnCanvas's)."""
+
 
 class TaskConfig(TaskSection):
     """Which images, which classes to forget, at which resolution: a benchmark and its
@@ -54,6 +57,15 @@ def erased_domain(task: UnlearningTask, judge_factors: Any) -> int | None:
     ``metadata["erase"]``). ``None`` for plain classes, where the judge reads whole classes."""
     meta = task.metadata
     factors = meta.get("factors")
-    if not factors or judge_factors is None or meta.get("erase") not in factors:
+    if not factors or judge_factors is None or set(factors) != set(DOMAINS) or \
+            meta.get("erase") not in factors:
         return None
     return list(factors).index(meta["erase"])
+
+
+def factors_input(task: UnlearningTask) -> dict[str, Any]:
+    """What a stage that reads the judge adds to its inputs for a paired-domain task (the
+    domains' sizes: such a task's judge, evaluation and attack success differ); ``{}`` for
+    plain classes, so their runs' stages stay as recorded."""
+    factors = task.metadata.get("factors")
+    return {"factors": [len(v) for v in factors.values()]} if factors else {}

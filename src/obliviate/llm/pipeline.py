@@ -42,10 +42,13 @@ def finetune_stage(recipe: LLMRecipe, run: RunDir, task: UnlearningTask,
     """Fine-tune each role unless it is already done; return the stage records."""
     from obliviate.llm.finetune import training_split
 
+    train = offset_seed(recipe.finetune, recipe.seed)
+    # before e5d7328 an LLM fine-tuning ignored the recipe's seed: a run at another seed names
+    # the seed it trained with, so such an older run's models are not taken as this one's
+    moved = {"finetune_seed": train.seed} if recipe.seed else None
     return stages.finetune_loop(
         recipe, run, roles, lambda role: training_split(task, role).sha256,
-        lambda role: finetune(role, recipe.model, offset_seed(recipe.finetune, recipe.seed), task,
-                              run, seed=recipe.seed))
+        lambda role: finetune(role, recipe.model, train, task, run, seed=recipe.seed), moved)
 
 
 def _train_keys(cls: Any, args: dict[str, Any]) -> dict[str, Any]:

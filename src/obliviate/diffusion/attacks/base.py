@@ -62,7 +62,7 @@ class AttackContext(AttackContextBase):
         ``labels``: the judge names its class; or, for a task whose classes pair two domains
         (styles × objects), the erased domain's head names the erased concept (UnlearnCanvas's
         attack success: the style stays erased whatever digit is drawn)."""
-        domain = erased_domain(self.task, self.judge.factors)
+        domain = erased_domain(self.task, getattr(self.judge, "factors", None))
         if domain is None:
             return (predict(self.judge, images) == labels).float()
         seen = predict_factors(self.judge, images)[domain]
