@@ -200,3 +200,21 @@ def test_an_attack_succeeds_when_the_erased_domains_head_sees_the_target(
     assert ctx.hits(images, labels).tolist() == [expected] * len(labels)
     joint = (predict(judge, images) == labels).float().mean()
     assert joint <= 0.25 + 1e-6  # the whole-class verdict would be another number
+
+
+def test_the_report_keeps_both_retain_accuracies_on_its_utility_axis():
+    """UnlearnCanvas's utility is IRA and CRA: a method that keeps the other styles but loses
+    the digits must not score as if it kept everything."""
+    from obliviate.core.axes import AxisMap, References
+
+    def summary(ua, ira, cra):
+        return {"generation/classes/ua": ua, "generation/classes/ira": ira,
+                "generation/classes/cra": cra}
+
+    axes = AxisMap.for_benchmark("diffusion", "styles_objects")
+    refs = References(oracle=summary(1.0, 1.0, 0.8), target=summary(0.0, 1.0, 0.8))
+    scores, used = axes.score(summary(0.9, 1.0, 0.4), refs)
+    assert scores["utility"] == pytest.approx((1.0 + 0.4 / 0.8) / 2)
+    assert "*cra" in used["utility"]
+    raw = AxisMap.for_benchmark("diffusion", "styles_objects", {"utility": "raw"})
+    assert raw.score(summary(0.9, 1.0, 0.4), refs)[0]["utility"] == pytest.approx(0.7)

@@ -220,9 +220,11 @@ class StylesObjects(Benchmark):
                 Headline("CRA", "generation/classes/cra"),
                 Headline("FID (judge)", "generation/retain/fid", 2))
     axes: ClassVar[dict[str, tuple[str, ...]]] = {
-        "forgetting": ("close(*ua)",), "utility": ("kept(*ira)", "kept(*cra)"),
+        # utility keeps both of UnlearnCanvas's retain accuracies: the other concepts of the
+        # erased domain (IRA) and the other domain's (CRA), one mean
+        "forgetting": ("close(*ua)",), "utility": ("kept(*ira, *cra)",),
         "robustness": ("1-recovered(attack/*/accuracy/recovery)",),
-        "raw_forgetting": ("*ua",), "raw_utility": ("*ira", "*cra"),
+        "raw_forgetting": ("*ua",), "raw_utility": ("mean(*ira, *cra)",),
         "raw_robustness": ("1-max(attack/*/accuracy/attacked)",)}
     oracle = "the same text-to-image model trained from scratch without the target's prompts"
     recipe = "styles_objects"
