@@ -203,16 +203,20 @@ def attack(
 
 def format_attacks(results: dict[str, dict[str, dict]]) -> str:
     """A fixed-width table: the probe plain, under attack, the oracle's, and the recovery."""
-    wide = max([24, *(len(m) for m in results)]) + 2  # a long method name keeps its column
-    lines = [f"{'model':<{wide}}{'attack':<14}{'metric':<20}{'plain':>9}{'attacked':>10}"
-             f"{'oracle':>9}{'recovery':>10}"]
-    for model_name, by_attack in results.items():
-        for attack_name, r in by_attack.items():
-            recovery = r.get("recovery")
-            cells = [(r.get("plain"), 9), (r.get("attacked"), 10), (r.get("oracle_attacked"), 9)]
-            shown = "".join(f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in cells)
-            lines.append(f"{model_name:<{wide}}{attack_name:<14}{r.get('metric', ''):<20}{shown}"
-                         + (f"{recovery:>+10.3f}" if recovery is not None else ""))
+    rows = [(m, a, r) for m, by_attack in results.items() for a, r in by_attack.items()]
+    # each name column as wide as its longest entry (a long method, attack or metric name)
+    wide = [max([floor, *(len(str(v)) for v in values)]) + 2 for floor, values in (
+        (24, [m for m, _, _ in rows]), (12, [a for _, a, _ in rows]),
+        (18, [r.get("metric", "") for _, _, r in rows]))]
+    lines = [f"{'model':<{wide[0]}}{'attack':<{wide[1]}}{'metric':<{wide[2]}}{'plain':>9}"
+             f"{'attacked':>10}{'oracle':>9}{'recovery':>10}"]
+    for model_name, attack_name, r in rows:
+        recovery = r.get("recovery")
+        cells = [(r.get("plain"), 9), (r.get("attacked"), 10), (r.get("oracle_attacked"), 9)]
+        shown = "".join(f"{v:>{w}.3f}" if v is not None else f"{'-':>{w}}" for v, w in cells)
+        lines.append(f"{model_name:<{wide[0]}}{attack_name:<{wide[1]}}"
+                     f"{r.get('metric', ''):<{wide[2]}}{shown}"
+                     + (f"{recovery:>+10.3f}" if recovery is not None else ""))
     return "\n".join(lines)
 
 
